@@ -1,0 +1,26 @@
+"""sql_dl: deep-learning models over image collections as Spark SQL functions.
+
+``bootstrap(spark, "conf/models.yaml")`` registers a manifest's models, preprocessors and
+image folders in a Spark session; ``session(...)`` builds a configured session and does it.
+"""
+
+from __future__ import annotations
+
+from sql_dl.errors import ImageDecodeError, ManifestError, ModelLoadError, SqlDlError
+from sql_dl.manifest import Manifest, load_manifest
+from sql_dl.registration import bootstrap
+from sql_dl.session import session
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ImageDecodeError",
+    "Manifest",
+    "ManifestError",
+    "ModelLoadError",
+    "SqlDlError",
+    "__version__",
+    "bootstrap",
+    "load_manifest",
+    "session",
+]

@@ -1,0 +1,25 @@
+"""Error classes raised by sql_dl."""
+
+from __future__ import annotations
+
+__all__ = ["SqlDlError", "ManifestError", "ModelLoadError", "ImageDecodeError"]
+
+
+class SqlDlError(Exception):
+    """Base class of every error sql_dl raises on purpose."""
+
+
+class ManifestError(SqlDlError, ValueError):
+    """The manifest is invalid; ``problems`` lists every problem found, one per line."""
+
+    def __init__(self, problems: list[str] | str):
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class ModelLoadError(SqlDlError, RuntimeError):
+    """A model, its weights or its labels could not be loaded or do not fit the manifest."""
+
+
+class ImageDecodeError(SqlDlError, ValueError):
+    """An image could not be decoded under ``on_error: fail``."""

@@ -1,0 +1,141 @@
+"""Image decoding and preprocessing, exactly as Keras does it.
+
+Decoding and resizing match ``keras.utils.load_img(f, color_mode="rgb", target_size=(H, W),
+interpolation=...)`` followed by ``img_to_array``; the caffe, tf and torch modes are
+``keras.applications.imagenet_utils.preprocess_input``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import io
+from typing import Any, Callable
+
+import numpy as np
+from PIL import Image
+
+from sql_dl.errors import ImageDecodeError
+from sql_dl.manifest import PreprocessorSpec, is_local, local_path
+
+__all__ = ["describe_source", "preprocess_batch", "read_uri", "to_pil"]
+
+# Spark's image struct (spark.read.format("image")) stores pixels as OpenCV does: BGR(A).
+_STRUCT_FIELDS = ("height", "width", "nChannels", "data")
+_RESAMPLING = {name.lower(): value for name, value in Image.Resampling.__members__.items()}
+
+
+def describe_source(value: Any) -> str:
+    """Names an image for an error message: its path, or its size and content hash."""
+    if isinstance(value, str):
+        return f"path {value!r}"
+    if isinstance(value, dict) and value.get("origin"):
+        return f"path {value['origin']!r}"
+    data = bytes(value["data"]) if isinstance(value, dict) else bytes(value)
+    digest = hashlib.sha256(data).hexdigest()[:16]
+    return f"{len(data)} bytes with SHA-256 {digest}... (find it with sha2(image, 256) LIKE '{digest}%')"
+
+
+def read_uri(uri: str) -> bytes:
+    """Reads a file given by a local path, a ``file:`` URI or any URI pyarrow.fs knows."""
+    if is_local(uri):
+        with open(local_path(uri), "rb") as f:
+            return f.read()
+    from pyarrow import fs
+
+    filesystem, path = fs.FileSystem.from_uri(uri)
+    with filesystem.open_input_stream(path) as f:
+        return f.read()
+
+
+def to_pil(value: Any):
+    """Opens an encoded image (bytes), a path/URI (str) or a Spark image struct (dict) with PIL."""
+    if isinstance(value, str):
+        value = read_uri(value)
+    if isinstance(value, dict):
+        return _struct_to_pil(value)
+    image = Image.open(io.BytesIO(value))
+    pixels = image.width * image.height
+    if Image.MAX_IMAGE_PIXELS is not None and pixels > Image.MAX_IMAGE_PIXELS:
+        raise Image.DecompressionBombError(
+            f"image has {pixels} pixels, more than the limit of {Image.MAX_IMAGE_PIXELS}")
+    return image
+
+
+def _struct_to_pil(row: dict):
+    height, width, channels, data = (row[k] for k in _STRUCT_FIELDS)
+    pixels = np.frombuffer(bytes(data), dtype=np.uint8).reshape(height, width, channels)
+    if channels == 1:
+        return Image.fromarray(np.ascontiguousarray(pixels[..., 0]))
+    if channels == 3:
+        return Image.fromarray(np.ascontiguousarray(pixels[..., ::-1]))
+    if channels == 4:
+        return Image.fromarray(np.ascontiguousarray(pixels[..., [2, 1, 0, 3]]))
+    raise ValueError(f"unsupported number of channels in image struct: {channels}")
+
+
+def load_rgb(value: Any, size: tuple[int, int], interpolation: str) -> np.ndarray:
+    """Decodes one image to an (H, W, 3) float32 RGB array, as load_img + img_to_array do."""
+    image = to_pil(value)
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    width_height = (size[1], size[0])
+    if image.size != width_height:
+        image = image.resize(width_height, _RESAMPLING[interpolation])
+    return np.asarray(image, dtype=np.float32)
+
+
+
+
+def resolve_function(reference: str) -> Callable[[np.ndarray], np.ndarray]:
+    """Imports ``package.module:function`` (this runs the module's code)."""
+    module_name, _, attribute = reference.partition(":")
+    return getattr(importlib.import_module(module_name), attribute)
+
+
+def apply_mode(batch: np.ndarray, mode: str) -> np.ndarray:
+    """Applies a preprocessing mode to an (N, H, W, 3) float32 batch of 0..255 RGB pixels."""
+    if mode == "none":
+        return batch
+    if mode == "scale":
+        return batch / np.float32(255.0)
+    from keras.applications.imagenet_utils import preprocess_input
+
+    return preprocess_input(batch, data_format="channels_last", mode=mode)
+
+
+def preprocess_batch(values: list[Any], spec: PreprocessorSpec, on_error: str
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Decodes and preprocesses images; undecodable ones are skipped or raise.
+
+    Args:
+        values: encoded images (bytes), paths (str) or image structs (dict); None allowed.
+        spec: the preprocessor to apply.
+        on_error: ``"null"`` to skip undecodable images, ``"fail"`` to raise.
+
+    Returns:
+        ``(tensors, ok)``: the float32 tensors of the decodable images, stacked, and a
+        boolean mask over ``values`` saying which ones they are.
+
+    Raises:
+        ImageDecodeError: under ``on_error="fail"``, naming the image by path or content hash.
+    """
+    function = resolve_function(spec.function) if spec.function else None
+    arrays, ok = [], np.zeros(len(values), dtype=bool)
+    for i, value in enumerate(values):
+        if value is None:
+            continue
+        try:
+            array = load_rgb(value, spec.size, spec.interpolation)
+        except Exception as e:  # PIL raises many types on hostile input
+            if on_error == "fail":
+                raise ImageDecodeError(
+                    f"cannot decode image ({describe_source(value)}): {type(e).__name__}: {e}. "
+                    "Fix or remove the file, or set on_error: null to get NULL for it.") from e
+            continue
+        arrays.append(np.asarray(function(array), dtype=np.float32) if function else array)
+        ok[i] = True
+    if not arrays:
+        return np.zeros((0, *spec.size, 3), dtype=np.float32), ok
+    batch = np.stack(arrays)
+    return (batch if function else apply_mode(batch, spec.mode)), ok

@@ -1,0 +1,354 @@
+"""Manifest parsing and validation: YAML (or a dict) in, frozen specs out.
+
+Pure Python: nothing here imports Spark or TensorFlow, so ``sql-dl validate`` and the
+tests of every rule run without either.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+from urllib.parse import urlparse
+
+import yaml
+
+from sql_dl.errors import ManifestError
+
+__all__ = [
+    "APPLICATIONS",
+    "ImageViewSpec",
+    "Manifest",
+    "ModelSpec",
+    "PreprocessorSpec",
+    "load_manifest",
+]
+
+PREPROCESS_MODES = ("caffe", "tf", "torch", "scale", "none")
+INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "hamming", "box", "lanczos")
+INPUT_KINDS = ("image", "tensor")
+LABEL_SOURCES = ("parent_dir", "none")
+ON_ERROR = ("null", "fail")
+RESERVED_NAMES = ("sql_dl_models",)
+
+# keras.applications image classifiers and the preprocessing their preprocess_input applies
+# ("none": the model rescales 0..255 input itself).
+APPLICATIONS: dict[str, str] = {
+    **dict.fromkeys(["Xception", "InceptionV3", "InceptionResNetV2", "MobileNet",
+                     "MobileNetV2", "NASNetMobile", "NASNetLarge",
+                     "ResNet50V2", "ResNet101V2", "ResNet152V2"], "tf"),
+    **dict.fromkeys(["VGG16", "VGG19", "ResNet50", "ResNet101", "ResNet152"], "caffe"),
+    **dict.fromkeys(["DenseNet121", "DenseNet169", "DenseNet201"], "torch"),
+    **dict.fromkeys(
+        ["MobileNetV3Small", "MobileNetV3Large"]
+        + [f"EfficientNetB{i}" for i in range(8)]
+        + [f"EfficientNetV2{v}" for v in ("B0", "B1", "B2", "B3", "S", "M", "L")]
+        + [f"ConvNeXt{v}" for v in ("Tiny", "Small", "Base", "Large", "XLarge")],
+        "none",
+    ),
+}
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_FUNCTION_REF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+_SECTIONS = ("preprocessors", "models", "images")
+
+
+@dataclass(frozen=True)
+class PreprocessorSpec:
+    """How an encoded image becomes the float32 tensor a model receives."""
+
+    name: str
+    size: tuple[int, int]
+    mode: str = "none"
+    interpolation: str = "bilinear"
+    function: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One ``models:`` entry; ``path`` and ``labels`` are absolute or URIs."""
+
+    name: str
+    path: str | None = None
+    application: str | None = None
+    weights: str | None = None
+    input: str = "image"
+    preprocessor: str | None = None
+    labels: str | None = None
+    features_layer: str | None = None
+    batch_size: int = 32
+    on_error: str = "null"
+
+    @property
+    def function_names(self) -> tuple[str, str, str]:
+        return self.name, f"{self.name}_features", f"{self.name}_top_k"
+
+
+@dataclass(frozen=True)
+class ImageViewSpec:
+    """One ``images:`` entry, exposed as a view over the files under ``path``."""
+
+    name: str
+    path: str
+    recursive: bool = True
+    label: str = "parent_dir"
+    sample_ratio: float = 1.0
+    glob: str | None = None
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A validated manifest; ``source`` names where it came from, for messages."""
+
+    source: str
+    preprocessors: dict[str, PreprocessorSpec] = field(default_factory=dict)
+    models: dict[str, ModelSpec] = field(default_factory=dict)
+    images: dict[str, ImageViewSpec] = field(default_factory=dict)
+
+
+def load_manifest(manifest: str | os.PathLike | Mapping[str, Any]) -> Manifest:
+    """Reads and validates a manifest.
+
+    Args:
+        manifest: a YAML file path, or a dict with the same structure. Relative paths
+            inside a file are resolved against the file's directory; inside a dict,
+            against the current directory.
+
+    Returns:
+        The validated `Manifest`.
+
+    Raises:
+        ManifestError: listing every problem found, each as
+            ``<source>: <section>.<entry>.<key>: <what is wrong> (received: ...)``.
+    """
+    if isinstance(manifest, Mapping):
+        return _Validator("<manifest dict>", Path.cwd()).validate(manifest)
+    path = Path(manifest)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ManifestError(f"{path}: cannot read the manifest: {e.strerror}") from e
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ManifestError(f"{path}: not valid YAML: {e}") from e
+    return _Validator(str(path), path.resolve().parent).validate(data if data is not None else {})
+
+
+def is_local(uri: str) -> bool:
+    """Whether ``uri`` is a path on this machine (no scheme, or ``file:``)."""
+    scheme = urlparse(uri).scheme
+    return scheme in ("", "file") or len(scheme) == 1  # a Windows drive letter
+
+
+def local_path(uri: str) -> str:
+    return urlparse(uri).path if uri.startswith("file:") else uri
+
+
+class _Validator:
+    """Collects every problem of one manifest instead of stopping at the first."""
+
+    def __init__(self, source: str, base_dir: Path):
+        self.source = source
+        self.base_dir = base_dir
+        self.problems: list[str] = []
+
+    def problem(self, where: str, what: str) -> None:
+        self.problems.append(f"{self.source}: {where}: {what}")
+
+    def validate(self, data: Any) -> Manifest:
+        if not isinstance(data, Mapping):
+            raise ManifestError(
+                f"{self.source}: the manifest must be a mapping with sections "
+                f"{', '.join(_SECTIONS)} (received: {type(data).__name__})")
+        for key in data:
+            if key not in _SECTIONS:
+                self.problem(str(key), f"unknown section (allowed: {', '.join(_SECTIONS)})")
+        sections = {name: self._section(data, name) for name in _SECTIONS}
+        preprocessors = {n: self._preprocessor(n, e) for n, e in sections["preprocessors"].items()}
+        models = {n: self._model(n, e, preprocessors) for n, e in sections["models"].items()}
+        images = {n: self._images(n, e) for n, e in sections["images"].items()}
+        self._check_function_names(preprocessors, models)
+        if self.problems:
+            raise ManifestError(self.problems)
+        return Manifest(self.source, preprocessors, models, images)
+
+    def _section(self, data: Mapping, name: str) -> dict[str, Mapping]:
+        section = data.get(name) or {}
+        if not isinstance(section, Mapping):
+            self.problem(name, f"must be a mapping of names to entries "
+                               f"(received: {type(section).__name__})")
+            return {}
+        entries = {}
+        for entry_name, entry in section.items():
+            where = f"{name}.{entry_name}"
+            if not isinstance(entry_name, str) or not _IDENTIFIER.match(entry_name):
+                self.problem(where, "the name must be a SQL identifier: letters, digits and "
+                                    f"underscores, not starting with a digit (received: {entry_name!r})")
+            elif entry_name.lower() in RESERVED_NAMES:
+                self.problem(where, f"the name {entry_name!r} is reserved by sql_dl")
+            elif not isinstance(entry, Mapping):
+                self.problem(where, f"must be a mapping of keys (received: {entry!r})")
+            else:
+                entries[entry_name] = entry
+        return entries
+
+    def _check_keys(self, where: str, entry: Mapping, allowed: tuple[str, ...]) -> None:
+        for key in entry:
+            if key not in allowed:
+                self.problem(f"{where}.{key}", f"unknown key (allowed: {', '.join(allowed)})")
+
+    def _choice(self, where: str, value: Any, allowed: tuple[str, ...], default: str) -> str:
+        if value is None:
+            return default
+        if value not in allowed:
+            self.problem(where, f"must be one of {', '.join(allowed)} (received: {value!r})")
+            return default
+        return value
+
+    def _positive_int(self, where: str, value: Any, default: int) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            self.problem(where, f"must be a positive integer (received: {value!r})")
+            return default
+        return value
+
+    def _bool(self, where: str, value: Any, default: bool) -> bool:
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            self.problem(where, f"must be true or false (received: {value!r})")
+            return default
+        return value
+
+    def _uri(self, where: str, value: Any, must_exist: bool = True, glob: bool = False) -> str:
+        if not isinstance(value, str) or not value:
+            self.problem(where, f"must be a path or URI (received: {value!r})")
+            return ""
+        if not is_local(value):
+            return value
+        path = Path(local_path(os.path.expanduser(value)))
+        path = path if path.is_absolute() else self.base_dir / path
+        has_glob = glob and any(c in str(path) for c in "*?[{")
+        if must_exist and not has_glob and not path.exists():
+            self.problem(where, f"no such file or directory (received: {value!r}, "
+                                f"resolved to {str(path)!r})")
+        return str(path)
+
+    def _preprocessor(self, name: str, entry: Mapping) -> PreprocessorSpec:
+        where = f"preprocessors.{name}"
+        self._check_keys(where, entry, ("size", "mode", "interpolation", "function"))
+        size = entry.get("size")
+        if (not isinstance(size, (list, tuple)) or len(size) != 2
+                or any(isinstance(v, bool) or not isinstance(v, int) or v <= 0 for v in size)):
+            self.problem(f"{where}.size", f"must be [height, width], two positive integers "
+                                          f"(received: {size!r})")
+            size = (1, 1)
+        function = entry.get("function")
+        if function is not None and (not isinstance(function, str)
+                                     or not _FUNCTION_REF.match(function)):
+            self.problem(f"{where}.function", "must name a Python function as "
+                                              f"'package.module:function' (received: {function!r})")
+        if function is not None and "mode" in entry:
+            self.problem(f"{where}.mode", "give either mode or function, not both "
+                                          f"(received: mode={entry['mode']!r}, function={function!r})")
+        if function is None and "mode" not in entry:
+            self.problem(f"{where}.mode", f"is required unless function is given "
+                                          f"(allowed: {', '.join(PREPROCESS_MODES)})")
+        return PreprocessorSpec(
+            name=name,
+            size=(size[0], size[1]),
+            mode=self._choice(f"{where}.mode", entry.get("mode"), PREPROCESS_MODES, "none"),
+            interpolation=self._choice(f"{where}.interpolation", entry.get("interpolation"),
+                                       INTERPOLATIONS, "bilinear"),
+            function=function,
+        )
+
+    def _model(self, name: str, entry: Mapping, preprocessors: Mapping[str, Any]) -> ModelSpec:
+        where = f"models.{name}"
+        self._check_keys(where, entry, tuple(f.name for f in ModelSpec.__dataclass_fields__.values()
+                                             if f.name != "name"))
+        path, application = entry.get("path"), entry.get("application")
+        if (path is None) == (application is None):
+            self.problem(where, "give exactly one of path (a model file) or application "
+                                f"(a keras.applications name) (received: path={path!r}, "
+                                f"application={application!r})")
+        if path is not None:
+            path = self._uri(f"{where}.path", path)
+        if application is not None and application not in APPLICATIONS:
+            self.problem(f"{where}.application", f"unknown keras.applications model "
+                                                 f"{application!r} (known: {', '.join(APPLICATIONS)})")
+        weights = entry.get("weights")
+        if weights is not None and application is None:
+            self.problem(f"{where}.weights", "only applies with application; a model file "
+                                             f"carries its own weights (received: {weights!r})")
+        if application is not None:
+            weights = "none" if weights is None and "weights" in entry else weights or "imagenet"
+            if weights not in ("imagenet", "none"):
+                weights = self._uri(f"{where}.weights", weights)
+        input_kind = self._choice(f"{where}.input", entry.get("input"), INPUT_KINDS, "image")
+        preprocessor = entry.get("preprocessor")
+        if preprocessor is not None:
+            if input_kind == "tensor":
+                self.problem(f"{where}.preprocessor", "does not apply to input: tensor "
+                                                      f"(received: {preprocessor!r})")
+            elif preprocessor not in preprocessors:
+                known = ", ".join(preprocessors) or "none defined"
+                self.problem(f"{where}.preprocessor",
+                             f"unknown preprocessor {preprocessor!r} (known: {known})")
+        labels = entry.get("labels")
+        if labels is None and application is not None and weights == "imagenet":
+            labels = "imagenet"
+        elif labels is not None and labels != "imagenet":
+            labels = self._uri(f"{where}.labels", labels)
+        features_layer = entry.get("features_layer")
+        if features_layer is not None and not isinstance(features_layer, str):
+            self.problem(f"{where}.features_layer", f"must be a layer name (received: {features_layer!r})")
+        on_error = entry.get("on_error", "null")
+        return ModelSpec(
+            name=name,
+            path=path,
+            application=application,
+            weights=weights,
+            input=input_kind,
+            preprocessor=preprocessor,
+            labels=labels,
+            features_layer=features_layer,
+            batch_size=self._positive_int(f"{where}.batch_size", entry.get("batch_size", 32), 32),
+            on_error=self._choice(f"{where}.on_error", "null" if on_error is None else on_error,
+                                  ON_ERROR, "null"),
+        )
+
+    def _images(self, name: str, entry: Mapping) -> ImageViewSpec:
+        where = f"images.{name}"
+        self._check_keys(where, entry, ("path", "recursive", "label", "sample_ratio", "glob"))
+        ratio = entry.get("sample_ratio", 1.0)
+        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio <= 1:
+            self.problem(f"{where}.sample_ratio", f"must be a number in (0, 1] (received: {ratio!r})")
+            ratio = 1.0
+        glob = entry.get("glob")
+        if glob is not None and not isinstance(glob, str):
+            self.problem(f"{where}.glob", f"must be a file name pattern such as '*.png' "
+                                          f"(received: {glob!r})")
+        return ImageViewSpec(
+            name=name,
+            path=self._uri(f"{where}.path", entry.get("path"), glob=True),
+            recursive=self._bool(f"{where}.recursive", entry.get("recursive"), True),
+            label=self._choice(f"{where}.label", entry.get("label"), LABEL_SOURCES, "parent_dir"),
+            sample_ratio=float(ratio),
+            glob=glob,
+        )
+
+    def _check_function_names(self, preprocessors: Mapping[str, PreprocessorSpec],
+                              models: Mapping[str, ModelSpec]) -> None:
+        owners: dict[str, str] = {}
+        entries = [(f"preprocessors.{n}", (n,)) for n in preprocessors]
+        entries += [(f"models.{n}", m.function_names) for n, m in models.items()]
+        for where, names in entries:
+            for function_name in names:
+                key = function_name.lower()  # Spark function names are case-insensitive
+                if key in owners:
+                    self.problem(where, f"defines SQL function {function_name!r}, "
+                                        f"already defined by {owners[key]}")
+                owners.setdefault(key, where)

@@ -1,0 +1,122 @@
+"""Per-Python-worker model cache: each model is loaded once and reused across tasks and queries.
+
+A module is imported once per process, so its state lives as long as the (reused) worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from sql_dl.errors import ModelLoadError
+from sql_dl.models import ModelPlan, load_keras_model
+
+__all__ = ["LoadedModel", "get_model", "stats"]
+
+logger = logging.getLogger(__name__)
+
+MAX_MODELS = 8
+
+_lock = threading.Lock()
+_models: OrderedDict[str, LoadedModel] = OrderedDict()
+_stats = {"loads": 0, "hits": 0}
+_threads_configured = False
+
+
+@dataclass
+class LoadedModel:
+    """A model and its features sub-model, called through Keras's compiled predict step."""
+
+    model: Any
+    features: Any
+    batch_size: int
+
+    def predict(self, batch: np.ndarray, features: bool = False) -> np.ndarray:
+        """Runs a float32 batch, padded to ``batch_size`` so the compiled step is reused."""
+        model = self.features if features else self.model
+        n = len(batch)
+        if n < self.batch_size:
+            padding = np.zeros((self.batch_size - n, *batch.shape[1:]), dtype=np.float32)
+            batch = np.concatenate([batch, padding])
+        outputs = model.predict_on_batch(batch)
+        return np.asarray(outputs, dtype=np.float32)[:n].reshape(n, -1)
+
+
+def stats() -> dict[str, int]:
+    """How many models this process loaded and how many lookups the cache answered."""
+    return dict(_stats)
+
+
+def get_model(plan: ModelPlan) -> LoadedModel:
+    """Returns the model of ``plan``, loading it on first use in this process."""
+    key = plan.staged_name
+    with _lock:
+        if key in _models:
+            _stats["hits"] += 1
+            _models.move_to_end(key)
+            return _models[key]
+        loaded = _load(plan)
+        _models[key] = loaded
+        _stats["loads"] += 1
+        while len(_models) > MAX_MODELS:
+            _models.popitem(last=False)
+        return loaded
+
+
+def _model_file(plan: ModelPlan) -> str:
+    from pyspark import SparkFiles
+
+    try:
+        path = SparkFiles.get(plan.staged_name)
+    except Exception:  # no SparkFiles root: not inside a Spark task
+        path = plan.file
+    if not os.path.exists(path):
+        path = plan.file  # shared storage, or a local master
+    if not os.path.exists(path):
+        raise ModelLoadError(f"model {plan.name!r}: its file {plan.staged_name} (from "
+                             f"{plan.source!r}) is missing on this executor; run bootstrap again")
+    return path
+
+
+def _load(plan: ModelPlan) -> LoadedModel:
+    _configure_threads()
+    import keras
+
+    started = time.monotonic()
+    path = _model_file(plan)
+    try:
+        model = load_keras_model(path)
+    except Exception as e:  # a file changed or corrupted after bootstrap
+        raise ModelLoadError(f"model {plan.name!r}: cannot load {path} (from {plan.source!r}): "
+                             f"{type(e).__name__}: {e}") from e
+    features = keras.Model(model.inputs, model.get_layer(plan.features_layer).output)
+    logger.info("Loaded model %s in %.1f s", plan.name, time.monotonic() - started)
+    return LoadedModel(model, features, plan.batch_size)
+
+
+def _configure_threads() -> None:
+    """Gives TensorFlow the cores of one task, so parallel tasks do not oversubscribe."""
+    global _threads_configured
+    if _threads_configured:
+        return
+    _threads_configured = True
+    from pyspark import TaskContext
+
+    context = TaskContext.get()
+    if context is None:
+        return
+    import tensorflow as tf
+
+    cpus = max(1, int(context.cpus()))
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(cpus)
+        tf.config.threading.set_inter_op_parallelism_threads(cpus)
+    except RuntimeError:  # TensorFlow already initialised in this process
+        pass

@@ -1,0 +1,145 @@
+"""``bootstrap``: a manifest's SQL functions and image views, registered in a Spark session."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+from sql_dl.errors import ManifestError
+from sql_dl.manifest import ImageViewSpec, Manifest, is_local, load_manifest, local_path
+from sql_dl.models import ModelPlan, plan_model, stage
+
+__all__ = ["MODELS_VIEW", "bootstrap"]
+
+logger = logging.getLogger(__name__)
+
+MODELS_VIEW = "sql_dl_models"
+_REGISTERED_CONF = "sql_dl.registered"
+_ARROW_BATCH_CONF = "spark.sql.execution.arrow.maxRecordsPerBatch"
+_SPARK_DEFAULT_ARROW_BATCH = "10000"
+_MODELS_SCHEMA = ("function string, kind string, model string, input string, "
+                  "output_size int, preprocessor string, source string")
+
+
+def bootstrap(spark, manifest: str | os.PathLike | Mapping[str, Any] | Manifest) -> Manifest:
+    """Registers a manifest's SQL functions and image views in a Spark session.
+
+    Every model and its weights, labels and input size are checked on the driver before
+    anything is registered, so a bad manifest leaves the session as it was. Calling it
+    again replaces the definitions of the previous call, dropping those no longer listed.
+
+    Args:
+        spark: the SparkSession, such as the one a notebook provides.
+        manifest: a YAML file path, a dict of the same structure, or a loaded `Manifest`.
+
+    Returns:
+        The validated manifest.
+
+    Raises:
+        ManifestError: the manifest is invalid, or an image folder cannot be read.
+        ModelLoadError: a model, its weights or its labels cannot be loaded or do not fit.
+    """
+    started = time.monotonic()
+    if not isinstance(manifest, Manifest):
+        manifest = load_manifest(manifest)
+    _use_driver_python(spark)
+    staging = Path(spark.sparkContext._temp_dir) / "sql_dl"
+    staging.mkdir(parents=True, exist_ok=True)
+    plans = [plan_model(spec, manifest, lambda uri: _fetch(spark, uri, staging))
+             for spec in manifest.models.values()]
+    views = {name: _image_view(spark, spec, manifest.source)
+             for name, spec in manifest.images.items()}
+
+    from sql_dl.udfs import model_udf, preprocessor_udf, top_k_udf
+
+    functions: dict[str, Any] = {}
+    rows = []
+    for spec in manifest.preprocessors.values():
+        functions[spec.name] = preprocessor_udf(spec)
+        rows.append((spec.name, "preprocessor", None, "image", spec.size[0] * spec.size[1] * 3,
+                     spec.name, spec.function or f"mode={spec.mode}"))
+    for plan in plans:
+        spark.sparkContext.addFile(str(stage(plan, staging)))
+        name, features_name, top_k_name = manifest.models[plan.name].function_names
+        functions[name] = model_udf(plan)
+        functions[features_name] = model_udf(plan, features=True)
+        functions[top_k_name] = top_k_udf(plan)
+        preprocessor = plan.preprocessor.name if plan.preprocessor else None
+        for function_name, kind, size in ((name, "model", plan.output_size),
+                                           (features_name, "features", plan.features_size),
+                                           (top_k_name, "top_k", None)):
+            rows.append((function_name, kind, plan.name, plan.input, size, preprocessor,
+                         plan.source))
+
+    _drop_previous(spark, set(functions), set(views))
+    for function_name, udf in functions.items():
+        spark.udf.register(function_name, udf)
+    for name, frame in views.items():
+        frame.createOrReplaceTempView(name)
+    spark.createDataFrame(rows, _MODELS_SCHEMA).createOrReplaceTempView(MODELS_VIEW)
+    spark.conf.set(_REGISTERED_CONF, json.dumps({"functions": sorted(functions),
+                                                 "views": sorted(views)}))
+    if spark.conf.get(_ARROW_BATCH_CONF) == _SPARK_DEFAULT_ARROW_BATCH:
+        batch = max([plan.batch_size for plan in plans] + [32]) * 4
+        spark.conf.set(_ARROW_BATCH_CONF, str(batch))
+    logger.info("Bootstrapped %s: %d functions, %d views in %.1f s", manifest.source,
+                len(functions), len(views), time.monotonic() - started)
+    return manifest
+
+
+def _use_driver_python(spark) -> None:
+    """On a local master, runs Python workers with this interpreter unless told otherwise."""
+    context = spark.sparkContext
+    if ("PYSPARK_PYTHON" not in os.environ and context.master.startswith("local")
+            and context.pythonExec != sys.executable):
+        logger.info("Python workers will run %s (was %s)", sys.executable, context.pythonExec)
+        context.pythonExec = sys.executable
+
+
+def _fetch(spark, uri: str, directory: Path) -> str:
+    """A local path for ``uri``, copying it from its Hadoop file system when remote."""
+    if is_local(uri):
+        return local_path(uri)
+    jvm = spark.sparkContext._jvm
+    source = jvm.org.apache.hadoop.fs.Path(uri)
+    target = directory / f"{hashlib.sha256(uri.encode()).hexdigest()[:16]}-{source.getName()}"
+    filesystem = source.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    filesystem.copyToLocalFile(False, source, jvm.org.apache.hadoop.fs.Path(target.as_uri()), True)
+    return str(target)
+
+
+def _image_view(spark, spec: ImageViewSpec, source: str):
+    from pyspark.errors import AnalysisException
+    from pyspark.sql import functions as F
+
+    reader = (spark.read.format("binaryFile")
+              .option("recursiveFileLookup", str(spec.recursive).lower()))
+    if spec.glob:
+        reader = reader.option("pathGlobFilter", spec.glob)
+    try:
+        frame = reader.load(spec.path)
+    except AnalysisException as e:
+        raise ManifestError(f"{source}: images.{spec.name}.path: cannot list {spec.path!r}: "
+                            f"{e.getMessage() if hasattr(e, 'getMessage') else e}") from e
+    if spec.sample_ratio < 1.0:
+        frame = frame.sample(fraction=spec.sample_ratio, seed=0)
+    label = (F.element_at(F.split("path", "/"), -2) if spec.label == "parent_dir"
+             else F.lit(None).cast("string"))
+    return frame.select(
+        F.col("path"), label.alias("label"), F.col("content").alias("image"),
+        F.col("length"), F.col("modificationTime").alias("modification_time"))
+
+
+def _drop_previous(spark, functions: set[str], views: set[str]) -> None:
+    """Drops what an earlier bootstrap of this session registered and this one does not."""
+    previous = json.loads(spark.conf.get(_REGISTERED_CONF, None) or "{}")
+    for name in set(previous.get("functions", [])) - functions:
+        spark.sql(f"DROP TEMPORARY FUNCTION IF EXISTS `{name}`")
+    for name in set(previous.get("views", [])) - views:
+        spark.catalog.dropTempView(name)

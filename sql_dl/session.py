@@ -1,0 +1,75 @@
+"""``session``: a SparkSession configured for sql_dl, then bootstrapped from a manifest."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any, Mapping
+
+__all__ = ["DEFAULT_CONF", "session"]
+
+# Applied under the caller's own conf, which wins.
+DEFAULT_CONF: dict[str, str] = {
+    "spark.app.name": "sql_dl",
+    "spark.python.worker.reuse": "true",
+    "spark.sql.execution.arrow.maxRecordsPerBatch": "128",
+    "spark.sql.execution.arrow.pyspark.enabled": "true",
+    "spark.sql.catalogImplementation": "hive",
+}
+
+_SOURCE_CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+def session(manifest: str | os.PathLike | Mapping[str, Any] | None = None,
+            master: str | None = None,
+            conf: Mapping[str, str] | None = None,
+            home: str | os.PathLike | None = None):
+    """Builds (or gets) a SparkSession configured for sql_dl and bootstraps ``manifest``.
+
+    The session runs Python workers with this interpreter, reuses them (so models stay
+    loaded), sizes Arrow batches for images and keeps a Hive metastore (embedded Derby)
+    and warehouse under ``home``. When ``SPARK_CONF_DIR`` is unset and the source
+    checkout's ``conf/`` exists, Spark reads its ``spark-defaults.conf`` and
+    ``log4j2.properties`` from there.
+
+    Args:
+        manifest: a manifest path or dict to bootstrap, or None for none.
+        master: the Spark master, e.g. ``local[4]`` or ``spark://host:7077``; default
+            ``local[*]`` unless the conf or the environment sets one.
+        conf: extra Spark settings; they override sql_dl's defaults.
+        home: directory of the metastore and warehouse; default ``$SQL_DL_HOME`` or
+            ``~/.sql_dl``.
+
+    Returns:
+        The SparkSession.
+    """
+    from pyspark.sql import SparkSession
+
+    home = Path(home or os.environ.get("SQL_DL_HOME", Path.home() / ".sql_dl")).expanduser()
+    home.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    if "SPARK_CONF_DIR" not in os.environ and _SOURCE_CONF_DIR.is_dir():
+        os.environ["SPARK_CONF_DIR"] = str(_SOURCE_CONF_DIR)
+    settings = {
+        **DEFAULT_CONF,
+        "spark.pyspark.python": os.environ["PYSPARK_PYTHON"],
+        "spark.sql.warehouse.dir": str(home / "warehouse"),
+        "spark.hadoop.javax.jdo.option.ConnectionURL":
+            f"jdbc:derby:;databaseName={home / 'metastore_db'};create=true",
+        "spark.driver.extraJavaOptions": f"-Dderby.system.home={home}",
+        **(conf or {}),
+    }
+    builder = SparkSession.builder
+    if master:
+        builder = builder.master(master)
+    elif "spark.master" not in settings and "MASTER" not in os.environ:
+        builder = builder.master("local[*]")
+    for key, value in settings.items():
+        builder = builder.config(key, value)
+    spark = builder.enableHiveSupport().getOrCreate()
+    if manifest is not None:
+        from sql_dl.registration import bootstrap
+
+        bootstrap(spark, manifest)
+    return spark

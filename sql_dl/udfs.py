@@ -1,0 +1,127 @@
+"""Vectorized pandas UDF factories: models, their features and top-k, and preprocessors.
+
+Each UDF is iterator-style: it gets the model from the per-worker cache once, then decodes
+and runs its Arrow batches in chunks of the model's ``batch_size``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator, Tuple
+
+import numpy as np
+import pandas as pd
+
+from sql_dl.errors import ImageDecodeError
+from sql_dl.images import preprocess_batch
+from sql_dl.manifest import PreprocessorSpec
+from sql_dl.models import ModelPlan
+
+__all__ = ["FLOAT_ARRAY", "TOP_K", "model_udf", "preprocessor_udf", "top_k_udf"]
+
+FLOAT_ARRAY = "array<float>"
+TOP_K = "array<struct<class:string,description:string,probability:float>>"
+PREPROCESSOR_BATCH = 32
+
+
+def model_udf(plan: ModelPlan, features: bool = False):
+    """``<model>(x)`` (or ``<model>_features(x)``) as a pandas UDF returning array<float>."""
+    from pyspark.sql.functions import pandas_udf
+
+    def predict(batches: Iterator[pd.Series]) -> Iterator[pd.Series]:
+        for outputs, ok, _ in _run(plan, ((x, None) for x in batches), features):
+            yield _rows(list(outputs), ok)
+
+    return pandas_udf(predict, FLOAT_ARRAY)
+
+
+def top_k_udf(plan: ModelPlan):
+    """``<model>_top_k(x, k)``: the k most probable classes, most probable first."""
+    from pyspark.sql.functions import pandas_udf
+
+    labels = plan.labels or tuple((str(i), str(i)) for i in range(plan.output_size))
+
+    def top_k(batches: Iterator[Tuple[pd.Series, pd.Series]]) -> Iterator[pd.Series]:
+        for outputs, ok, ks in _run(plan, batches, False):
+            yield _rows([_top_k_row(p, k, labels) for p, k in zip(outputs, ks[ok])], ok)
+
+    return pandas_udf(top_k, TOP_K)
+
+
+def preprocessor_udf(spec: PreprocessorSpec):
+    """``<preprocessor>(x)``: the flattened float32 tensor a model would receive."""
+    from pyspark.sql.functions import pandas_udf
+
+    def preprocess(batches: Iterator[pd.Series]) -> Iterator[pd.Series]:
+        for batch in batches:
+            values = _values(batch)
+            for start in range(0, len(values), PREPROCESSOR_BATCH):
+                tensors, ok = preprocess_batch(values[start:start + PREPROCESSOR_BATCH], spec,
+                                               "null")
+                yield _rows([t.reshape(-1) for t in tensors], ok)
+
+    return pandas_udf(preprocess, FLOAT_ARRAY)
+
+
+def _run(plan: ModelPlan, batches: Iterator[tuple[Any, pd.Series | None]], features: bool):
+    """Yields ``(outputs, ok, ks)`` per chunk of ``batch_size`` rows of ``(x, k)`` batches."""
+    from sql_dl.model_cache import get_model
+
+    model = get_model(plan)
+    for batch, k in batches:
+        values = _values(batch)
+        ks = None if k is None else k.to_numpy()
+        for start in range(0, len(values), plan.batch_size):
+            end = start + plan.batch_size
+            inputs, ok = _inputs(plan, values[start:end])
+            outputs = model.predict(inputs, features) if len(inputs) else np.zeros((0, 0))
+            yield outputs, ok, None if ks is None else ks[start:end]
+
+
+def _values(batch: pd.Series | pd.DataFrame) -> list[Any]:
+    """Python values of one Arrow batch: bytes, str, image-struct dicts or arrays; None for NULL."""
+    if isinstance(batch, pd.DataFrame):
+        return [None if _is_null(row.get("data")) else row for row in batch.to_dict("records")]
+    return [None if _is_null(v) else v for v in batch.tolist()]
+
+
+def _is_null(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and np.isnan(value))
+
+
+def _inputs(plan: ModelPlan, values: list[Any]) -> tuple[np.ndarray, np.ndarray]:
+    if plan.input == "image":
+        return preprocess_batch(values, plan.preprocessor, plan.on_error)
+    arrays, ok = [], np.zeros(len(values), dtype=bool)
+    size = int(np.prod(plan.input_shape))
+    for i, value in enumerate(values):
+        if value is None:
+            continue
+        array = np.asarray(np.stack(value) if value.dtype == object else value, dtype=np.float32)
+        if array.size != size:
+            if plan.on_error == "fail":
+                raise ImageDecodeError(
+                    f"model {plan.name!r}: a tensor of {array.size} values (shape "
+                    f"{array.shape}) does not fit the model's input {plan.input_shape} "
+                    f"({size} values)")
+            continue
+        arrays.append(array.reshape(plan.input_shape))
+        ok[i] = True
+    if not arrays:
+        return np.zeros((0, *plan.input_shape), dtype=np.float32), ok
+    return np.stack(arrays), ok
+
+
+def _top_k_row(probabilities: np.ndarray, k: Any, labels) -> list[dict] | None:
+    if _is_null(k):
+        return None
+    order = np.argsort(-probabilities, kind="stable")[:max(0, int(k))]
+    return [{"class": labels[i][0], "description": labels[i][1],
+             "probability": float(probabilities[i])} for i in order]
+
+
+def _rows(results: list[Any], ok: np.ndarray) -> pd.Series:
+    """Places one result per decodable row and None elsewhere."""
+    rows: list[Any] = [None] * len(ok)
+    for i, result in zip(np.flatnonzero(ok), results):
+        rows[i] = result
+    return pd.Series(rows, dtype=object)

@@ -1,0 +1,98 @@
+"""Shared fixtures: one SparkSession, real photos in several modes and formats, tiny models."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+PHOTO_SIZE = (32, 32)
+NUM_CLASSES = 5
+CLASS_NAMES = ["cat", "dog", "fish", "bird", "frog"]
+
+
+def photo_files(directory: Path) -> list[Path]:
+    """Writes real photos from scikit-image and scikit-learn in several modes and formats."""
+    import sklearn.datasets
+    import skimage.data
+    from PIL import Image
+
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "animals").mkdir(exist_ok=True)
+    (directory / "things").mkdir(exist_ok=True)
+    chelsea = Image.fromarray(skimage.data.chelsea())
+    camera = Image.fromarray(skimage.data.camera())
+    writes = {
+        "animals/astronaut.jpg": (Image.fromarray(skimage.data.astronaut()), {"quality": 90}),
+        "animals/chelsea_rgba.png": (chelsea.convert("RGBA"), {}),
+        "animals/cat_palette.png": (Image.fromarray(skimage.data.cat()).convert("P"), {}),
+        "things/coffee.png": (Image.fromarray(skimage.data.coffee()), {}),
+        "things/camera_l.png": (camera, {}),
+        "things/camera_l.jpg": (camera, {"quality": 85}),
+        "things/rocket_small.png": (Image.fromarray(skimage.data.rocket()).resize((32, 32)), {}),
+    }
+    files = []
+    for name, (image, options) in writes.items():
+        image.save(directory / name, **options)
+        files.append(directory / name)
+    sample_dir = Path(sklearn.datasets.__file__).parent / "images"
+    for name in ("china.jpg", "flower.jpg"):
+        shutil.copy(sample_dir / name, directory / "things" / name)
+        files.append(directory / "things" / name)
+    return sorted(files)
+
+
+def tiny_cnn(input_shape=(*PHOTO_SIZE, 3), num_classes=NUM_CLASSES, seed=7):
+    """A small CNN with a named features layer; deterministic for a seed."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input(shape=input_shape)
+    x = keras.layers.Conv2D(4, 3, activation="relu")(inputs)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    x = keras.layers.Dense(8, activation="tanh", name="embed")(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", name="probs")(x)
+    return keras.Model(inputs, outputs)
+
+
+@pytest.fixture(scope="session")
+def spark(tmp_path_factory):
+    import sql_dl
+
+    spark = sql_dl.session(
+        master="local[2]",
+        conf={"spark.ui.enabled": "false", "spark.sql.shuffle.partitions": "2"},
+        home=tmp_path_factory.mktemp("sql_dl_home"))
+    yield spark
+    spark.stop()
+
+
+@pytest.fixture(scope="session")
+def photos_dir(tmp_path_factory) -> Path:
+    directory = tmp_path_factory.mktemp("photos")
+    photo_files(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def photos(photos_dir) -> list[Path]:
+    return sorted(p for p in photos_dir.rglob("*") if p.is_file())
+
+
+@pytest.fixture(scope="session")
+def cnn_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("models") / "tiny_cnn.keras"
+    tiny_cnn().save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def labels_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("labels") / "labels.txt"
+    path.write_text("\n".join(CLASS_NAMES) + "\n")
+    return path
