@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["SqlDlError", "ManifestError", "ModelLoadError", "ImageDecodeError"]
+__all__ = ["ImageDecodeError", "ManifestError", "ModelLoadError", "SqlDlError", "SqlDlWarning"]
 
 
 class SqlDlError(Exception):
@@ -23,3 +23,7 @@ class ModelLoadError(SqlDlError, RuntimeError):
 
 class ImageDecodeError(SqlDlError, ValueError):
     """An image could not be decoded under ``on_error: fail``."""
+
+
+class SqlDlWarning(UserWarning):
+    """A setting works but costs performance or surprises; the message says what to change."""

@@ -8,10 +8,11 @@ import logging
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
-from sql_dl.errors import ManifestError
+from sql_dl.errors import ManifestError, SqlDlWarning
 from sql_dl.manifest import ImageViewSpec, Manifest, is_local, load_manifest, local_path
 from sql_dl.models import ModelPlan, plan_model, stage
 
@@ -49,6 +50,9 @@ def bootstrap(spark, manifest: str | os.PathLike | Mapping[str, Any] | Manifest)
     if not isinstance(manifest, Manifest):
         manifest = load_manifest(manifest)
     _use_driver_python(spark)
+    if spark.sparkContext.getConf().get("spark.python.worker.reuse", "true") != "true":
+        warnings.warn("spark.python.worker.reuse is false: every task loads its models again; "
+                      "set it to true (sql_dl.session does)", SqlDlWarning, stacklevel=2)
     staging = Path(spark.sparkContext._temp_dir) / "sql_dl"
     staging.mkdir(parents=True, exist_ok=True)
     plans = [plan_model(spec, manifest, lambda uri: _fetch(spark, uri, staging))

@@ -1,0 +1,161 @@
+"""The ``sql-dl`` command: ``sql`` (a spark-sql work-alike), ``validate`` and ``demo``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from sql_dl.errors import ManifestError, ModelLoadError, SqlDlError
+
+__all__ = ["main"]
+
+logger = logging.getLogger("sql_dl")
+
+# Shown by the sql shell: Spark's stage progress bar on stderr.
+CLI_CONF = {"spark.ui.showConsoleProgress": "true"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``sql-dl``; returns the exit code."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    _quiet_libraries()
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("sql-dl: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING if getattr(args, "silent", False) else logging.INFO)
+    try:
+        return args.run(args)
+    except SqlDlError as e:
+        print(f"Error: {e}", file=sys.stderr)
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sql-dl", description="Deep-learning models over images as Spark SQL functions.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sql = commands.add_parser("sql", help="run SQL (a spark-sql work-alike)",
+                              description="Runs SQL given with -e or -f, or at a prompt.")
+    source = sql.add_mutually_exclusive_group()
+    source.add_argument("-e", dest="execute", metavar="SQL", help="SQL statements to run")
+    source.add_argument("-f", dest="file", metavar="FILE", help="a SQL script to run")
+    sql.add_argument("-i", dest="init", metavar="FILE", action="append", default=[],
+                     help="a SQL script to run first, without printing results (repeatable)")
+    sql.add_argument("--header", action="store_true", help="print column names first")
+    sql.add_argument("-S", "--silent", action="store_true",
+                     help="print results only: no timings or progress messages")
+    _add_session_arguments(sql)
+    sql.set_defaults(run=_run_sql)
+
+    validate = commands.add_parser(
+        "validate", help="check a manifest without running a job",
+        description="Reports every problem of a manifest: keys, values, files, and whether "
+                    "each model loads and fits its entry. Runs no Spark job.")
+    validate.add_argument("manifest", metavar="MANIFEST")
+    validate.set_defaults(run=_run_validate)
+
+    demo = commands.add_parser(
+        "demo", help="train a digits CNN and query it with SQL, offline",
+        description="Renders scikit-learn's digits as PNG folders, trains a small CNN "
+                    "(once), writes a manifest and runs sql/demo.sql.")
+    demo.add_argument("--dir", default="demo", type=Path,
+                      help="where the images, model and manifest go (default: ./demo)")
+    demo.add_argument("--sql", type=Path, default=None,
+                      help="the script to run (default: sql/demo.sql of this checkout)")
+    _add_session_arguments(demo, manifest=False)
+    demo.set_defaults(run=_run_demo)
+    return parser
+
+
+def _add_session_arguments(parser: argparse.ArgumentParser, manifest: bool = True) -> None:
+    if manifest:
+        parser.add_argument("--manifest", metavar="M", help="the manifest to bootstrap")
+    parser.add_argument("--master", help="Spark master (default: local[*])")
+    parser.add_argument("--conf", metavar="K=V", action="append", default=[], type=_key_value,
+                        help="a Spark setting (repeatable)")
+    parser.add_argument("--home", help="metastore and warehouse directory "
+                                       "(default: $SQL_DL_HOME or ~/.sql_dl)")
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE (received: {text!r})")
+    return key.strip(), value.strip()
+
+
+def _quiet_libraries() -> None:
+    """Keeps TensorFlow's C++ start-up messages out of the terminal (workers inherit it)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _session(args, manifest=None):
+    from sql_dl.session import session
+
+    return session(manifest=manifest, master=args.master, conf={**CLI_CONF, **dict(args.conf)},
+                   home=args.home)
+
+
+def _run_sql(args) -> int:
+    from sql_dl.shell import SqlShell
+
+    spark = _session(args, args.manifest)
+    shell = SqlShell(spark, header=args.header, silent=args.silent)
+    try:
+        for init in args.init:
+            if not shell.run_script(Path(init).read_text(), print_results=False):
+                return 1
+        if args.execute is not None:
+            return 0 if shell.run_script(args.execute) else 1
+        if args.file is not None:
+            return 0 if shell.run_script(Path(args.file).read_text()) else 1
+        shell.interact()
+        return 0
+    finally:
+        spark.stop()
+
+
+def _run_validate(args) -> int:
+    from sql_dl.manifest import is_local, load_manifest, local_path
+    from sql_dl.models import plan_model
+
+    try:
+        manifest = load_manifest(args.manifest)
+    except ManifestError as e:
+        for problem in e.problems:
+            print(problem)
+        return 1
+    problems = []
+    for spec in manifest.models.values():
+        remote = [uri for uri in (spec.path, spec.weights, spec.labels)
+                  if uri and uri not in ("imagenet", "none") and not is_local(uri)]
+        if remote:
+            logger.info("%s: models.%s: not checked here, remote files are checked at "
+                        "bootstrap: %s", manifest.source, spec.name, ", ".join(remote))
+            continue
+        try:
+            plan_model(spec, manifest, local_path)
+        except ModelLoadError as e:
+            problems.append(str(e))
+    for problem in problems:
+        print(problem)
+    if problems:
+        return 1
+    print(f"{manifest.source}: OK ({len(manifest.preprocessors)} preprocessors, "
+          f"{len(manifest.models)} models, {len(manifest.images)} image views)")
+    return 0
+
+
+def _run_demo(args) -> int:
+    from sql_dl.demo import run_demo
+
+    return run_demo(args.dir, args.sql, lambda manifest: _session(args, manifest))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

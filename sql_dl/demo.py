@@ -1,0 +1,124 @@
+"""``sql-dl demo``: scikit-learn's digits as PNG folders, a small CNN, a manifest and SQL."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import yaml
+
+__all__ = ["run_demo", "render_digits", "train_digits_cnn"]
+
+logger = logging.getLogger(__name__)
+
+IMAGE_SIZE = (32, 32)
+DEFAULT_SQL = Path(__file__).resolve().parent.parent / "sql" / "demo.sql"
+
+
+def render_digits(directory: Path) -> int:
+    """Writes scikit-learn's 1,797 8×8 digits as 32×32 greyscale PNGs in ``<label>/`` folders."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    done = directory / ".complete"
+    digits = load_digits()
+    if done.exists():
+        return len(digits.target)
+    for i, (pixels, label) in enumerate(zip(digits.images, digits.target)):
+        folder = directory / str(label)
+        folder.mkdir(parents=True, exist_ok=True)
+        image = Image.fromarray((pixels * (255 / 16)).round().astype(np.uint8))
+        image.resize(IMAGE_SIZE, Image.Resampling.NEAREST).save(folder / f"{i:04d}.png")
+    done.touch()
+    return len(digits.target)
+
+
+def train_digits_cnn(images_dir: Path, model_file: Path, epochs: int = 6, seed: int = 0) -> float:
+    """Trains a small CNN on the rendered digits and saves it; returns held-out accuracy.
+
+    Training reads the PNGs through sql_dl's own preprocessing (``scale`` mode), so the
+    model sees exactly what the SQL functions will feed it.
+    """
+    import keras
+
+    from sql_dl.images import preprocess_batch
+    from sql_dl.manifest import PreprocessorSpec
+
+    files = sorted(images_dir.glob("*/*.png"))
+    labels = np.array([int(f.parent.name) for f in files])
+    spec = PreprocessorSpec(name="digits", size=IMAGE_SIZE, mode="scale")
+    x, _ = preprocess_batch([str(f) for f in files], spec, "fail")
+    order = np.random.default_rng(seed).permutation(len(files))
+    split = int(len(files) * 0.8)
+    train, test = order[:split], order[split:]
+
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential([
+        keras.Input(shape=(*IMAGE_SIZE, 3)),
+        keras.layers.Conv2D(16, 3, activation="relu"),
+        keras.layers.MaxPooling2D(),
+        keras.layers.Conv2D(32, 3, activation="relu"),
+        keras.layers.MaxPooling2D(),
+        keras.layers.Flatten(),
+        keras.layers.Dense(64, activation="relu", name="features"),
+        keras.layers.Dense(10, activation="softmax", name="probabilities"),
+    ])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    progress = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: logger.info(
+        "  epoch %d/%d: accuracy %.3f", epoch + 1, epochs, logs["accuracy"]))
+    model.fit(x[train], labels[train], epochs=epochs, batch_size=32, verbose=0,
+              callbacks=[progress])
+    _, accuracy = model.evaluate(x[test], labels[test], verbose=0)
+    model_file.parent.mkdir(parents=True, exist_ok=True)
+    model.save(model_file)
+    return float(accuracy)
+
+
+def demo_manifest() -> dict:
+    """The demo's manifest; its paths are relative to the manifest file."""
+    return {
+        "preprocessors": {"digits_32": {"size": list(IMAGE_SIZE), "mode": "scale"}},
+        "models": {"digits_cnn": {"path": "models/digits_cnn.keras",
+                                  "preprocessor": "digits_32",
+                                  "labels": "labels.txt",
+                                  "features_layer": "features",
+                                  "batch_size": 64}},
+        "images": {"digits": {"path": "digits", "label": "parent_dir"}},
+    }
+
+
+def run_demo(directory: Path, sql_file: Path | None, make_session: Callable) -> int:
+    """Prepares the demo in ``directory`` (reusing earlier work) and runs its SQL."""
+    from sql_dl.shell import SqlShell
+
+    started = time.monotonic()
+    directory = directory.resolve()
+    sql_file = sql_file or DEFAULT_SQL
+    if not sql_file.exists():
+        logger.error("no SQL script at %s; give one with --sql", sql_file)
+        return 1
+    logger.info("Rendering the digits to %s", directory / "digits")
+    count = render_digits(directory / "digits")
+    logger.info("  %d images in 10 folders", count)
+    model_file = directory / "models" / "digits_cnn.keras"
+    if model_file.exists():
+        logger.info("Using the trained model %s (delete it to train again)", model_file)
+    else:
+        logger.info("Training a small CNN on 80%% of the digits")
+        accuracy = train_digits_cnn(directory / "digits", model_file)
+        logger.info("  held-out accuracy %.3f, saved to %s", accuracy, model_file)
+    (directory / "labels.txt").write_text("".join(f"{i}\n" for i in range(10)))
+    manifest_file = directory / "models.yaml"
+    manifest_file.write_text(yaml.safe_dump(demo_manifest(), sort_keys=False))
+    logger.info("Starting Spark and bootstrapping %s", manifest_file)
+    spark = make_session(str(manifest_file))
+    try:
+        logger.info("Running %s", sql_file)
+        ok = SqlShell(spark, header=True, echo=True).run_script(sql_file.read_text())
+    finally:
+        spark.stop()
+    logger.info("Demo finished in %.0f s", time.monotonic() - started)
+    return 0 if ok else 1

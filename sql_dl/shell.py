@@ -1,0 +1,129 @@
+"""The ``sql-dl sql`` shell: runs SQL scripts and an interactive prompt, spark-sql style."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Iterable, TextIO
+
+import sqlparse
+
+from sql_dl.errors import SqlDlError
+
+__all__ = ["SqlShell", "split_statements"]
+
+HISTORY_FILE = Path.home() / ".sql_dl_history"
+PROMPT = "sql-dl> "
+CONTINUATION = "      > "
+_EXIT_STATEMENTS = ("quit", "exit")
+
+
+def split_statements(text: str) -> list[str]:
+    """Splits SQL text into statements at semicolons outside quotes and comments."""
+    statements = []
+    for statement in sqlparse.split(text):
+        code = sqlparse.format(statement, strip_comments=True).strip().rstrip(";").strip()
+        if code:
+            statements.append(statement.strip().rstrip(";").strip())
+    return statements
+
+
+class SqlShell:
+    """Runs statements against a session and prints results as tab-separated lines.
+
+    Results are formatted by Spark's own ``HiveResult``, exactly as ``spark-sql`` prints them.
+    """
+
+    def __init__(self, spark, header: bool = False, silent: bool = False, echo: bool = False,
+                 out: TextIO = sys.stdout, err: TextIO = sys.stderr):
+        self.spark = spark
+        self.header = header
+        self.echo = echo
+        self.silent = silent
+        self.out = out
+        self.err = err
+
+    def run_script(self, text: str, print_results: bool = True) -> bool:
+        """Runs every statement of ``text``; stops at the first error and returns False."""
+        return all(self.run(statement, print_results) for statement in split_statements(text))
+
+    def run(self, statement: str, print_results: bool = True) -> bool:
+        """Runs one statement, printing its result; returns False (and reports) on error."""
+        from pyspark.errors import PySparkException
+
+        if self.echo:
+            print(f"\n{PROMPT}{statement};", file=self.out, flush=True)
+        started = time.monotonic()
+        try:
+            frame = self.spark.sql(statement)
+            lines = self._format(frame)
+        except (PySparkException, SqlDlError) as e:
+            print(f"Error: {_error_message(e)}", file=self.err)
+            return False
+        if print_results:
+            if self.header and frame.columns:
+                print("\t".join(frame.columns), file=self.out)
+            for line in lines:
+                print(line, file=self.out)
+            self.out.flush()
+        if not self.silent:
+            print(f"Time taken: {time.monotonic() - started:.3f} seconds, "
+                  f"Fetched {len(lines)} row(s)", file=self.err)
+        return True
+
+    def _format(self, frame) -> list[str]:
+        jvm = self.spark.sparkContext._jvm
+        plan = frame._jdf.queryExecution().executedPlan()
+        lines = jvm.org.apache.spark.sql.execution.HiveResult.hiveResultString(plan)
+        return list(jvm.scala.jdk.javaapi.CollectionConverters.asJava(lines))
+
+    def interact(self, lines: Iterable[str] | None = None) -> None:
+        """Reads ``;``-terminated statements at a prompt, with history, until quit or EOF."""
+        readline = _readline()
+        buffer: list[str] = []
+        for line in lines if lines is not None else _prompt_lines(buffer):
+            buffer.append(line)
+            if not line.rstrip().endswith(";"):
+                continue
+            text, buffer[:] = "\n".join(buffer), []
+            for statement in split_statements(text):
+                if statement.lower() in _EXIT_STATEMENTS:
+                    return
+                self.run(statement)
+        if readline is not None:
+            readline.write_history_file(HISTORY_FILE)
+
+
+def _prompt_lines(buffer: list[str]) -> Iterable[str]:
+    while True:
+        try:
+            yield input(CONTINUATION if buffer else PROMPT)
+        except EOFError:
+            print(file=sys.stdout)
+            return
+        except KeyboardInterrupt:  # Ctrl-C drops the statement being typed, as spark-sql does
+            print(file=sys.stdout)
+            buffer.clear()
+
+
+def _readline():
+    try:
+        import readline
+    except ImportError:  # not on every platform
+        return None
+    if HISTORY_FILE.exists():
+        readline.read_history_file(HISTORY_FILE)
+    readline.set_history_length(1000)
+    return readline
+
+
+def _error_message(error: Exception) -> str:
+    """The message a user needs: for a worker's error, its exception line, not the traceback."""
+    from pyspark.errors import PythonException
+
+    if not isinstance(error, PythonException):
+        return str(error).strip()
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    ours = [line for line in lines if line.startswith("sql_dl.errors.")]
+    return ours[-1].removeprefix("sql_dl.errors.") if ours else lines[-1]

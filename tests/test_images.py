@@ -1,0 +1,94 @@
+"""Decoding and preprocessing against Keras's own load_img and preprocess_input, without Spark."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import zlib
+
+import numpy as np
+import pytest
+
+from sql_dl import ImageDecodeError
+from sql_dl.images import preprocess_batch
+from sql_dl.manifest import INTERPOLATIONS, PREPROCESS_MODES, PreprocessorSpec
+
+
+def keras_tensor(path, size, interpolation="bilinear", mode="none"):
+    """The independent reference: what Keras's documented calls give for one file."""
+    import keras
+
+    image = keras.utils.load_img(path, color_mode="rgb", target_size=size,
+                                 interpolation=interpolation)
+    x = keras.utils.img_to_array(image, dtype="float32")[None]
+    if mode == "scale":
+        return x / 255.0
+    if mode == "none":
+        return x
+    return keras.applications.imagenet_utils.preprocess_input(x, mode=mode)
+
+
+@pytest.mark.parametrize("mode", PREPROCESS_MODES)
+def test_modes_match_keras(photos, mode):
+    spec = PreprocessorSpec("p", (48, 40), mode)
+    tensors, ok = preprocess_batch([f.read_bytes() for f in photos], spec, "fail")
+    assert ok.all()
+    expected = np.concatenate([keras_tensor(f, (48, 40), mode=mode) for f in photos])
+    np.testing.assert_allclose(tensors, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("interpolation", INTERPOLATIONS)
+def test_interpolations_match_keras(photos, interpolation):
+    spec = PreprocessorSpec("p", (17, 29), "none", interpolation)
+    tensors, _ = preprocess_batch([str(f) for f in photos], spec, "fail")
+    expected = np.concatenate([keras_tensor(f, (17, 29), interpolation) for f in photos])
+    np.testing.assert_array_equal(tensors, expected)
+
+
+def test_custom_function(photos):
+    spec = PreprocessorSpec("p", (8, 8), function="numpy:flipud")
+    tensors, _ = preprocess_batch([str(photos[0])], spec, "fail")
+    np.testing.assert_array_equal(tensors[0], np.flipud(keras_tensor(photos[0], (8, 8))[0]))
+
+
+@pytest.fixture
+def bad_images(photos, tmp_path):
+    jpeg = next(f for f in photos if f.suffix == ".jpg").read_bytes()
+    from PIL import Image
+
+    bomb = tmp_path / "bomb.png"
+    Image.new("L", (1, 1)).save(bomb)
+    data = bytearray(bomb.read_bytes())
+    data[16:24] = (100_000).to_bytes(4, "big") * 2  # IHDR width and height: 10^10 pixels
+    data[29:33] = zlib.crc32(bytes(data[12:29])).to_bytes(4, "big")
+    return {"empty": b"", "text": b"hello, not an image", "truncated": jpeg[: len(jpeg) // 3],
+            "bomb": bytes(data)}
+
+
+def test_undecodable_images_are_skipped_under_null(bad_images, photos):
+    from PIL import Image
+
+    with pytest.raises(Image.DecompressionBombError):  # a valid header, only too large
+        Image.open(io.BytesIO(bad_images["bomb"]))
+    values = [photos[0].read_bytes(), *bad_images.values(), None]
+    tensors, ok = preprocess_batch(values, PreprocessorSpec("p", (8, 8), "none"), "null")
+    assert ok.tolist() == [True] + [False] * len(bad_images) + [False]
+    np.testing.assert_array_equal(tensors, keras_tensor(photos[0], (8, 8)))
+
+
+@pytest.mark.parametrize("name", ["empty", "text", "truncated", "bomb"])
+def test_undecodable_image_under_fail_names_its_content_hash(bad_images, name):
+    data = bad_images[name]
+    digest = hashlib.sha256(data).hexdigest()[:16]
+    message = (rf"cannot decode image \({len(data)} bytes with SHA-256 {digest}\.\.\. "
+               rf"\(find it with sha2\(image, 256\) LIKE '{digest}%'\)\)")
+    with pytest.raises(ImageDecodeError, match=message):
+        preprocess_batch([data], PreprocessorSpec("p", (8, 8), "none"), "fail")
+
+
+def test_undecodable_path_under_fail_names_the_path(tmp_path):
+    path = tmp_path / "notes.png"
+    path.write_text("not a png")
+    with pytest.raises(ImageDecodeError, match=rf"cannot decode image \(path '{path}'\): "
+                                               r"UnidentifiedImageError.*set on_error: null"):
+        preprocess_batch([str(path)], PreprocessorSpec("p", (8, 8), "none"), "fail")

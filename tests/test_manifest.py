@@ -1,0 +1,181 @@
+"""Manifest validation, without Spark: every rule has a case asserting its message."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from sql_dl import ManifestError, load_manifest
+from sql_dl.manifest import ImageViewSpec, PreprocessorSpec
+
+
+@pytest.fixture
+def files(tmp_path):
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "x.keras").write_bytes(b"not checked here")
+    (tmp_path / "labels.txt").write_text("a\nb\n")
+    (tmp_path / "data" / "digits").mkdir(parents=True)
+    return tmp_path
+
+
+def write(directory, text):
+    path = directory / "models.yaml"
+    path.write_text(text)
+    return path
+
+
+VALID = """
+preprocessors:
+  p32: {size: [32, 32], mode: tf, interpolation: nearest}
+models:
+  digits_cnn:
+    path: models/x.keras
+    preprocessor: p32
+    labels: labels.txt
+    features_layer: embed
+    batch_size: 16
+    on_error: fail
+  inception:
+    application: InceptionV3
+    weights: none
+  raw:
+    path: models/x.keras
+    input: tensor
+    on_error: null
+images:
+  digits:
+    path: data/digits
+    recursive: false
+    label: none
+    sample_ratio: 0.5
+    glob: "*.png"
+"""
+
+
+def test_valid_manifest_resolves_paths_against_its_file(files):
+    manifest = load_manifest(write(files, VALID))
+    assert manifest.preprocessors["p32"] == PreprocessorSpec("p32", (32, 32), "tf", "nearest")
+    cnn = manifest.models["digits_cnn"]
+    assert cnn.path == str(files / "models" / "x.keras")
+    assert cnn.labels == str(files / "labels.txt")
+    assert (cnn.batch_size, cnn.on_error, cnn.features_layer) == (16, "fail", "embed")
+    inception = manifest.models["inception"]
+    assert (inception.application, inception.weights, inception.labels) == ("InceptionV3", "none", None)
+    assert manifest.models["raw"].on_error == "null"  # YAML null means "null"
+    assert manifest.models["raw"].input == "tensor"
+    assert manifest.images["digits"] == ImageViewSpec(
+        "digits", str(files / "data" / "digits"), False, "none", 0.5, "*.png")
+
+
+def test_defaults(files):
+    manifest = load_manifest({"models": {"m": {"application": "MobileNetV2"}},
+                              "images": {"v": {"path": str(files / "data")}}})
+    model = manifest.models["m"]
+    assert (model.weights, model.labels, model.input, model.batch_size, model.on_error) == (
+        "imagenet", "imagenet", "image", 32, "null")
+    view = manifest.images["v"]
+    assert (view.recursive, view.label, view.sample_ratio, view.glob) == (True, "parent_dir", 1.0, None)
+
+
+def test_remote_uris_are_kept_as_given(files):
+    manifest = load_manifest({"models": {"m": {"path": "hdfs://nn:8020/models/x.keras"}},
+                              "images": {"v": {"path": "s3a://bucket/photos"}}})
+    assert manifest.models["m"].path == "hdfs://nn:8020/models/x.keras"
+    assert manifest.images["v"].path == "s3a://bucket/photos"
+
+
+def test_error_names_file_entry_and_key_with_the_allowed_values(files):
+    text = VALID.replace("preprocessor: p32", "preprocessor: p_32")
+    path = write(files, text)
+    with pytest.raises(ManifestError) as raised:
+        load_manifest(path)
+    assert str(raised.value) == (
+        f"{path}: models.digits_cnn.preprocessor: unknown preprocessor 'p_32' (known: p32)")
+
+
+def test_every_problem_is_reported_at_once(files):
+    path = write(files, VALID.replace("batch_size: 16", "batch_size: 0")
+                 .replace("mode: tf", "mode: sepia"))
+    with pytest.raises(ManifestError) as raised:
+        load_manifest(path)
+    assert len(raised.value.problems) == 2
+    assert "models.digits_cnn.batch_size: must be a positive integer (received: 0)" in str(raised.value)
+    assert "preprocessors.p32.mode: must be one of caffe, tf, torch, scale, none (received: 'sepia')" in str(raised.value)
+
+
+CASES = [
+    ("colours: {}", r"colours: unknown section \(allowed: preprocessors, models, images\)"),
+    ("models: [a, b]", r"models: must be a mapping of names to entries \(received: list\)"),
+    ("models: {1abc: {path: models/x.keras}}", r"models.1abc: the name must be a SQL identifier"),
+    ("models: {sql_dl_models: {path: models/x.keras}}", r"models.sql_dl_models: the name 'sql_dl_models' is reserved"),
+    ("models: {m: 3}", r"models.m: must be a mapping of keys \(received: 3\)"),
+    ("models: {m: {path: models/x.keras, colour: red}}", r"models.m.colour: unknown key \(allowed: path, application,"),
+    ("models: {m: {}}", r"models.m: give exactly one of path .* or application"),
+    ("models: {m: {path: models/x.keras, application: VGG16}}", r"models.m: give exactly one of path"),
+    ("models: {m: {path: models/missing.keras}}", r"models.m.path: no such file or directory \(received: 'models/missing.keras'"),
+    ("models: {m: {application: VGG17}}", r"models.m.application: unknown keras.applications model 'VGG17' \(known: Xception,"),
+    ("models: {m: {path: models/x.keras, weights: none}}", r"models.m.weights: only applies with application"),
+    ("models: {m: {application: VGG16, weights: w.h5}}", r"models.m.weights: no such file or directory \(received: 'w.h5'"),
+    ("models: {m: {path: models/x.keras, input: audio}}", r"models.m.input: must be one of image, tensor \(received: 'audio'\)"),
+    ("preprocessors: {p: {size: [2, 2], mode: tf}}\nmodels: {m: {path: models/x.keras, input: tensor, preprocessor: p}}",
+     r"models.m.preprocessor: does not apply to input: tensor"),
+    ("models: {m: {path: models/x.keras, preprocessor: p}}", r"models.m.preprocessor: unknown preprocessor 'p' \(known: none defined\)"),
+    ("models: {m: {path: models/x.keras, labels: nope.txt}}", r"models.m.labels: no such file or directory \(received: 'nope.txt'"),
+    ("models: {m: {path: models/x.keras, features_layer: 3}}", r"models.m.features_layer: must be a layer name \(received: 3\)"),
+    ("models: {m: {path: models/x.keras, batch_size: true}}", r"models.m.batch_size: must be a positive integer \(received: True\)"),
+    ("models: {m: {path: models/x.keras, batch_size: 2.5}}", r"models.m.batch_size: must be a positive integer \(received: 2.5\)"),
+    ("models: {m: {path: models/x.keras, on_error: skip}}", r"models.m.on_error: must be one of null, fail \(received: 'skip'\)"),
+    ("preprocessors: {p: {mode: tf}}", r"preprocessors.p.size: must be \[height, width\], two positive integers \(received: None\)"),
+    ("preprocessors: {p: {size: [0, 3], mode: tf}}", r"preprocessors.p.size: must be \[height, width\].*\(received: \[0, 3\]\)"),
+    ("preprocessors: {p: {size: [3, 3]}}", r"preprocessors.p.mode: is required unless function is given \(allowed: caffe"),
+    ("preprocessors: {p: {size: [3, 3], mode: tf, function: 'a.b:c'}}", r"preprocessors.p.mode: give either mode or function, not both"),
+    ("preprocessors: {p: {size: [3, 3], function: 'not a function'}}", r"preprocessors.p.function: must name a Python function as 'package.module:function'"),
+    ("preprocessors: {p: {size: [3, 3], mode: tf, interpolation: cubic}}", r"preprocessors.p.interpolation: must be one of nearest, bilinear, bicubic, hamming, box, lanczos \(received: 'cubic'\)"),
+    ("preprocessors: {p: {size: [3, 3], mode: tf, colour: red}}", r"preprocessors.p.colour: unknown key \(allowed: size, mode, interpolation, function\)"),
+    ("images: {v: {recursive: true}}", r"images.v.path: must be a path or URI \(received: None\)"),
+    ("images: {v: {path: nowhere}}", r"images.v.path: no such file or directory \(received: 'nowhere'"),
+    ("images: {v: {path: data, recursive: yes please}}", r"images.v.recursive: must be true or false \(received: 'yes please'\)"),
+    ("images: {v: {path: data, label: folder}}", r"images.v.label: must be one of parent_dir, none \(received: 'folder'\)"),
+    ("images: {v: {path: data, sample_ratio: 0}}", r"images.v.sample_ratio: must be a number in \(0, 1\] \(received: 0\)"),
+    ("images: {v: {path: data, sample_ratio: 1.5}}", r"images.v.sample_ratio: must be a number in \(0, 1\] \(received: 1.5\)"),
+    ("images: {v: {path: data, glob: [a]}}", r"images.v.glob: must be a file name pattern"),
+    ("images: {v: {path: data, colour: red}}", r"images.v.colour: unknown key \(allowed: path, recursive, label, sample_ratio, glob\)"),
+    ("preprocessors: {m: {size: [3, 3], mode: tf}}\nmodels: {m: {path: models/x.keras}}",
+     r"models.m: defines SQL function 'm', already defined by preprocessors.m"),
+    ("models: {m: {path: models/x.keras}, m_top: {path: models/x.keras}, m_top_k: {path: models/x.keras}}",
+     r"models.m_top_k: defines SQL function 'm_top_k', already defined by models.m"),
+]
+
+
+@pytest.mark.parametrize("text, message", CASES, ids=[m.split(":")[0].split(" ")[0] + str(i) for i, (_, m) in enumerate(CASES)])
+def test_each_rule(files, text, message):
+    path = write(files, text)
+    with pytest.raises(ManifestError, match=f"^{re.escape(str(path))}: {message}"):
+        load_manifest(path)
+
+
+def test_not_yaml(files):
+    path = write(files, "models: {m: [")
+    with pytest.raises(ManifestError, match=f"^{re.escape(str(path))}: not valid YAML"):
+        load_manifest(path)
+
+
+def test_not_a_mapping(files):
+    with pytest.raises(ManifestError, match=r"the manifest must be a mapping .* \(received: list\)"):
+        load_manifest(write(files, "- a\n- b\n"))
+
+
+def test_missing_manifest_file(tmp_path):
+    with pytest.raises(ManifestError, match=r"nope.yaml: cannot read the manifest: No such file"):
+        load_manifest(tmp_path / "nope.yaml")
+
+
+def test_manifest_error_is_a_value_error(files):
+    with pytest.raises(ValueError):
+        load_manifest({"models": {"m": {}}})
+
+
+def test_empty_manifest_is_valid(files):
+    manifest = load_manifest(write(files, ""))
+    assert (manifest.preprocessors, manifest.models, manifest.images) == ({}, {}, {})

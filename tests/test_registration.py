@@ -1,0 +1,247 @@
+"""Every SQL function a manifest registers, compared with Keras run directly on the same files."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import CLASS_NAMES, tiny_cnn
+from test_images import keras_tensor
+
+import sql_dl
+from sql_dl import ManifestError, ModelLoadError
+
+TOLERANCE = {"rtol": 1e-5, "atol": 1e-6}
+
+
+def local(uri: str) -> Path:
+    return Path(uri.removeprefix("file:"))
+
+
+@pytest.fixture(scope="module")
+def tensor_model_file(tmp_path_factory):
+    import keras
+
+    keras.utils.set_random_seed(3)
+    model = keras.Sequential([keras.Input((4, 3)), keras.layers.Flatten(),
+                              keras.layers.Dense(6, activation="relu", name="hidden"),
+                              keras.layers.Dense(2)])
+    path = tmp_path_factory.mktemp("tensor") / "tensor.keras"
+    model.save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def manifest(photos_dir, cnn_file, labels_file, tensor_model_file):
+    return {
+        "preprocessors": {"p32": {"size": [32, 32], "mode": "caffe"},
+                          "p32_tf": {"size": [32, 32], "mode": "tf", "interpolation": "bicubic"}},
+        "models": {
+            "cnn": {"path": str(cnn_file), "preprocessor": "p32", "labels": str(labels_file),
+                    "batch_size": 4},
+            "cnn_tf": {"path": str(cnn_file), "preprocessor": "p32_tf", "features_layer": "pool",
+                       "on_error": "fail"},
+            "raw": {"path": str(tensor_model_file), "input": "tensor"},
+        },
+        "images": {"photos": {"path": str(photos_dir)},
+                   "photos_png": {"path": str(photos_dir), "label": "none", "glob": "*.png",
+                                  "recursive": True}},
+    }
+
+
+@pytest.fixture(scope="module")
+def registered(spark, manifest):
+    sql_dl.bootstrap(spark, manifest)
+    return spark
+
+
+@pytest.fixture(scope="module")
+def reference(cnn_file):
+    import keras
+
+    model = keras.saving.load_model(cnn_file)
+    return {"model": model,
+            "embed": keras.Model(model.inputs, model.get_layer("embed").output),
+            "pool": keras.Model(model.inputs, model.get_layer("pool").output)}
+
+
+def keras_outputs(model, files, mode, interpolation="bilinear"):
+    x = np.concatenate([keras_tensor(f, (32, 32), interpolation, mode) for f in files])
+    return model.predict(x, verbose=0)
+
+
+def test_model_features_and_preprocessor_match_keras(registered, photos, reference):
+    rows = registered.sql("""
+        SELECT path, cnn(image) AS out, cnn_features(image) AS features, cnn(path) AS by_path,
+               p32(image) AS tensor, cnn_tf(image) AS out_tf, cnn_tf_features(image) AS pool
+        FROM photos ORDER BY path""").collect()
+    files = [local(r.path) for r in rows]
+    assert sorted(files) == photos
+    column = lambda name: np.array([r[name] for r in rows])  # noqa: E731
+    np.testing.assert_allclose(column("out"), keras_outputs(reference["model"], files, "caffe"), **TOLERANCE)
+    np.testing.assert_allclose(column("by_path"), column("out"), **TOLERANCE)
+    np.testing.assert_allclose(column("features"), keras_outputs(reference["embed"], files, "caffe"), **TOLERANCE)
+    expected_tensor = np.concatenate([keras_tensor(f, (32, 32), mode="caffe") for f in files])
+    np.testing.assert_allclose(column("tensor"), expected_tensor.reshape(len(files), -1), **TOLERANCE)
+    np.testing.assert_allclose(column("out_tf"), keras_outputs(reference["model"], files, "tf", "bicubic"), **TOLERANCE)
+    np.testing.assert_allclose(column("pool"), keras_outputs(reference["pool"], files, "tf", "bicubic"), **TOLERANCE)
+
+
+def test_top_k_matches_keras(registered, photos, reference):
+    rows = registered.sql("SELECT path, cnn_top_k(image, 3) AS top3, cnn_top_k(image, 9) AS all, "
+                          "cnn_top_k(image, 1)[0].description AS best FROM photos ORDER BY path").collect()
+    expected = keras_outputs(reference["model"], [local(r.path) for r in rows], "caffe")
+    for row, probabilities in zip(rows, expected):
+        order = np.argsort(-probabilities, kind="stable")
+        assert [e["class"] for e in row.top3] == [CLASS_NAMES[i] for i in order[:3]]
+        assert [e["description"] for e in row.top3] == [CLASS_NAMES[i] for i in order[:3]]
+        np.testing.assert_allclose([e["probability"] for e in row.top3], probabilities[order[:3]], **TOLERANCE)
+        assert len(row.all) == len(CLASS_NAMES)
+        assert row.best == CLASS_NAMES[order[0]]
+
+
+def test_top_k_schema_and_unlabelled_model(registered):
+    schema = registered.sql("SELECT cnn_top_k(image, 2) AS t FROM photos").schema["t"].dataType
+    assert schema.simpleString() == "array<struct<class:string,description:string,probability:float>>"
+    row = registered.sql("SELECT cnn_tf_top_k(image, 2) AS t FROM photos LIMIT 1").first()
+    assert all(e["class"] == e["description"] and e["class"] in "01234" for e in row.t)
+
+
+def test_spark_image_struct_input(registered, photos_dir, photos, reference):
+    frame = registered.read.format("image").load(str(photos_dir / "*" / "*.png"))
+    frame.createOrReplaceTempView("png_structs")
+    rows = registered.sql("SELECT image.origin AS origin, cnn(image) AS out, "
+                          "p32(image) AS tensor FROM png_structs ORDER BY origin").collect()
+    files = [local(r.origin) for r in rows]
+    assert files == [f for f in photos if f.suffix == ".png"]
+    np.testing.assert_allclose([r.out for r in rows], keras_outputs(reference["model"], files, "caffe"), **TOLERANCE)
+
+
+def test_view_columns_and_labels(registered, photos):
+    frame = registered.table("photos")
+    assert frame.schema.simpleString() == ("struct<path:string,label:string,image:binary,"
+                                           "length:bigint,modification_time:timestamp>")
+    rows = frame.orderBy("path").collect()
+    assert [(local(r.path), r.label, r.length) for r in rows] == [
+        (f, f.parent.name, f.stat().st_size) for f in photos]
+    assert bytes(rows[0].image) == photos[0].read_bytes()
+    png = registered.sql("SELECT path, label FROM photos_png").collect()
+    assert sorted(local(r.path) for r in png) == [f for f in photos if f.suffix == ".png"]
+    assert {r.label for r in png} == {None}
+
+
+def test_null_and_undecodable_inputs(registered, photos):
+    registered.createDataFrame(
+        [("good", photos[0].read_bytes()), ("bad", b"definitely not an image"), ("null", None)],
+        "name string, image binary").createOrReplaceTempView("mixed")
+    rows = {r.name: r for r in registered.sql(
+        "SELECT name, cnn(image) AS out, cnn_top_k(image, 2) AS top, cnn_features(image) AS f, "
+        "p32(image) AS t FROM mixed").collect()}
+    assert rows["good"].out is not None and len(rows["good"].top) == 2
+    for name in ("bad", "null"):
+        assert (rows[name].out, rows[name].top, rows[name].f, rows[name].t) == (None, None, None, None)
+    assert registered.sql("SELECT cnn_top_k(image, CAST(NULL AS INT)) AS t FROM mixed "
+                          "WHERE name = 'good'").first().t is None
+
+
+def test_on_error_fail_names_the_image(registered):
+    from pyspark.errors import PythonException
+
+    data = b"definitely not an image"
+    digest = hashlib.sha256(data).hexdigest()[:16]
+    with pytest.raises(PythonException, match=rf"ImageDecodeError: cannot decode image \({len(data)} "
+                                              rf"bytes with SHA-256 {digest}"):
+        registered.sql("SELECT cnn_tf(image) FROM mixed").collect()
+    with pytest.raises(PythonException, match=r"ImageDecodeError: cannot decode image \(path "
+                                              r"'/no/such/file.png'\)"):
+        registered.sql("SELECT cnn_tf('/no/such/file.png')").collect()
+
+
+def test_tensor_input(registered, tensor_model_file):
+    import keras
+
+    values = np.random.default_rng(0).normal(size=(5, 4, 3))
+    registered.createDataFrame(
+        [(i, v.reshape(-1).tolist(), v.tolist()) for i, v in enumerate(values)] + [(5, [1.0, 2.0], None)],
+        "id int, flat array<double>, nested array<array<double>>").createOrReplaceTempView("tensors")
+    rows = registered.sql("SELECT id, raw(flat) AS a, raw(nested) AS b, raw(cast(flat AS array<float>)) AS c, "
+                          "raw_features(flat) AS h FROM tensors ORDER BY id").collect()
+    model = keras.saving.load_model(tensor_model_file)
+    expected = model.predict(values.astype(np.float32), verbose=0)
+    hidden = keras.Model(model.inputs, model.get_layer("hidden").output).predict(values, verbose=0)
+    for name in ("a", "b", "c"):
+        np.testing.assert_allclose([r[name] for r in rows[:5]], expected, **TOLERANCE)
+    np.testing.assert_allclose([r.h for r in rows[:5]], hidden, **TOLERANCE)
+    assert (rows[5].a, rows[5].b) == (None, None)  # wrong size, and NULL
+
+
+def test_models_view(registered, cnn_file):
+    rows = {r.function: r for r in registered.table("sql_dl_models").collect()}
+    assert set(rows) == {"p32", "p32_tf", "cnn", "cnn_features", "cnn_top_k", "cnn_tf",
+                         "cnn_tf_features", "cnn_tf_top_k", "raw", "raw_features", "raw_top_k"}
+    assert tuple(rows["cnn"])[1:] == ("model", "cnn", "image", 5, "p32", str(cnn_file))
+    assert tuple(rows["cnn_features"])[1:5] == ("features", "cnn", "image", 8)
+    assert tuple(rows["cnn_tf_features"])[4] == 4  # the pool layer
+    assert tuple(rows["raw"])[1:6] == ("model", "raw", "tensor", 2, None)
+    assert tuple(rows["p32"])[1:] == ("preprocessor", None, "image", 3072, "p32", "mode=caffe")
+
+
+def test_bootstrap_again_replaces_definitions(spark, registered, manifest, cnn_file):
+    from pyspark.errors import AnalysisException
+
+    smaller = {"models": {"cnn2": {"path": str(cnn_file), "preprocessor": "p32"}},
+               "preprocessors": manifest["preprocessors"]}
+    try:
+        sql_dl.bootstrap(spark, smaller)
+        assert spark.sql("SELECT size(cnn2(image)) AS n FROM png_structs LIMIT 1").first().n == 5
+        with pytest.raises(AnalysisException, match="UNRESOLVED_ROUTINE"):
+            spark.sql("SELECT cnn_top_k(image, 1) FROM png_structs").collect()
+        with pytest.raises(AnalysisException, match="TABLE_OR_VIEW_NOT_FOUND"):
+            spark.table("photos")
+        assert {r.function for r in spark.table("sql_dl_models").collect()} == {
+            "p32", "p32_tf", "cnn2", "cnn2_features", "cnn2_top_k"}
+    finally:
+        sql_dl.bootstrap(spark, manifest)
+
+
+@pytest.fixture
+def broken_model(tmp_path):
+    path = tmp_path / "broken.keras"
+    path.write_bytes(b"PK\x03\x04 not really a zip")
+    return path
+
+
+@pytest.mark.parametrize("entry, error, message", [
+    ({"path": "{broken}", "preprocessor": "p32"}, ModelLoadError,
+     r"models.m.path: cannot load a Keras model from '.*broken.keras'"),
+    ({"path": "{cnn}", "preprocessor": "p64"}, ModelLoadError,
+     r"models.m.preprocessor: preprocessor 'p64' resizes to \[64, 64\] but the model takes \[32, 32\] "
+     r"images; set preprocessors.p64.size: \[32, 32\]"),
+    ({"path": "{cnn}", "preprocessor": "p32", "features_layer": "nope"}, ModelLoadError,
+     r"models.m.features_layer: the model has no layer 'nope' \(layers: input_layer, conv2d, pool, embed, probs\)"),
+    ({"path": "{cnn}", "preprocessor": "p32", "labels": "{labels}"}, ModelLoadError,
+     r"models.m.labels: 2 labels for a model with 5 outputs"),
+    ({"path": "{cnn}", "input": "tensor", "preprocessor": "p32"}, ManifestError,
+     r"models.m.preprocessor: does not apply to input: tensor"),
+    ({"path": "{missing}"}, ManifestError, r"models.m.path: no such file or directory"),
+])
+def test_bootstrap_errors_leave_the_session_as_it_was(spark, registered, cnn_file, broken_model,
+                                                      tmp_path, entry, error, message):
+    labels = tmp_path / "two.txt"
+    labels.write_text("a\nb\n")
+    paths = {"broken": broken_model, "cnn": cnn_file, "labels": labels, "missing": tmp_path / "x.keras"}
+    entry = {k: v.format(**paths) if isinstance(v, str) else v for k, v in entry.items()}
+    bad = {"preprocessors": {"p32": {"size": [32, 32], "mode": "tf"},
+                             "p64": {"size": [64, 64], "mode": "tf"}},
+           "models": {"m": entry}}
+    with pytest.raises(error, match=rf"^<manifest dict>: {message}"):
+        sql_dl.bootstrap(spark, bad)
+    assert spark.sql("SELECT count(cnn(image)) AS n FROM photos").first().n > 0
+
+
+def test_input_that_is_not_an_image(spark, tensor_model_file):
+    with pytest.raises(ModelLoadError, match=r"models.m.input: the model's input shape \(4, 3\) is not "
+                                             r"an RGB image \(H, W, 3\); use input: tensor"):
+        sql_dl.bootstrap(spark, {"models": {"m": {"path": str(tensor_model_file)}}})
