@@ -71,17 +71,16 @@ def get_model(plan: ModelPlan) -> LoadedModel:
 
 
 def _model_file(plan: ModelPlan) -> str:
-    from pyspark import SparkFiles
+    """Inside a Spark task, the copy Spark shipped to this executor; elsewhere, the driver's."""
+    from pyspark import SparkFiles, TaskContext
 
-    try:
-        path = SparkFiles.get(plan.staged_name)
-    except Exception:  # no SparkFiles root: not inside a Spark task
-        path = plan.file
-    if not os.path.exists(path):
-        path = plan.file  # shared storage, or a local master
+    if TaskContext.get() is None:
+        return plan.file
+    path = SparkFiles.get(plan.staged_name)
     if not os.path.exists(path):
         raise ModelLoadError(f"model {plan.name!r}: its file {plan.staged_name} (from "
-                             f"{plan.source!r}) is missing on this executor; run bootstrap again")
+                             f"{plan.source!r}) was not shipped to this executor; run bootstrap "
+                             "again in this session")
     return path
 
 

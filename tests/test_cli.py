@@ -1,0 +1,130 @@
+"""The sql-dl command, run as users run it: in a subprocess, output on stdout."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from conftest import CLASS_NAMES
+from test_images import keras_tensor
+from test_registration import local
+
+TIMEOUT = 300
+
+
+def sql_dl(*args, stdin: str | None = None, home: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "sql_dl.cli", *args, "--home", str(home)]
+                          if args[0] != "validate" else [sys.executable, "-m", "sql_dl.cli", *args],
+                          input=stdin, capture_output=True, text=True, timeout=TIMEOUT,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+
+
+@pytest.fixture(scope="module")
+def manifest_file(tmp_path_factory, photos_dir, cnn_file, labels_file):
+    directory = tmp_path_factory.mktemp("cli")
+    (directory / "models").mkdir()
+    (directory / "models" / "cnn.keras").write_bytes(cnn_file.read_bytes())
+    path = directory / "models.yaml"
+    path.write_text(yaml.safe_dump({
+        "preprocessors": {"p32": {"size": [32, 32], "mode": "caffe"}},
+        "models": {"cnn": {"path": "models/cnn.keras", "preprocessor": "p32",
+                           "labels": str(labels_file)}},
+        "images": {"photos": {"path": str(photos_dir)}},
+    }))
+    return path
+
+
+def expected_best(cnn_file, files) -> list[str]:
+    import keras
+
+    model = keras.saving.load_model(cnn_file)
+    x = np.concatenate([keras_tensor(f, (32, 32), mode="caffe") for f in files])
+    return [CLASS_NAMES[i] for i in model.predict(x, verbose=0).argmax(axis=1)]
+
+
+QUERY = "SELECT path, label, cnn_top_k(image, 1)[0].description FROM photos ORDER BY path"
+
+
+def check_query_output(stdout: str, cnn_file, photos):
+    rows = [line.split("\t") for line in stdout.splitlines()]
+    files = [local(path) for path, _, _ in rows]
+    assert files == photos
+    assert [label for _, label, _ in rows] == [f.parent.name for f in photos]
+    assert [best for _, _, best in rows] == expected_best(cnn_file, files)
+
+
+@pytest.mark.parametrize("master", ["local[2]", "local-cluster[2,1,1024]"])
+def test_sql_execute_matches_keras(manifest_file, cnn_file, photos, tmp_path, master):
+    result = sql_dl("sql", "--manifest", str(manifest_file), "--master", master, "-S",
+                    "-e", f"SET spark.sql.shuffle.partitions=2; {QUERY};", home=tmp_path)
+    assert result.returncode == 0, result.stderr
+    settings, *rows = result.stdout.splitlines()
+    assert settings == "spark.sql.shuffle.partitions\t2"
+    check_query_output("\n".join(rows), cnn_file, photos)
+
+
+def test_sql_file_init_and_header(manifest_file, cnn_file, photos, tmp_path):
+    init = tmp_path / "init.sql"
+    init.write_text("-- an init script\nCREATE TEMPORARY VIEW small AS\n  SELECT * FROM photos;\n")
+    script = tmp_path / "query.sql"
+    script.write_text(f"-- the query; with a semicolon in a comment\n{QUERY.replace('photos', 'small')};\n"
+                      "SELECT 'a;b' AS text, CAST(NULL AS STRING) AS nothing;\n")
+    result = sql_dl("sql", "--manifest", str(manifest_file), "--master", "local[2]", "--header",
+                    "-i", str(init), "-f", str(script), "--conf", "spark.sql.shuffle.partitions=3",
+                    home=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "path\tlabel\tcnn_top_k(image, 1)[0].description"
+    check_query_output("\n".join(lines[1:-2]), cnn_file, photos)
+    assert lines[-2:] == ["text\tnothing", "a;b\tNULL"]
+    assert "Fetched 9 row(s)" in result.stderr
+    assert "Checked model cnn" in result.stderr  # progress on stderr, results alone on stdout
+
+
+def test_sql_interactive_prompt_and_errors(manifest_file, tmp_path):
+    stdin = "SELECT 1 +\n  1 AS two;\nSELECT nope(1);\nSELECT size(cnn(image)) FROM photos LIMIT 1;\nquit;\n"
+    result = sql_dl("sql", "--manifest", str(manifest_file), "--master", "local[1]",
+                    stdin=stdin, home=tmp_path)
+    assert result.returncode == 0, result.stderr
+    prompts = "sql-dl> " + "      > " + "2\n" + "sql-dl> " + "sql-dl> " + "5\n" + "sql-dl> "
+    assert result.stdout == prompts
+    assert "Error: [UNRESOLVED_ROUTINE] Cannot resolve routine `nope`" in result.stderr
+
+
+def test_sql_error_exit_code_and_worker_error_message(manifest_file, tmp_path):
+    result = sql_dl("sql", "--master", "local[1]", "-e", "SELECT * FROM no_such_table",
+                    home=tmp_path)
+    assert result.returncode == 1
+    assert "Error: [TABLE_OR_VIEW_NOT_FOUND]" in result.stderr
+
+
+def test_validate_ok_and_problems(manifest_file, tmp_path):
+    result = sql_dl("validate", str(manifest_file), home=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"{manifest_file}: OK (1 preprocessors, 1 models, 1 image views)\n"
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(manifest_file.read_text().replace("mode: caffe", "mode: sepia")
+                   .replace("models/cnn.keras", str(manifest_file.parent / "models" / "cnn.keras"))
+                   .replace("labels:", "batch_size: -1\n    labels:"))
+    result = sql_dl("validate", str(bad), home=tmp_path)
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == [
+        f"{bad}: preprocessors.p32.mode: must be one of caffe, tf, torch, scale, none (received: 'sepia')",
+        f"{bad}: models.cnn.batch_size: must be a positive integer (received: -1)",
+    ]
+
+    wrong_size = tmp_path / "wrong_size.yaml"
+    wrong_size.write_text(manifest_file.read_text().replace("[32, 32]", "[64, 64]")
+                          .replace("- 32\n    - 32", "- 64\n    - 64")
+                          .replace("models/cnn.keras", str(manifest_file.parent / "models" / "cnn.keras")))
+    result = sql_dl("validate", str(wrong_size), home=tmp_path)
+    assert result.returncode == 1
+    assert result.stdout == (f"{wrong_size}: models.cnn.preprocessor: preprocessor 'p32' resizes to "
+                             "[64, 64] but the model takes [32, 32] images; set "
+                             "preprocessors.p32.size: [32, 32]\n")
