@@ -229,7 +229,7 @@ class _Validator:
         if not is_local(value):
             return value
         path = Path(local_path(os.path.expanduser(value)))
-        path = path if path.is_absolute() else self.base_dir / path
+        path = Path(os.path.normpath(path if path.is_absolute() else self.base_dir / path))
         has_glob = glob and any(c in str(path) for c in "*?[{")
         if must_exist and not has_glob and not path.exists():
             self.problem(where, f"no such file or directory (received: {value!r}, "
