@@ -9,14 +9,14 @@ import logging
 import os
 import threading
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from sql_dl.errors import ModelLoadError
-from sql_dl.models import ModelPlan, load_keras_model
+from sql_dl.models import ModelPlan, load_keras_model, unpack
 
 __all__ = ["LoadedModel", "get_model", "stats"]
 
@@ -26,7 +26,8 @@ MAX_MODELS = 8
 
 _lock = threading.Lock()
 _models: OrderedDict[str, LoadedModel] = OrderedDict()
-_stats = {"loads": 0, "hits": 0}
+_loads: Counter[str] = Counter()
+_hits: Counter[str] = Counter()
 _threads_configured = False
 
 
@@ -49,9 +50,9 @@ class LoadedModel:
         return np.asarray(outputs, dtype=np.float32)[:n].reshape(n, -1)
 
 
-def stats() -> dict[str, int]:
-    """How many models this process loaded and how many lookups the cache answered."""
-    return dict(_stats)
+def stats() -> dict[str, dict[str, int]]:
+    """Per model name: how often this process loaded it and how often the cache answered."""
+    return {"loads": dict(_loads), "hits": dict(_hits)}
 
 
 def get_model(plan: ModelPlan) -> LoadedModel:
@@ -59,12 +60,12 @@ def get_model(plan: ModelPlan) -> LoadedModel:
     key = plan.staged_name
     with _lock:
         if key in _models:
-            _stats["hits"] += 1
+            _hits[plan.name] += 1
             _models.move_to_end(key)
             return _models[key]
         loaded = _load(plan)
         _models[key] = loaded
-        _stats["loads"] += 1
+        _loads[plan.name] += 1
         while len(_models) > MAX_MODELS:
             _models.popitem(last=False)
         return loaded
@@ -81,7 +82,7 @@ def _model_file(plan: ModelPlan) -> str:
         raise ModelLoadError(f"model {plan.name!r}: its file {plan.staged_name} (from "
                              f"{plan.source!r}) was not shipped to this executor; run bootstrap "
                              "again in this session")
-    return path
+    return unpack(path)
 
 
 def _load(plan: ModelPlan) -> LoadedModel:

@@ -50,10 +50,37 @@ def cache_dir() -> Path:
 
 
 def load_keras_model(path: str):
-    """Loads a .keras or .h5 file for inference, without compiling it."""
+    """Loads a .keras or .h5 file, or a SavedModel directory, for inference."""
     import keras
 
+    if os.path.isdir(path):
+        return _saved_model(path)
     return keras.saving.load_model(path, compile=False)
+
+
+def _saved_model(path: str):
+    """A TensorFlow SavedModel as a Keras model with one input and one output."""
+    import keras
+    import tensorflow as tf
+
+    try:
+        layer = keras.layers.TFSMLayer(path, call_endpoint="serve")  # model.export()
+    except ValueError:
+        layer = keras.layers.TFSMLayer(path, call_endpoint="serving_default")
+    function = layer.call_endpoint_fn
+    specs = tf.nest.flatten(getattr(function, "input_signature", None)
+                            or function.structured_input_signature)
+    if len(specs) != 1:
+        raise ValueError(f"the SavedModel takes {len(specs)} inputs; sql_dl runs models with "
+                         "exactly one input")
+    inputs = keras.Input(shape=specs[0].shape[1:], dtype=specs[0].dtype)
+    outputs = layer(inputs)
+    if isinstance(outputs, dict):
+        if len(outputs) != 1:
+            raise ValueError(f"the SavedModel has outputs {sorted(outputs)}; sql_dl runs models "
+                             "with exactly one output")
+        (outputs,) = outputs.values()
+    return keras.Model(inputs, outputs)
 
 
 def plan_model(spec: ModelSpec, manifest: Manifest, fetch: Callable[[str], str]) -> ModelPlan:
@@ -80,8 +107,8 @@ def plan_model(spec: ModelSpec, manifest: Manifest, fetch: Callable[[str], str])
         model = load_keras_model(file)
     except Exception as e:  # Keras raises many types for unreadable files
         raise ModelLoadError(f"{where}.path: cannot load a Keras model from {spec.path!r}: "
-                             f"{type(e).__name__}: {e}. Give a .keras or .h5 file saved by "
-                             "Keras 3 (model.save).") from e
+                             f"{type(e).__name__}: {e}. Give a .keras or .h5 file (model.save) "
+                             "or a SavedModel directory (model.export).") from e
     input_shape = _single_input_shape(model, where)
     preprocessor = _preprocessor(spec, manifest, input_shape, where)
     features_layer, features_size = _features(model, spec, where)
@@ -141,6 +168,12 @@ def _preprocessor(spec: ModelSpec, manifest: Manifest, input_shape: tuple[int, .
 
 
 def _features(model: Any, spec: ModelSpec, where: str) -> tuple[str, int]:
+    if os.path.isdir(spec.path or ""):
+        if spec.features_layer is not None:
+            raise ModelLoadError(f"{where}.features_layer: a SavedModel's layers are not "
+                                 "visible; remove features_layer (<model>_features then gives "
+                                 "the output), or save the model as a .keras file")
+        return model.layers[-1].name, _size(model.outputs[0].shape)
     if spec.features_layer is None:
         if len(model.layers) < 2:
             raise ModelLoadError(f"{where}: the model has a single layer, so it has no layer "
@@ -225,22 +258,49 @@ def _build_application(spec: ModelSpec, where: str, fetch: Callable[[str], str])
 
 
 def _file_digest(path: str) -> str:
+    """SHA-256 prefix of a file, or of a directory's file names and contents."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
+    root = Path(path)
+    files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+    for file in files:
+        digest.update(str(file.relative_to(root)).encode() if root.is_dir() else b"")
+        with open(file, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
     return digest.hexdigest()[:16]
 
 
 def _staged_name(path: str) -> str:
-    """A name that changes with the file's content, so a changed model is shipped anew."""
+    """A name that changes with the content, so a changed model is shipped anew."""
     base = Path(path)
+    if base.is_dir():
+        return f"{base.name}-{_file_digest(path)}.zip"
     return f"{base.stem}-{_file_digest(path)}{base.suffix}"
 
 
 def stage(plan: ModelPlan, directory: Path) -> Path:
-    """Copies the model file under its staged name into ``directory`` (once)."""
+    """Copies the model under its staged name into ``directory`` (once); directories are zipped."""
     target = directory / plan.staged_name
-    if not target.exists():
+    if target.exists():
+        return target
+    if os.path.isdir(plan.file):
+        archive = shutil.make_archive(str(target.with_suffix(f".{os.getpid()}")), "zip", plan.file)
+        os.replace(archive, target)
+    else:
         shutil.copyfile(plan.file, target)
+    return target
+
+
+def unpack(staged: str) -> str:
+    """The model path to load from a staged file: a zipped SavedModel is extracted once."""
+    if not staged.endswith(".zip"):
+        return staged
+    target = staged[:-len(".zip")]
+    if not os.path.isdir(target):
+        partial = f"{target}.{os.getpid()}"
+        shutil.unpack_archive(staged, partial, "zip")
+        try:
+            os.replace(partial, target)
+        except OSError:  # another worker of this executor finished first
+            shutil.rmtree(partial, ignore_errors=True)
     return target

@@ -72,3 +72,27 @@ def test_imagenet_labels_offline_say_what_is_missing(spark, isolated_caches, wei
         sql_dl.bootstrap(spark, {"models": {"m": {"application": APPLICATION,
                                                   "weights": str(weights_file),
                                                   "labels": "imagenet"}}})
+
+
+def test_saved_model_directory_matches_keras(spark, photos_dir, photos, cnn_file, tmp_path):
+    import keras
+
+    model = keras.saving.load_model(cnn_file)
+    exported = tmp_path / "cnn_saved_model"
+    model.export(exported, verbose=False)
+    sql_dl.bootstrap(spark, {"preprocessors": {"p32": {"size": [32, 32], "mode": "torch"}},
+                             "models": {"saved": {"path": str(exported), "preprocessor": "p32"}},
+                             "images": {"sm_photos": {"path": str(photos_dir)}}})
+    rows = spark.sql("SELECT path, saved(image) AS out, saved_features(image) AS f "
+                     "FROM sm_photos ORDER BY path").collect()
+    files = [local(r.path) for r in rows]
+    assert files == photos
+    x = np.concatenate([keras_tensor(f, (32, 32), mode="torch") for f in files])
+    expected = model.predict(x, verbose=0)
+    np.testing.assert_allclose([r.out for r in rows], expected, **TOLERANCE)
+    np.testing.assert_allclose([r.f for r in rows], expected, **TOLERANCE)
+
+    with pytest.raises(ModelLoadError, match=r"models.saved.features_layer: a SavedModel's layers "
+                                             r"are not visible"):
+        sql_dl.bootstrap(spark, {"models": {"saved": {"path": str(exported),
+                                                      "features_layer": "embed"}}})

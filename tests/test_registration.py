@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
+from pyspark.sql.functions import pandas_udf
 from conftest import CLASS_NAMES, tiny_cnn
 from test_images import keras_tensor
 
@@ -245,3 +249,22 @@ def test_input_that_is_not_an_image(spark, tensor_model_file):
     with pytest.raises(ModelLoadError, match=r"models.m.input: the model's input shape \(4, 3\) is not "
                                              r"an RGB image \(H, W, 3\); use input: tensor"):
         sql_dl.bootstrap(spark, {"models": {"m": {"path": str(tensor_model_file)}}})
+
+
+def test_model_loads_once_per_worker_across_tasks_and_queries(registered):
+    def worker_stats(ids: pd.Series) -> pd.Series:
+        from sql_dl import model_cache
+
+        return pd.Series([json.dumps([os.getpid(), model_cache.stats()])] * len(ids))
+
+    query = "SELECT cnn(image) FROM (SELECT /*+ REPARTITION(6) */ * FROM photos)"
+    for _ in range(3):
+        assert len(registered.sql(query).collect()) == 9
+    per_worker = {}
+    for row in registered.range(0, 8, 1, 8).select(pandas_udf(worker_stats, "string")("id").alias("s")).collect():
+        pid, stats = json.loads(row.s)
+        per_worker[pid] = stats
+    loads = [s["loads"].get("cnn", 0) for s in per_worker.values()]
+    hits = [s["hits"].get("cnn", 0) for s in per_worker.values()]
+    assert set(loads) <= {0, 1} and sum(loads) >= 1
+    assert sum(hits) >= 18 - sum(loads)  # 3 queries x 6 tasks, each but the first in a worker hits
