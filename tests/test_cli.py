@@ -58,7 +58,7 @@ def check_query_output(stdout: str, cnn_file, photos):
     assert [best for _, _, best in rows] == expected_best(cnn_file, files)
 
 
-@pytest.mark.parametrize("master", ["local[2]", "local-cluster[2,1,1024]"])
+@pytest.mark.parametrize("master", ["local[2]", "local-cluster[2,1,2048]"])
 def test_sql_execute_matches_keras(manifest_file, cnn_file, photos, tmp_path, master):
     result = sql_dl("sql", "--manifest", str(manifest_file), "--master", master, "-S",
                     "-e", f"SET spark.sql.shuffle.partitions=2; {QUERY};", home=tmp_path)

@@ -1,0 +1,72 @@
+"""sql_dl.session's configuration, and bootstrap on a session the user built (as in notebooks)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+
+def test_session_configuration(spark, tmp_path_factory):
+    conf = spark.sparkContext.getConf()
+    assert conf.get("spark.python.worker.reuse") == "true"
+    assert conf.get("spark.sql.catalogImplementation") == "hive"
+    assert conf.get("spark.pyspark.python") == sys.executable
+    assert spark.sparkContext.pythonExec == sys.executable
+    assert conf.get("spark.ui.enabled") == "false"  # the caller's conf wins over the defaults
+    warehouse = conf.get("spark.sql.warehouse.dir")
+    assert warehouse.endswith("warehouse") and "sql_dl_home" in warehouse
+    spark.sql("CREATE TABLE IF NOT EXISTS kept AS SELECT 1 AS one")
+    try:
+        assert spark.table("kept").first().one == 1
+        assert os.path.isdir(os.path.join(warehouse, "kept"))
+        assert "kept" in [t.name for t in spark.catalog.listTables()]
+    finally:
+        spark.sql("DROP TABLE kept")
+
+
+NOTEBOOK = textwrap.dedent("""
+    import sys
+    import warnings
+    from pyspark.sql import SparkSession
+    import sql_dl
+
+    spark = (SparkSession.builder.master("local[2]").config("spark.ui.enabled", "false")
+             .config("spark.python.worker.reuse", "false").getOrCreate())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sql_dl.bootstrap(spark, {"preprocessors": {"p": {"size": [32, 32], "mode": "tf"}},
+                                 "models": {"cnn": {"path": sys.argv[1], "preprocessor": "p"}},
+                                 "images": {"photos": {"path": sys.argv[2]}}})
+    for warning in caught:
+        if issubclass(warning.category, sql_dl.errors.SqlDlWarning):
+            print("warning:", warning.message, file=sys.stderr)
+    rows = spark.sql("SELECT path, cnn(image) AS out FROM photos ORDER BY path").collect()
+    for row in rows:
+        print(row.path, *row.out)
+    spark.stop()
+""")
+
+
+def test_bootstrap_on_a_session_the_user_built_without_worker_reuse(tmp_path, cnn_file, photos_dir, photos):
+    import keras
+    import numpy as np
+    from test_images import keras_tensor
+    from test_registration import TOLERANCE, local
+
+    script = tmp_path / "notebook.py"
+    script.write_text(NOTEBOOK)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYSPARK_PYTHON", "SPARK_CONF_DIR")}
+    result = subprocess.run([sys.executable, str(script), str(cnn_file), str(photos_dir)],
+                            capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    assert ("warning: spark.python.worker.reuse is false: every task loads its models again; "
+            "set it to true (sql_dl.session does)") in result.stderr
+    rows = [line.split() for line in result.stdout.splitlines()]
+    files = [local(path) for path, *_ in rows]
+    assert files == photos
+    model = keras.saving.load_model(cnn_file)
+    x = np.concatenate([keras_tensor(f, (32, 32), mode="tf") for f in files])
+    np.testing.assert_allclose([[float(v) for v in out] for _, *out in rows],
+                               model.predict(x, verbose=0), **TOLERANCE)
