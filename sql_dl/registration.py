@@ -130,7 +130,7 @@ def _image_view(spark, spec: ImageViewSpec, source: str):
         frame = reader.load(spec.path)
     except AnalysisException as e:
         raise ManifestError(f"{source}: images.{spec.name}.path: cannot list {spec.path!r}: "
-                            f"{e.getMessage() if hasattr(e, 'getMessage') else e}") from e
+                            f"{e}") from e
     if spec.sample_ratio < 1.0:
         frame = frame.sample(fraction=spec.sample_ratio, seed=0)
     label = (F.element_at(F.split("path", "/"), -2) if spec.label == "parent_dir"

@@ -53,10 +53,8 @@ def preprocessor_udf(spec: PreprocessorSpec):
 
     def preprocess(batches: Iterator[pd.Series]) -> Iterator[pd.Series]:
         for batch in batches:
-            values = _values(batch)
-            for start in range(0, len(values), PREPROCESSOR_BATCH):
-                tensors, ok = preprocess_batch(values[start:start + PREPROCESSOR_BATCH], spec,
-                                               "null")
+            for chunk in _chunks(_values(batch), PREPROCESSOR_BATCH):
+                tensors, ok = preprocess_batch(chunk, spec, "null")
                 yield _rows([t.reshape(-1) for t in tensors], ok)
 
     return pandas_udf(preprocess, FLOAT_ARRAY)
@@ -68,13 +66,15 @@ def _run(plan: ModelPlan, batches: Iterator[tuple[Any, pd.Series | None]], featu
 
     model = get_model(plan)
     for batch, k in batches:
-        values = _values(batch)
-        ks = None if k is None else k.to_numpy()
-        for start in range(0, len(values), plan.batch_size):
-            end = start + plan.batch_size
-            inputs, ok = _inputs(plan, values[start:end])
+        ks = _chunks(k.to_numpy(), plan.batch_size) if k is not None else None
+        for chunk in _chunks(_values(batch), plan.batch_size):
+            inputs, ok = _inputs(plan, chunk)
             outputs = model.predict(inputs, features) if len(inputs) else np.zeros((0, 0))
-            yield outputs, ok, None if ks is None else ks[start:end]
+            yield outputs, ok, next(ks) if ks is not None else None
+
+
+def _chunks(values, size: int):
+    return (values[start:start + size] for start in range(0, len(values), size))
 
 
 def _values(batch: pd.Series | pd.DataFrame) -> list[Any]:

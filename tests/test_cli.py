@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,10 +16,9 @@ from test_registration import local
 TIMEOUT = 300
 
 
-def sql_dl(*args, stdin: str | None = None, home: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sql_dl.cli", *args, "--home", str(home)]
-                          if args[0] != "validate" else [sys.executable, "-m", "sql_dl.cli", *args],
-                          input=stdin, capture_output=True, text=True, timeout=TIMEOUT,
+def sql_dl(*args, stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "sql_dl.cli", *map(str, args)], input=stdin,
+                          capture_output=True, text=True, timeout=TIMEOUT,
                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
 
 
@@ -60,8 +58,8 @@ def check_query_output(stdout: str, cnn_file, photos):
 
 @pytest.mark.parametrize("master", ["local[2]", "local-cluster[2,1,2048]"])
 def test_sql_execute_matches_keras(manifest_file, cnn_file, photos, tmp_path, master):
-    result = sql_dl("sql", "--manifest", str(manifest_file), "--master", master, "-S",
-                    "-e", f"SET spark.sql.shuffle.partitions=2; {QUERY};", home=tmp_path)
+    result = sql_dl("sql", "--home", tmp_path, "--manifest", str(manifest_file), "--master", master, "-S",
+                    "-e", f"SET spark.sql.shuffle.partitions=2; {QUERY};")
     assert result.returncode == 0, result.stderr
     settings, *rows = result.stdout.splitlines()
     assert settings == "spark.sql.shuffle.partitions\t2"
@@ -74,9 +72,8 @@ def test_sql_file_init_and_header(manifest_file, cnn_file, photos, tmp_path):
     script = tmp_path / "query.sql"
     script.write_text(f"-- the query; with a semicolon in a comment\n{QUERY.replace('photos', 'small')};\n"
                       "SELECT 'a;b' AS text, CAST(NULL AS STRING) AS nothing;\n")
-    result = sql_dl("sql", "--manifest", str(manifest_file), "--master", "local[2]", "--header",
-                    "-i", str(init), "-f", str(script), "--conf", "spark.sql.shuffle.partitions=3",
-                    home=tmp_path)
+    result = sql_dl("sql", "--home", tmp_path, "--manifest", str(manifest_file), "--master", "local[2]", "--header",
+                    "-i", str(init), "-f", str(script), "--conf", "spark.sql.shuffle.partitions=3")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == "path\tlabel\tcnn_top_k(image, 1)[0].description"
@@ -88,8 +85,8 @@ def test_sql_file_init_and_header(manifest_file, cnn_file, photos, tmp_path):
 
 def test_sql_interactive_prompt_and_errors(manifest_file, tmp_path):
     stdin = "SELECT 1 +\n  1 AS two;\nSELECT nope(1);\nSELECT size(cnn(image)) FROM photos LIMIT 1;\nquit;\n"
-    result = sql_dl("sql", "--manifest", str(manifest_file), "--master", "local[1]",
-                    stdin=stdin, home=tmp_path)
+    result = sql_dl("sql", "--home", tmp_path, "--manifest", str(manifest_file), "--master", "local[1]",
+                    stdin=stdin)
     assert result.returncode == 0, result.stderr
     prompts = "sql-dl> " + "      > " + "2\n" + "sql-dl> " + "sql-dl> " + "5\n" + "sql-dl> "
     assert result.stdout == prompts
@@ -97,14 +94,13 @@ def test_sql_interactive_prompt_and_errors(manifest_file, tmp_path):
 
 
 def test_sql_error_exit_code_and_worker_error_message(manifest_file, tmp_path):
-    result = sql_dl("sql", "--master", "local[1]", "-e", "SELECT * FROM no_such_table",
-                    home=tmp_path)
+    result = sql_dl("sql", "--home", tmp_path, "--master", "local[1]", "-e", "SELECT * FROM no_such_table")
     assert result.returncode == 1
     assert "Error: [TABLE_OR_VIEW_NOT_FOUND]" in result.stderr
 
 
 def test_validate_ok_and_problems(manifest_file, tmp_path):
-    result = sql_dl("validate", str(manifest_file), home=tmp_path)
+    result = sql_dl("validate", str(manifest_file))
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"{manifest_file}: OK (1 preprocessors, 1 models, 1 image views)\n"
 
@@ -112,7 +108,7 @@ def test_validate_ok_and_problems(manifest_file, tmp_path):
     bad.write_text(manifest_file.read_text().replace("mode: caffe", "mode: sepia")
                    .replace("models/cnn.keras", str(manifest_file.parent / "models" / "cnn.keras"))
                    .replace("labels:", "batch_size: -1\n    labels:"))
-    result = sql_dl("validate", str(bad), home=tmp_path)
+    result = sql_dl("validate", str(bad))
     assert result.returncode == 1
     assert result.stdout.splitlines() == [
         f"{bad}: preprocessors.p32.mode: must be one of caffe, tf, torch, scale, none (received: 'sepia')",
@@ -123,7 +119,7 @@ def test_validate_ok_and_problems(manifest_file, tmp_path):
     wrong_size.write_text(manifest_file.read_text().replace("[32, 32]", "[64, 64]")
                           .replace("- 32\n    - 32", "- 64\n    - 64")
                           .replace("models/cnn.keras", str(manifest_file.parent / "models" / "cnn.keras")))
-    result = sql_dl("validate", str(wrong_size), home=tmp_path)
+    result = sql_dl("validate", str(wrong_size))
     assert result.returncode == 1
     assert result.stdout == (f"{wrong_size}: models.cnn.preprocessor: preprocessor 'p32' resizes to "
                              "[64, 64] but the model takes [32, 32] images; set "
