@@ -16,7 +16,7 @@ from sql_dl.errors import ManifestError, SqlDlWarning
 from sql_dl.manifest import ImageViewSpec, Manifest, is_local, load_manifest, local_path
 from sql_dl.models import ModelPlan, plan_model, stage
 
-__all__ = ["MODELS_VIEW", "bootstrap"]
+__all__ = ["MODELS_VIEW", "bootstrap", "registered_names", "view_options", "view_query"]
 
 logger = logging.getLogger(__name__)
 
@@ -118,32 +118,43 @@ def _fetch(spark, uri: str, directory: Path) -> str:
     return str(target)
 
 
+def view_options(spec: ImageViewSpec) -> dict[str, str]:
+    """The ``binaryFile`` source options that list an image folder's files."""
+    options = {"path": spec.path, "recursiveFileLookup": str(spec.recursive).lower()}
+    if spec.glob:
+        options["pathGlobFilter"] = spec.glob
+    return options
+
+
+def view_query(spec: ImageViewSpec, source: str) -> str:
+    """The SELECT that turns ``binaryFile`` rows from ``source`` into an image view."""
+    label = "element_at(split(path, '/'), -2)" if spec.label == "parent_dir" else "CAST(NULL AS STRING)"
+    sample = f" WHERE rand(0) < {spec.sample_ratio!r}" if spec.sample_ratio < 1.0 else ""
+    return (f"SELECT path, {label} AS label, content AS image, length, "
+            f"modificationTime AS modification_time FROM {source}{sample}")
+
+
 def _image_view(spark, spec: ImageViewSpec, source: str):
     from pyspark.errors import AnalysisException
-    from pyspark.sql import functions as F
 
-    reader = (spark.read.format("binaryFile")
-              .option("recursiveFileLookup", str(spec.recursive).lower()))
-    if spec.glob:
-        reader = reader.option("pathGlobFilter", spec.glob)
     try:
-        frame = reader.load(spec.path)
+        files = spark.read.format("binaryFile").options(**view_options(spec)).load()
     except AnalysisException as e:
         raise ManifestError(f"{source}: images.{spec.name}.path: cannot list {spec.path!r}: "
                             f"{e}") from e
-    if spec.sample_ratio < 1.0:
-        frame = frame.sample(fraction=spec.sample_ratio, seed=0)
-    label = (F.element_at(F.split("path", "/"), -2) if spec.label == "parent_dir"
-             else F.lit(None).cast("string"))
-    return frame.select(
-        F.col("path"), label.alias("label"), F.col("content").alias("image"),
-        F.col("length"), F.col("modificationTime").alias("modification_time"))
+    return spark.sql(view_query(spec, "{files}"), files=files)
+
+
+def registered_names(spark) -> tuple[list[str], list[str]]:
+    """The SQL functions and image views the last bootstrap of this session registered."""
+    registered = json.loads(spark.conf.get(_REGISTERED_CONF, None) or "{}")
+    return registered.get("functions", []), registered.get("views", [])
 
 
 def _drop_previous(spark, functions: set[str], views: set[str]) -> None:
     """Drops what an earlier bootstrap of this session registered and this one does not."""
-    previous = json.loads(spark.conf.get(_REGISTERED_CONF, None) or "{}")
-    for name in set(previous.get("functions", [])) - functions:
+    previous_functions, previous_views = registered_names(spark)
+    for name in set(previous_functions) - functions:
         spark.sql(f"DROP TEMPORARY FUNCTION IF EXISTS `{name}`")
-    for name in set(previous.get("views", [])) - views:
+    for name in set(previous_views) - views:
         spark.catalog.dropTempView(name)

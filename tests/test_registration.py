@@ -51,7 +51,8 @@ def manifest(photos_dir, cnn_file, labels_file, tensor_model_file):
         },
         "images": {"photos": {"path": str(photos_dir)},
                    "photos_png": {"path": str(photos_dir), "label": "none", "glob": "*.png",
-                                  "recursive": True}},
+                                  "recursive": True},
+                   "photos_half": {"path": str(photos_dir), "sample_ratio": 0.5}},
     }
 
 
@@ -134,6 +135,9 @@ def test_view_columns_and_labels(registered, photos):
     png = registered.sql("SELECT path, label FROM photos_png").collect()
     assert sorted(local(r.path) for r in png) == [f for f in photos if f.suffix == ".png"]
     assert {r.label for r in png} == {None}
+    half = [r.path for r in registered.sql("SELECT path FROM photos_half ORDER BY path").collect()]
+    assert 0 < len(half) < len(photos) and set(map(local, half)) < set(photos)
+    assert half == [r.path for r in registered.sql("SELECT path FROM photos_half ORDER BY path").collect()]
 
 
 def test_null_and_undecodable_inputs(registered, photos):
@@ -192,16 +196,17 @@ def test_models_view(registered, cnn_file):
     assert tuple(rows["p32"])[1:] == ("preprocessor", None, "image", 3072, "p32", "mode=caffe")
 
 
-def test_bootstrap_again_replaces_definitions(spark, registered, manifest, cnn_file):
+def test_bootstrap_again_replaces_definitions(spark, registered, manifest, cnn_file, photos):
     from pyspark.errors import AnalysisException
 
+    spark.createDataFrame([(photos[0].read_bytes(),)], "image binary").createOrReplaceTempView("one")
     smaller = {"models": {"cnn2": {"path": str(cnn_file), "preprocessor": "p32"}},
                "preprocessors": manifest["preprocessors"]}
     try:
         sql_dl.bootstrap(spark, smaller)
-        assert spark.sql("SELECT size(cnn2(image)) AS n FROM png_structs LIMIT 1").first().n == 5
+        assert spark.sql("SELECT size(cnn2(image)) AS n FROM one").first().n == 5
         with pytest.raises(AnalysisException, match="UNRESOLVED_ROUTINE"):
-            spark.sql("SELECT cnn_top_k(image, 1) FROM png_structs").collect()
+            spark.sql("SELECT cnn_top_k(image, 1) FROM one").collect()
         with pytest.raises(AnalysisException, match="TABLE_OR_VIEW_NOT_FOUND"):
             spark.table("photos")
         assert {r.function for r in spark.table("sql_dl_models").collect()} == {
