@@ -59,6 +59,23 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("manifest", metavar="MANIFEST")
     validate.set_defaults(run=_run_validate)
 
+    serve = commands.add_parser(
+        "serve", help="serve the manifest over JDBC/ODBC (Spark Thrift Server)",
+        description="Starts the Spark Thrift Server with the manifest's functions and views "
+                    "in every connection; prints 'ready: <JDBC URL>' when it accepts "
+                    "connections. SIGTERM/SIGINT stop it, SIGHUP re-reads the manifest.")
+    serve.add_argument("--manifest", metavar="M", required=True, help="the manifest to serve")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default: 127.0.0.1, loopback only)")
+    serve.add_argument("--port", type=int, default=10000, help="port (default: 10000)")
+    serve.add_argument("--hiveconf", metavar="K=V", action="append", default=[], type=_key_value,
+                       help="a HiveServer2 setting, e.g. hive.server2.transport.mode=http "
+                            "(repeatable)")
+    serve.add_argument("--insecure", action="store_true",
+                       help="allow a non-loopback --host without authentication")
+    _add_session_arguments(serve, manifest=False)
+    serve.set_defaults(run=_run_serve)
+
     demo = commands.add_parser(
         "demo", help="train a digits CNN and query it with SQL, offline",
         description="Renders scikit-learn's digits as PNG folders, trains a small CNN "
@@ -149,6 +166,14 @@ def _run_validate(args) -> int:
     print(f"{manifest.source}: OK ({len(manifest.preprocessors)} preprocessors, "
           f"{len(manifest.models)} models, {len(manifest.images)} image views)")
     return 0
+
+
+def _run_serve(args) -> int:
+    from sql_dl.server import serve
+
+    return serve(args.manifest, host=args.host, port=args.port, master=args.master,
+                 conf={**CLI_CONF, **dict(args.conf)}, hive_conf=dict(args.hiveconf),
+                 insecure=args.insecure, home=args.home)
 
 
 def _run_demo(args) -> int:

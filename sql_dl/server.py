@@ -1,0 +1,197 @@
+"""``sql-dl serve``: the manifest's functions and views over JDBC/ODBC (Spark Thrift Server).
+
+Every connection gets its own Spark session, as the Thrift Server normally does. So that
+each sees the manifest without running anything first:
+
+- functions: the Python UDFs registered in the root session are injected into the root
+  session's ``SparkSessionExtensions``, which every session created later applies;
+- views: image views and ``sql_dl_models`` become persistent views in the metastore, over
+  ``binaryFile`` tables kept in the ``sql_dl_internal`` database, recreated at start.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from typing import Mapping
+
+from sql_dl.errors import SqlDlError
+from sql_dl.manifest import Manifest, load_manifest
+
+__all__ = ["ServerError", "check_bind_address", "serve"]
+
+logger = logging.getLogger(__name__)
+
+INTERNAL_DATABASE = "sql_dl_internal"
+READY_TIMEOUT = 120.0
+_NO_AUTH = ("NONE", "NOSASL")
+
+
+class ServerError(SqlDlError, RuntimeError):
+    """The server cannot start as asked; the message says why and what to change."""
+
+
+def check_bind_address(host: str, hive_conf: Mapping[str, str], insecure: bool) -> None:
+    """Refuses a non-loopback address without authentication, unless ``insecure``.
+
+    Raises:
+        ServerError: naming the address and the two ways to proceed.
+    """
+    try:
+        address = ipaddress.ip_address(socket.gethostbyname(host))
+    except (OSError, ValueError) as e:
+        raise ServerError(f"cannot resolve --host {host!r}: {e}") from e
+    authentication = hive_conf.get("hive.server2.authentication", "NONE").upper()
+    if address.is_loopback or authentication not in _NO_AUTH or insecure:
+        return
+    raise ServerError(
+        f"refusing to listen on {host} ({address}), which is not a loopback address, without "
+        "authentication: anyone who reaches it could run SQL. Configure authentication "
+        "(--hiveconf hive.server2.authentication=LDAP|CUSTOM|KERBEROS with its settings), or "
+        f"pass --insecure to accept the risk. Received: --host {host}, "
+        f"hive.server2.authentication={authentication}")
+
+
+def jdbc_url(host: str, port: int, hive_conf: Mapping[str, str]) -> str:
+    """The JDBC URL clients use, with the transport and TLS settings they need."""
+    url = f"jdbc:hive2://{host}:{port}/"
+    if hive_conf.get("hive.server2.transport.mode", "binary").lower() == "http":
+        path = hive_conf.get("hive.server2.thrift.http.path", "cliservice")
+        url += f";transportMode=http;httpPath={path}"
+    if hive_conf.get("hive.server2.use.SSL", "false").lower() == "true":
+        url += ";ssl=true"
+    return url
+
+
+def server_conf(host: str, port: int, hive_conf: Mapping[str, str]) -> dict[str, str]:
+    """Spark settings that carry the HiveServer2 settings to the Thrift Server."""
+    settings = {f"spark.hadoop.{k}": v for k, v in hive_conf.items()}
+    settings.update({
+        "spark.hadoop.hive.server2.thrift.bind.host": host,
+        "spark.hadoop.hive.server2.thrift.port": str(port),
+        "spark.hadoop.hive.server2.thrift.http.port": str(port),
+        "spark.sql.hive.thriftServer.singleSession": "false",
+    })
+    return settings
+
+
+class Publisher:
+    """Makes a bootstrapped manifest visible to every Thrift Server session."""
+
+    def __init__(self, spark):
+        self.spark = spark
+        self.jvm = spark.sparkContext._jvm
+
+    def publish(self, manifest: Manifest, previous_views: list[str]) -> None:
+        from sql_dl.registration import MODELS_VIEW, registered_names
+
+        functions, views = registered_names(self.spark)
+        for name in functions:
+            self._inject_function(name)
+        self.spark.sql(f"CREATE DATABASE IF NOT EXISTS {INTERNAL_DATABASE}")
+        for name in set(previous_views) - set(views):
+            self.spark.sql(f"DROP VIEW IF EXISTS default.`{name}`")
+            self.spark.sql(f"DROP TABLE IF EXISTS {INTERNAL_DATABASE}.`files_{name}`")
+        for spec in manifest.images.values():
+            self._publish_view(spec)
+        (self.spark.table(MODELS_VIEW).write.mode("overwrite")
+         .saveAsTable(f"{INTERNAL_DATABASE}.models"))
+        self.spark.sql(f"CREATE OR REPLACE VIEW default.{MODELS_VIEW} AS "
+                       f"SELECT * FROM {INTERNAL_DATABASE}.models")
+
+    def _inject_function(self, name: str) -> None:
+        """Makes sessions created from now on apply the root session's function ``name``."""
+        jvm = self.jvm
+        session = self.spark._jsparkSession
+        registry = session.sessionState().functionRegistry()
+        qualified = jvm.org.apache.spark.sql.catalyst.FunctionIdentifier(
+            name, jvm.scala.Some("session"), jvm.scala.Some("system"))
+        info = registry.lookupFunction(qualified).get()
+        builder = registry.lookupFunctionBuilder(qualified).get()
+        unqualified = jvm.org.apache.spark.sql.catalyst.FunctionIdentifier(
+            name, jvm.scala.Option.empty(), jvm.scala.Option.empty())
+        session.extensions().injectFunction(jvm.scala.Tuple3(unqualified, info, builder))
+
+    def _publish_view(self, spec) -> None:
+        from sql_dl.registration import view_options, view_query
+
+        table = f"{INTERNAL_DATABASE}.`files_{spec.name}`"
+        options = ", ".join(f"`{k}` '{_quote(v)}'" for k, v in view_options(spec).items())
+        self.spark.sql(f"DROP TABLE IF EXISTS {table}")
+        self.spark.sql(f"CREATE TABLE {table} USING binaryFile OPTIONS ({options})")
+        self.spark.catalog.dropTempView(spec.name)
+        self.spark.sql(f"CREATE OR REPLACE VIEW default.`{spec.name}` AS {view_query(spec, table)}")
+
+
+def _quote(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("'", "\\'")
+
+
+def serve(manifest: str | os.PathLike, host: str = "127.0.0.1", port: int = 10000,
+          master: str | None = None, conf: Mapping[str, str] | None = None,
+          hive_conf: Mapping[str, str] | None = None, insecure: bool = False,
+          home: str | None = None, ready=print) -> int:
+    """Runs the Thrift Server until SIGTERM or SIGINT; SIGHUP re-reads the manifest.
+
+    Returns:
+        The exit code: 0 after a clean stop.
+    """
+    from sql_dl.registration import bootstrap, registered_names
+    from sql_dl.session import session
+
+    hive_conf = dict(hive_conf or {})
+    check_bind_address(host, hive_conf, insecure)
+    loaded = load_manifest(manifest)
+    spark = session(master=master, conf={**server_conf(host, port, hive_conf), **(conf or {})},
+                    home=home)
+    publisher = Publisher(spark)
+    bootstrap(spark, loaded)
+    publisher.publish(loaded, [])
+    server = spark._jvm.org.apache.spark.sql.hive.thriftserver.HiveThriftServer2.startWithContext(
+        spark._jsparkSession.sqlContext())
+    _wait_until_listening(host, port)
+    ready(f"ready: {jdbc_url(host, port, hive_conf)}", flush=True)
+
+    stop = threading.Event()
+    reload = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGHUP, lambda *_: reload.set())
+    while not stop.is_set():
+        if reload.wait(0.5):
+            reload.clear()
+            _reload(spark, publisher, manifest, registered_names(spark)[1])
+    logger.info("Stopping: cancelling running queries")
+    spark.sparkContext.cancelAllJobs()
+    server.stop()
+    spark.stop()
+    return 0
+
+
+def _reload(spark, publisher: Publisher, manifest, previous_views: list[str]) -> None:
+    from sql_dl.registration import bootstrap
+
+    try:
+        loaded = bootstrap(spark, manifest)
+    except SqlDlError as e:
+        logger.error("Reload failed; the previous definitions stay:\n%s", e)
+        return
+    publisher.publish(loaded, previous_views)
+    logger.info("Reloaded %s", manifest)
+
+
+def _wait_until_listening(host: str, port: int) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise ServerError(f"the Thrift Server did not accept connections on {host}:{port} within "
+                      f"{READY_TIMEOUT:.0f} s; see the Spark log above")

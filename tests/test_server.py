@@ -1,0 +1,163 @@
+"""sql-dl serve, started as users start it, queried through beeline and PyHive."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from conftest import CLASS_NAMES
+from test_cli import expected_best
+from test_registration import local
+
+START_TIMEOUT = 240
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """A `sql-dl serve` subprocess; ``url`` is set once it printed its ready line."""
+
+    def __init__(self, manifest: Path, home: Path, *args: str):
+        self.port = free_port()
+        self.log = open(home.parent / f"server-{self.port}.log", "w")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "sql_dl.cli", "serve", "--manifest", str(manifest),
+             "--port", str(self.port), "--master", "local[2]", "--home", str(home), *args],
+            stdout=subprocess.PIPE, stderr=self.log, text=True,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+        self.lines: list[str] = []
+        self.ready = threading.Event()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip("\n"))
+            if line.startswith("ready: "):
+                self.ready.set()
+
+    def wait_ready(self) -> str:
+        if not self.ready.wait(START_TIMEOUT):
+            self.process.kill()
+            raise AssertionError(f"server not ready; log: {Path(self.log.name).read_text()[-3000:]}")
+        return self.lines[-1].removeprefix("ready: ")
+
+    def stop(self) -> tuple[int, float]:
+        started = time.monotonic()
+        self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout=60)
+        self.log.close()
+        return code, time.monotonic() - started
+
+
+def beeline(url: str, sql: str) -> subprocess.CompletedProcess:
+    import pyspark
+
+    command = [str(Path(pyspark.__file__).parent / "bin" / "beeline"), "-u", url,
+               "--outputformat=tsv2", "--showHeader=false", "--silent=true", "-e", sql]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    result.rows = [re.sub(r"^\d+: jdbc:hive2://\S+> ", "", line).split("\t")
+                   for line in result.stdout.splitlines() if line.strip()]
+    return result
+
+
+@pytest.fixture(scope="module")
+def manifest_file(tmp_path_factory, photos_dir, cnn_file, labels_file):
+    path = tmp_path_factory.mktemp("serve") / "models.yaml"
+    path.write_text(yaml.safe_dump({
+        "preprocessors": {"p32": {"size": [32, 32], "mode": "caffe"}},
+        "models": {"cnn": {"path": str(cnn_file), "preprocessor": "p32",
+                           "labels": str(labels_file)}},
+        "images": {"photos": {"path": str(photos_dir)}},
+    }))
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(manifest_file, tmp_path_factory):
+    server = Server(manifest_file, tmp_path_factory.mktemp("serve_home") / "home")
+    server.url = server.wait_ready()
+    yield server
+    if server.process.poll() is None:
+        server.stop()
+
+
+def test_ready_line_and_beeline_results_match_keras(server, cnn_file, photos):
+    assert server.url == f"jdbc:hive2://127.0.0.1:{server.port}/"
+    result = beeline(server.url, "SELECT path, cnn_top_k(image, 1)[0].description FROM photos "
+                                 "ORDER BY path")
+    assert result.returncode == 0, result.stderr
+    files = [local(path) for path, _ in result.rows]
+    assert files == photos
+    assert [best for _, best in result.rows] == expected_best(cnn_file, files)
+
+
+def test_connections_are_isolated_and_all_see_the_manifest(server, cnn_file, photos):
+    from pyhive import hive
+
+    alice = hive.connect(host="127.0.0.1", port=server.port, username="alice").cursor()
+    bob = hive.connect(host="127.0.0.1", port=server.port, username="bob").cursor()
+    alice.execute("CREATE TEMPORARY VIEW alices AS SELECT 1 AS one")
+    alice.execute("SET spark.sql.shuffle.partitions=7")
+    alice.execute("CREATE DATABASE IF NOT EXISTS alice_db")
+    alice.execute("USE alice_db")
+    alice.execute("SELECT current_database(), (SELECT one FROM alices)")
+    assert alice.fetchall() == [("alice_db", 1)]
+
+    with pytest.raises(Exception, match="TABLE_OR_VIEW_NOT_FOUND"):
+        bob.execute("SELECT * FROM alices")
+    bob.execute("SELECT current_database()")
+    assert bob.fetchall() == [("default",)]
+    bob.execute("SET spark.sql.shuffle.partitions")
+    assert bob.fetchall() != [("spark.sql.shuffle.partitions", "7")]
+    alice.execute("USE default")  # the manifest's views live in the default database
+
+    for cursor in (alice, bob):  # both see functions, views and sql_dl_models, unqualified
+        cursor.execute("SELECT path, cnn_top_k(image, 1)[0].description FROM photos ORDER BY path")
+        rows = cursor.fetchall()
+        assert [best for _, best in rows] == expected_best(cnn_file, [local(p) for p, _ in rows])
+        cursor.execute("SELECT function FROM sql_dl_models ORDER BY function")
+        assert [r[0] for r in cursor.fetchall()] == ["cnn", "cnn_features", "cnn_top_k", "p32"]
+    assert set(CLASS_NAMES) >= {r[1] for r in rows}
+
+
+def test_sigterm_stops_cleanly(manifest_file, tmp_path, server):
+    code, seconds = server.stop()
+    assert code == 0
+    assert seconds < 15
+
+
+def test_public_address_without_authentication_is_refused(manifest_file, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "sql_dl.cli", "serve", "--manifest", str(manifest_file),
+         "--host", "0.0.0.0", "--home", str(tmp_path)],
+        capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert ("Error: refusing to listen on 0.0.0.0 (0.0.0.0), which is not a loopback address, "
+            "without authentication") in result.stderr
+    assert "pass --insecure to accept the risk" in result.stderr
+    assert "ready:" not in result.stdout
+
+
+def test_bind_check_accepts_loopback_authentication_or_insecure():
+    from sql_dl.server import ServerError, check_bind_address
+
+    check_bind_address("127.0.0.1", {}, insecure=False)
+    check_bind_address("localhost", {}, insecure=False)
+    check_bind_address("0.0.0.0", {"hive.server2.authentication": "LDAP"}, insecure=False)
+    check_bind_address("0.0.0.0", {}, insecure=True)
+    with pytest.raises(ServerError, match=r"Received: --host 0.0.0.0, hive.server2.authentication=NOSASL"):
+        check_bind_address("0.0.0.0", {"hive.server2.authentication": "nosasl"}, insecure=False)
