@@ -134,6 +134,25 @@ def test_connections_are_isolated_and_all_see_the_manifest(server, cnn_file, pho
     assert set(CLASS_NAMES) >= {r[1] for r in rows}
 
 
+def test_eight_concurrent_connections_agree_with_keras(server, cnn_file, photos):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pyhive import hive
+
+    def query(i: int):
+        cursor = hive.connect(host="127.0.0.1", port=server.port, username=f"user{i}").cursor()
+        cursor.execute(f"SELECT path, cnn_top_k(image, 1)[0].description, {i} FROM photos ORDER BY path")
+        return cursor.fetchall()
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(query, range(8)))
+    expected = expected_best(cnn_file, photos)
+    for i, rows in enumerate(results):
+        assert [local(p) for p, _, _ in rows] == photos
+        assert [best for _, best, _ in rows] == expected
+        assert {n for _, _, n in rows} == {i}
+
+
 def test_sigterm_stops_cleanly(manifest_file, tmp_path, server):
     code, seconds = server.stop()
     assert code == 0
@@ -161,3 +180,24 @@ def test_bind_check_accepts_loopback_authentication_or_insecure():
     check_bind_address("0.0.0.0", {}, insecure=True)
     with pytest.raises(ServerError, match=r"Received: --host 0.0.0.0, hive.server2.authentication=NOSASL"):
         check_bind_address("0.0.0.0", {"hive.server2.authentication": "nosasl"}, insecure=False)
+
+
+def test_http_transport_and_query_timeout(manifest_file, tmp_path, cnn_file, photos):
+    server = Server(manifest_file, tmp_path / "home", "--hiveconf", "hive.server2.transport.mode=http",
+                    "--conf", "spark.sql.thriftServer.queryTimeout=12s")
+    try:
+        url = server.wait_ready()
+        assert url == f"jdbc:hive2://127.0.0.1:{server.port}/;transportMode=http;httpPath=cliservice"
+        result = beeline(url, "SELECT path, cnn_top_k(image, 1)[0].description FROM photos ORDER BY path")
+        assert result.returncode == 0, result.stderr
+        assert [best for _, best in result.rows] == expected_best(cnn_file, [local(p) for p, _ in result.rows])
+
+        started = time.monotonic()
+        slow = beeline(url, "SELECT reflect('java.lang.Thread', 'sleep', CAST(1000 AS BIGINT)) "
+                            "FROM range(0, 60, 1, 2)")  # 30 s of work per task
+        assert slow.returncode != 0
+        assert "Error: Query timed out after" in slow.stderr
+        assert time.monotonic() - started < 25
+    finally:
+        code, _ = server.stop()
+    assert code == 0
