@@ -91,6 +91,7 @@ class Publisher:
         from sql_dl.registration import MODELS_VIEW, registered_names
 
         functions, views = registered_names(self.spark)
+        self._injected_functions().clear()
         for name in functions:
             self._inject_function(name)
         self.spark.sql(f"CREATE DATABASE IF NOT EXISTS {INTERNAL_DATABASE}")
@@ -103,6 +104,20 @@ class Publisher:
          .saveAsTable(f"{INTERNAL_DATABASE}.models"))
         self.spark.sql(f"CREATE OR REPLACE VIEW default.{MODELS_VIEW} AS "
                        f"SELECT * FROM {INTERNAL_DATABASE}.models")
+
+    def _injected_functions(self):
+        """The extensions' list of injected functions, so a reload can also remove some.
+
+        Spark offers no public way to take an injected function back; the list is a
+        private field, reached through Java reflection.
+        """
+        extensions = self.spark._jsparkSession.extensions()
+        for field in extensions.getClass().getDeclaredFields():
+            if field.getName().endswith("injectedFunctions"):
+                field.setAccessible(True)
+                return field.get(extensions)
+        raise ServerError("this Spark version keeps no injectedFunctions list in "
+                          "SparkSessionExtensions; sql-dl serve cannot publish functions")
 
     def _inject_function(self, name: str) -> None:
         """Makes sessions created from now on apply the root session's function ``name``."""
@@ -135,8 +150,11 @@ def _quote(value: str) -> str:
 def serve(manifest: str | os.PathLike, host: str = "127.0.0.1", port: int = 10000,
           master: str | None = None, conf: Mapping[str, str] | None = None,
           hive_conf: Mapping[str, str] | None = None, insecure: bool = False,
-          home: str | None = None, ready=print) -> int:
+          home: str | None = None, announce=print) -> int:
     """Runs the Thrift Server until SIGTERM or SIGINT; SIGHUP re-reads the manifest.
+
+    ``announce`` gets one line when the server accepts connections (``ready: <JDBC URL>``)
+    and one after each reload (``reloaded: <manifest>`` or ``reload failed: <manifest>``).
 
     Returns:
         The exit code: 0 after a clean stop.
@@ -155,7 +173,7 @@ def serve(manifest: str | os.PathLike, host: str = "127.0.0.1", port: int = 1000
     server = spark._jvm.org.apache.spark.sql.hive.thriftserver.HiveThriftServer2.startWithContext(
         spark._jsparkSession.sqlContext())
     _wait_until_listening(host, port)
-    ready(f"ready: {jdbc_url(host, port, hive_conf)}", flush=True)
+    announce(f"ready: {jdbc_url(host, port, hive_conf)}", flush=True)
 
     stop = threading.Event()
     reload = threading.Event()
@@ -165,7 +183,8 @@ def serve(manifest: str | os.PathLike, host: str = "127.0.0.1", port: int = 1000
     while not stop.is_set():
         if reload.wait(0.5):
             reload.clear()
-            _reload(spark, publisher, manifest, registered_names(spark)[1])
+            ok = _reload(spark, publisher, manifest, registered_names(spark)[1])
+            announce(f"{'reloaded' if ok else 'reload failed'}: {manifest}", flush=True)
     logger.info("Stopping: cancelling running queries")
     spark.sparkContext.cancelAllJobs()
     server.stop()
@@ -173,16 +192,18 @@ def serve(manifest: str | os.PathLike, host: str = "127.0.0.1", port: int = 1000
     return 0
 
 
-def _reload(spark, publisher: Publisher, manifest, previous_views: list[str]) -> None:
+def _reload(spark, publisher: Publisher, manifest, previous_views: list[str]) -> bool:
     from sql_dl.registration import bootstrap
 
     try:
         loaded = bootstrap(spark, manifest)
-    except SqlDlError as e:
+    except Exception as e:  # a bad manifest must never stop a running server
         logger.error("Reload failed; the previous definitions stay:\n%s", e)
-        return
+        return False
     publisher.publish(loaded, previous_views)
-    logger.info("Reloaded %s", manifest)
+    logger.info("Reloaded %s: new connections see the new functions; views changed for all",
+                manifest)
+    return True
 
 
 def _wait_until_listening(host: str, port: int) -> None:

@@ -153,6 +153,53 @@ def test_eight_concurrent_connections_agree_with_keras(server, cnn_file, photos)
         assert {n for _, _, n in rows} == {i}
 
 
+def wait_for_line(server: Server, prefix: str, after: int) -> str:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        for line in server.lines[after:]:
+            if line.startswith(prefix):
+                return line
+        time.sleep(0.2)
+    raise AssertionError(f"no {prefix!r} line; stdout: {server.lines}")
+
+
+def test_sighup_reload(server, manifest_file, cnn_file, photos, labels_file, photos_dir):
+    from pyhive import hive
+
+    def connect():
+        return hive.connect(host="127.0.0.1", port=server.port).cursor()
+
+    manifest_file.write_text(yaml.safe_dump({
+        "preprocessors": {"p32": {"size": [32, 32], "mode": "caffe"}},
+        "models": {"cnn2": {"path": str(cnn_file), "preprocessor": "p32", "labels": str(labels_file)}},
+        "images": {"pngs": {"path": str(photos_dir), "glob": "*.png"}},
+    }))
+    seen = len(server.lines)
+    server.process.send_signal(signal.SIGHUP)
+    assert wait_for_line(server, "reload", seen) == f"reloaded: {manifest_file}"
+
+    cursor = connect()
+    cursor.execute("SELECT path, cnn2_top_k(image, 1)[0].description FROM pngs ORDER BY path")
+    rows = cursor.fetchall()
+    pngs = [f for f in photos if f.suffix == ".png"]
+    assert [local(p) for p, _ in rows] == pngs
+    assert [best for _, best in rows] == expected_best(cnn_file, pngs)
+    with pytest.raises(Exception, match="UNRESOLVED_ROUTINE"):
+        cursor.execute("SELECT cnn_top_k(image, 1) FROM pngs")
+    with pytest.raises(Exception, match="TABLE_OR_VIEW_NOT_FOUND"):
+        cursor.execute("SELECT * FROM photos")
+
+    manifest_file.write_text("models: {broken: {}}\n")
+    seen = len(server.lines)
+    server.process.send_signal(signal.SIGHUP)
+    assert wait_for_line(server, "reload", seen) == f"reload failed: {manifest_file}"
+    cursor = connect()
+    cursor.execute("SELECT count(cnn2(image)) FROM pngs")
+    assert cursor.fetchall() == [(len(pngs),)]
+    cursor.execute("SELECT function FROM sql_dl_models ORDER BY function")
+    assert [r[0] for r in cursor.fetchall()] == ["cnn2", "cnn2_features", "cnn2_top_k", "p32"]
+
+
 def test_sigterm_stops_cleanly(manifest_file, tmp_path, server):
     code, seconds = server.stop()
     assert code == 0
