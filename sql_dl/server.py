@@ -143,6 +143,34 @@ class Publisher:
         self.spark.sql(f"CREATE OR REPLACE VIEW default.`{spec.name}` AS {view_query(spec, table)}")
 
 
+class QueryLog(threading.Thread):
+    """Logs each statement the server runs with the name of the user who sent it.
+
+    Reads the Thrift Server's own records of executions (as its UI does) once a second.
+    """
+
+    def __init__(self, spark, interval: float = 1.0):
+        super().__init__(name="sql_dl-query-log", daemon=True)
+        jvm = spark.sparkContext._jvm
+        self.store = jvm.org.apache.spark.sql.hive.thriftserver.ui.HiveThriftServer2AppStatusStore(
+            spark.sparkContext._jsc.sc().statusStore().store())
+        self.to_java = jvm.scala.jdk.javaapi.CollectionConverters.asJava
+        self.interval = interval
+        self.stopped = threading.Event()
+        self.seen: set[str] = set()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.interval):
+            self.poll()
+
+    def poll(self) -> None:
+        for execution in self.to_java(self.store.getExecutionList()):
+            if execution.execId() not in self.seen:
+                self.seen.add(execution.execId())
+                logger.info("query %s by user %s: %s", execution.execId(),
+                            execution.userName(), " ".join(execution.statement().split()))
+
+
 def _quote(value: str) -> str:
     return value.replace("\\", "\\\\").replace("'", "\\'")
 
@@ -172,6 +200,8 @@ def serve(manifest: str | os.PathLike, host: str = "127.0.0.1", port: int = 1000
     publisher.publish(loaded, [])
     server = spark._jvm.org.apache.spark.sql.hive.thriftserver.HiveThriftServer2.startWithContext(
         spark._jsparkSession.sqlContext())
+    query_log = QueryLog(spark)
+    query_log.start()
     _wait_until_listening(host, port)
     announce(f"ready: {jdbc_url(host, port, hive_conf)}", flush=True)
 
@@ -186,6 +216,7 @@ def serve(manifest: str | os.PathLike, host: str = "127.0.0.1", port: int = 1000
             ok = _reload(spark, publisher, manifest, registered_names(spark)[1])
             announce(f"{'reloaded' if ok else 'reload failed'}: {manifest}", flush=True)
     logger.info("Stopping: cancelling running queries")
+    query_log.stopped.set()
     spark.sparkContext.cancelAllJobs()
     server.stop()
     spark.stop()

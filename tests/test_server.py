@@ -248,3 +248,43 @@ def test_http_transport_and_query_timeout(manifest_file, tmp_path, cnn_file, pho
     finally:
         code, _ = server.stop()
     assert code == 0
+
+
+def keystores(directory: Path, password: str) -> tuple[Path, Path]:
+    """A self-signed server keystore for 127.0.0.1 and a client truststore, made with keytool."""
+    keystore, certificate, truststore = (directory / n for n in ("server.jks", "server.crt", "trust.jks"))
+    common = ["-storepass", password, "-noprompt"]
+    subprocess.run(["keytool", "-genkeypair", "-alias", "sqldl", "-keyalg", "RSA", "-keysize", "2048",
+                    "-validity", "2", "-dname", "CN=127.0.0.1", "-ext", "SAN=ip:127.0.0.1,dns:localhost",
+                    "-keystore", str(keystore), "-keypass", password, *common], check=True, capture_output=True)
+    subprocess.run(["keytool", "-exportcert", "-alias", "sqldl", "-keystore", str(keystore), "-rfc",
+                    "-file", str(certificate), *common], check=True, capture_output=True)
+    subprocess.run(["keytool", "-importcert", "-alias", "sqldl", "-file", str(certificate),
+                    "-keystore", str(truststore), *common], check=True, capture_output=True)
+    return keystore, truststore
+
+
+def test_tls_and_user_names_in_the_log(manifest_file, tmp_path, cnn_file, photos):
+    password = "s3cret-Store-pw"
+    keystore, truststore = keystores(tmp_path, password)
+    server = Server(manifest_file, tmp_path / "home", "--hiveconf", "hive.server2.use.SSL=true",
+                    "--hiveconf", f"hive.server2.keystore.path={keystore}",
+                    "--hiveconf", f"hive.server2.keystore.password={password}")
+    try:
+        url = server.wait_ready()
+        assert url == f"jdbc:hive2://127.0.0.1:{server.port}/;ssl=true"
+        secure = f"{url};sslTrustStore={truststore};trustStorePassword={password}"
+        result = beeline(secure + ";user=carol", "SELECT path, cnn_top_k(image, 1)[0].description "
+                                                 "FROM photos ORDER BY path")
+        assert result.returncode == 0, result.stderr
+        assert [best for _, best in result.rows] == expected_best(cnn_file, [local(p) for p, _ in result.rows])
+
+        plain = beeline(f"jdbc:hive2://127.0.0.1:{server.port}/", "SELECT 1")
+        assert plain.returncode != 0 and plain.rows == []
+        time.sleep(2)  # the query log reads the server's records once a second
+    finally:
+        code, _ = server.stop()
+    assert code == 0
+    log = Path(server.log.name).read_text()
+    assert re.search(r"sql-dl: query \S+ by user carol: SELECT path, cnn_top_k\(image, 1\)", log)
+    assert password not in log and password not in "\n".join(server.lines)
