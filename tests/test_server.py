@@ -153,6 +153,41 @@ def test_eight_concurrent_connections_agree_with_keras(server, cnn_file, photos)
         assert {n for _, _, n in rows} == {i}
 
 
+SLOW = "SELECT reflect('java.lang.Thread', 'sleep', CAST(1000 AS BIGINT)) FROM range(0, {n}, 1, 2)"
+
+
+def test_client_cancel_stops_its_spark_job(server, photos):
+    from pyhive import hive
+    from TCLIService.ttypes import TOperationState
+
+    cursor = hive.connect(host="127.0.0.1", port=server.port).cursor()
+    cursor.execute(SLOW.format(n=120), async_=True)  # a minute of work on both cores
+    time.sleep(3)
+    cursor.cancel()
+    assert cursor.poll().operationState == TOperationState.CANCELED_STATE
+    started = time.monotonic()
+    other = hive.connect(host="127.0.0.1", port=server.port).cursor()
+    other.execute("SELECT count(cnn(image)) FROM photos")
+    assert other.fetchall() == [(len(photos),)]
+    assert time.monotonic() - started < 20  # the cores were freed, not busy for a minute
+
+
+def test_client_killed_mid_query_leaves_the_server_healthy(server, photos):
+    client = subprocess.Popen([sys.executable, "-c", (
+        "from pyhive import hive\n"
+        f"c = hive.connect(host='127.0.0.1', port={server.port}).cursor()\n"
+        f"c.execute({SLOW.format(n=16)!r})\n")])
+    time.sleep(4)
+    client.kill()
+    client.wait()
+    from pyhive import hive
+
+    cursor = hive.connect(host="127.0.0.1", port=server.port).cursor()
+    cursor.execute("SELECT count(cnn(image)) FROM photos")
+    assert cursor.fetchall() == [(len(photos),)]
+    assert server.process.poll() is None
+
+
 def wait_for_line(server: Server, prefix: str, after: int) -> str:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
