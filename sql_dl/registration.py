@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
-import sys
 import time
 import warnings
-from pathlib import Path
 from typing import Any, Mapping
 
+from sql_dl.backends import backend_for
 from sql_dl.errors import ManifestError, SqlDlWarning
-from sql_dl.manifest import ImageViewSpec, Manifest, is_local, load_manifest, local_path
+from sql_dl.manifest import ImageViewSpec, Manifest, load_manifest
 from sql_dl.models import ModelPlan, plan_model, stage
 
 __all__ = ["MODELS_VIEW", "bootstrap", "registered_names", "view_options", "view_query"]
@@ -49,14 +47,12 @@ def bootstrap(spark, manifest: str | os.PathLike | Mapping[str, Any] | Manifest)
     started = time.monotonic()
     if not isinstance(manifest, Manifest):
         manifest = load_manifest(manifest)
-    _use_driver_python(spark)
-    if spark.sparkContext.getConf().get("spark.python.worker.reuse", "true") != "true":
+    backend = backend_for(spark)
+    backend.prepare()
+    if not backend.worker_reuse():
         warnings.warn("spark.python.worker.reuse is false: every task loads its models again; "
                       "set it to true (sql_dl.session does)", SqlDlWarning, stacklevel=2)
-    staging = Path(spark.sparkContext._temp_dir) / "sql_dl"
-    staging.mkdir(parents=True, exist_ok=True)
-    plans = [plan_model(spec, manifest, lambda uri: _fetch(spark, uri, staging))
-             for spec in manifest.models.values()]
+    plans = [plan_model(spec, manifest, backend.fetch) for spec in manifest.models.values()]
     views = {name: _image_view(spark, spec, manifest.source)
              for name, spec in manifest.images.items()}
 
@@ -69,7 +65,7 @@ def bootstrap(spark, manifest: str | os.PathLike | Mapping[str, Any] | Manifest)
         rows.append((spec.name, "preprocessor", None, "image", spec.size[0] * spec.size[1] * 3,
                      spec.name, spec.function or f"mode={spec.mode}"))
     for plan in plans:
-        spark.sparkContext.addFile(str(stage(plan, staging)))
+        backend.ship(stage(plan, backend.staging))
         name, features_name, top_k_name = manifest.models[plan.name].function_names
         functions[name] = model_udf(plan)
         functions[features_name] = model_udf(plan, features=True)
@@ -95,27 +91,6 @@ def bootstrap(spark, manifest: str | os.PathLike | Mapping[str, Any] | Manifest)
     logger.info("Bootstrapped %s: %d functions, %d views in %.1f s", manifest.source,
                 len(functions), len(views), time.monotonic() - started)
     return manifest
-
-
-def _use_driver_python(spark) -> None:
-    """On a local master, runs Python workers with this interpreter unless told otherwise."""
-    context = spark.sparkContext
-    if ("PYSPARK_PYTHON" not in os.environ and context.master.startswith("local")
-            and context.pythonExec != sys.executable):
-        logger.info("Python workers will run %s (was %s)", sys.executable, context.pythonExec)
-        context.pythonExec = sys.executable
-
-
-def _fetch(spark, uri: str, directory: Path) -> str:
-    """A local path for ``uri``, copying it from its Hadoop file system when remote."""
-    if is_local(uri):
-        return local_path(uri)
-    jvm = spark.sparkContext._jvm
-    source = jvm.org.apache.hadoop.fs.Path(uri)
-    target = directory / f"{hashlib.sha256(uri.encode()).hexdigest()[:16]}-{source.getName()}"
-    filesystem = source.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
-    filesystem.copyToLocalFile(False, source, jvm.org.apache.hadoop.fs.Path(target.as_uri()), True)
-    return str(target)
 
 
 def view_options(spec: ImageViewSpec) -> dict[str, str]:

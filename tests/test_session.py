@@ -70,3 +70,42 @@ def test_bootstrap_on_a_session_the_user_built_without_worker_reuse(tmp_path, cn
     x = np.concatenate([keras_tensor(f, (32, 32), mode="tf") for f in files])
     np.testing.assert_allclose([[float(v) for v in out] for _, *out in rows],
                                model.predict(x, verbose=0), **TOLERANCE)
+
+
+CONNECT = textwrap.dedent("""
+    import sys
+    from pyspark.sql import SparkSession
+    import sql_dl
+
+    spark = SparkSession.builder.remote("local[2]").getOrCreate()
+    manifest = {"preprocessors": {"p": {"size": [32, 32], "mode": "tf"}},
+                "models": {"cnn": {"path": sys.argv[1], "preprocessor": "p"}},
+                "images": {"photos": {"path": sys.argv[2]}}}
+    sql_dl.bootstrap(spark, manifest)
+    sql_dl.bootstrap(spark, manifest)  # again: the same model file is shipped once
+    rows = spark.sql("SELECT path, cnn(image) AS out FROM photos ORDER BY path").collect()
+    for row in rows:
+        print(row.path, *row.out)
+    spark.stop()
+""")
+
+
+def test_bootstrap_on_a_spark_connect_session(tmp_path, cnn_file, photos_dir, photos):
+    import keras
+    import numpy as np
+    from test_images import keras_tensor
+    from test_registration import TOLERANCE, local
+
+    script = tmp_path / "connect.py"
+    script.write_text(CONNECT)
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable}
+    result = subprocess.run([sys.executable, str(script), str(cnn_file), str(photos_dir)],
+                            capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line.split() for line in result.stdout.splitlines()]
+    files = [local(path) for path, *_ in rows]
+    assert files == photos
+    model = keras.saving.load_model(cnn_file)
+    x = np.concatenate([keras_tensor(f, (32, 32), mode="tf") for f in files])
+    np.testing.assert_allclose([[float(v) for v in out] for _, *out in rows],
+                               model.predict(x, verbose=0), **TOLERANCE)
