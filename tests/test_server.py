@@ -74,9 +74,7 @@ def beeline(url: str, sql: str) -> subprocess.CompletedProcess:
     return result
 
 
-@pytest.fixture(scope="module")
-def manifest_file(tmp_path_factory, photos_dir, cnn_file, labels_file):
-    path = tmp_path_factory.mktemp("serve") / "models.yaml"
+def write_manifest(path: Path, photos_dir, cnn_file, labels_file) -> Path:
     path.write_text(yaml.safe_dump({
         "preprocessors": {"p32": {"size": [32, 32], "mode": "caffe"}},
         "models": {"cnn": {"path": str(cnn_file), "preprocessor": "p32",
@@ -84,6 +82,18 @@ def manifest_file(tmp_path_factory, photos_dir, cnn_file, labels_file):
         "images": {"photos": {"path": str(photos_dir)}},
     }))
     return path
+
+
+@pytest.fixture(scope="module")
+def manifest_file(tmp_path_factory, photos_dir, cnn_file, labels_file):
+    """The module server's manifest; the reload test rewrites it."""
+    return write_manifest(tmp_path_factory.mktemp("serve") / "models.yaml", photos_dir, cnn_file,
+                          labels_file)
+
+
+@pytest.fixture
+def own_manifest(tmp_path, photos_dir, cnn_file, labels_file):
+    return write_manifest(tmp_path / "models.yaml", photos_dir, cnn_file, labels_file)
 
 
 @pytest.fixture(scope="module")
@@ -235,15 +245,15 @@ def test_sighup_reload(server, manifest_file, cnn_file, photos, labels_file, pho
     assert [r[0] for r in cursor.fetchall()] == ["cnn2", "cnn2_features", "cnn2_top_k", "p32"]
 
 
-def test_sigterm_stops_cleanly(manifest_file, tmp_path, server):
+def test_sigterm_stops_cleanly(server):
     code, seconds = server.stop()
     assert code == 0
     assert seconds < 15
 
 
-def test_public_address_without_authentication_is_refused(manifest_file, tmp_path):
+def test_public_address_without_authentication_is_refused(own_manifest, tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "sql_dl.cli", "serve", "--manifest", str(manifest_file),
+        [sys.executable, "-m", "sql_dl.cli", "serve", "--manifest", str(own_manifest),
          "--host", "0.0.0.0", "--home", str(tmp_path)],
         capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
@@ -264,8 +274,8 @@ def test_bind_check_accepts_loopback_authentication_or_insecure():
         check_bind_address("0.0.0.0", {"hive.server2.authentication": "nosasl"}, insecure=False)
 
 
-def test_http_transport_and_query_timeout(manifest_file, tmp_path, cnn_file, photos):
-    server = Server(manifest_file, tmp_path / "home", "--hiveconf", "hive.server2.transport.mode=http",
+def test_http_transport_and_query_timeout(own_manifest, tmp_path, cnn_file, photos):
+    server = Server(own_manifest, tmp_path / "home", "--hiveconf", "hive.server2.transport.mode=http",
                     "--conf", "spark.sql.thriftServer.queryTimeout=12s")
     try:
         url = server.wait_ready()
@@ -299,10 +309,10 @@ def keystores(directory: Path, password: str) -> tuple[Path, Path]:
     return keystore, truststore
 
 
-def test_tls_and_user_names_in_the_log(manifest_file, tmp_path, cnn_file, photos):
+def test_tls_and_user_names_in_the_log(own_manifest, tmp_path, cnn_file, photos):
     password = "s3cret-Store-pw"
     keystore, truststore = keystores(tmp_path, password)
-    server = Server(manifest_file, tmp_path / "home", "--hiveconf", "hive.server2.use.SSL=true",
+    server = Server(own_manifest, tmp_path / "home", "--hiveconf", "hive.server2.use.SSL=true",
                     "--hiveconf", f"hive.server2.keystore.path={keystore}",
                     "--hiveconf", f"hive.server2.keystore.password={password}")
     try:

@@ -15,7 +15,7 @@ def test_session_configuration(spark, tmp_path_factory):
     assert conf.get("spark.pyspark.python") == sys.executable
     assert spark.sparkContext.pythonExec == sys.executable
     assert conf.get("spark.ui.enabled") == "false"  # the caller's conf wins over the defaults
-    warehouse = conf.get("spark.sql.warehouse.dir")
+    warehouse = conf.get("spark.sql.warehouse.dir").removeprefix("file:")
     assert warehouse.endswith("warehouse") and "sql_dl_home" in warehouse
     spark.sql("CREATE TABLE IF NOT EXISTS kept AS SELECT 1 AS one")
     try:
