@@ -49,20 +49,19 @@ NOTEBOOK = textwrap.dedent("""
 """)
 
 
-def test_bootstrap_on_a_session_the_user_built_without_worker_reuse(tmp_path, cnn_file, photos_dir, photos):
+def run_notebook(script_text: str, tmp_path, cnn_file, photos_dir, photos, env):
+    """Runs a script that bootstraps its own session and prints ``path out...`` rows; checks
+    the rows against Keras and returns the finished process."""
     import keras
     import numpy as np
     from test_images import keras_tensor
     from test_registration import TOLERANCE, local
 
     script = tmp_path / "notebook.py"
-    script.write_text(NOTEBOOK)
-    env = {k: v for k, v in os.environ.items() if k not in ("PYSPARK_PYTHON", "SPARK_CONF_DIR")}
+    script.write_text(script_text)
     result = subprocess.run([sys.executable, str(script), str(cnn_file), str(photos_dir)],
                             capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
-    assert result.returncode == 0, result.stderr
-    assert ("warning: spark.python.worker.reuse is false: every task loads its models again; "
-            "set it to true (sql_dl.session does)") in result.stderr
+    assert result.returncode == 0, result.stderr[-3000:]
     rows = [line.split() for line in result.stdout.splitlines()]
     files = [local(path) for path, *_ in rows]
     assert files == photos
@@ -70,6 +69,14 @@ def test_bootstrap_on_a_session_the_user_built_without_worker_reuse(tmp_path, cn
     x = np.concatenate([keras_tensor(f, (32, 32), mode="tf") for f in files])
     np.testing.assert_allclose([[float(v) for v in out] for _, *out in rows],
                                model.predict(x, verbose=0), **TOLERANCE)
+    return result
+
+
+def test_bootstrap_on_a_session_the_user_built_without_worker_reuse(tmp_path, cnn_file, photos_dir, photos):
+    env = {k: v for k, v in os.environ.items() if k not in ("PYSPARK_PYTHON", "SPARK_CONF_DIR")}
+    result = run_notebook(NOTEBOOK, tmp_path, cnn_file, photos_dir, photos, env)
+    assert ("warning: spark.python.worker.reuse is false: every task loads its models again; "
+            "set it to true (sql_dl.session does)") in result.stderr
 
 
 CONNECT = textwrap.dedent("""
@@ -91,21 +98,5 @@ CONNECT = textwrap.dedent("""
 
 
 def test_bootstrap_on_a_spark_connect_session(tmp_path, cnn_file, photos_dir, photos):
-    import keras
-    import numpy as np
-    from test_images import keras_tensor
-    from test_registration import TOLERANCE, local
-
-    script = tmp_path / "connect.py"
-    script.write_text(CONNECT)
-    env = {**os.environ, "PYSPARK_PYTHON": sys.executable}
-    result = subprocess.run([sys.executable, str(script), str(cnn_file), str(photos_dir)],
-                            capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
-    assert result.returncode == 0, result.stderr[-3000:]
-    rows = [line.split() for line in result.stdout.splitlines()]
-    files = [local(path) for path, *_ in rows]
-    assert files == photos
-    model = keras.saving.load_model(cnn_file)
-    x = np.concatenate([keras_tensor(f, (32, 32), mode="tf") for f in files])
-    np.testing.assert_allclose([[float(v) for v in out] for _, *out in rows],
-                               model.predict(x, verbose=0), **TOLERANCE)
+    run_notebook(CONNECT, tmp_path, cnn_file, photos_dir, photos,
+                 {**os.environ, "PYSPARK_PYTHON": sys.executable})
