@@ -13,6 +13,7 @@ from pathlib import Path
 
 from sql_dl.errors import ModelLoadError
 from sql_dl.manifest import is_local, local_path
+from sql_dl.models import ModelPlan, stage
 
 __all__ = ["Backend", "backend_for"]
 
@@ -37,6 +38,10 @@ class Backend:
 
     def worker_reuse(self) -> bool:
         return self.spark.sparkContext.getConf().get("spark.python.worker.reuse", "true") == "true"
+
+    def ship_model(self, plan: ModelPlan) -> None:
+        """Stages a model's file and makes it available to every executor."""
+        self.ship(stage(plan, self.staging))
 
     def ship(self, path: Path) -> None:
         """Makes a staged file available to every executor as ``SparkFiles.get(path.name)``."""

@@ -74,6 +74,15 @@ def _struct_to_pil(row: dict):
     raise ValueError(f"unsupported number of channels in image struct: {channels}")
 
 
+def can_decode(value: Any) -> bool:
+    """Whether the image decodes fully (as load_img would), without resizing it."""
+    try:
+        to_pil(value).convert("RGB")
+    except Exception:  # PIL raises many types on hostile input
+        return False
+    return True
+
+
 def load_rgb(value: Any, size: tuple[int, int], interpolation: str) -> np.ndarray:
     """Decodes one image to an (H, W, 3) float32 RGB array, as load_img + img_to_array do."""
     image = to_pil(value)

@@ -57,10 +57,13 @@ _SECTIONS = ("preprocessors", "models", "images")
 
 @dataclass(frozen=True)
 class PreprocessorSpec:
-    """How an encoded image becomes the float32 tensor a model receives."""
+    """How an encoded image becomes the float32 tensor a model receives.
+
+    ``size`` None (never from a manifest) means the input size of the model it serves.
+    """
 
     name: str
-    size: tuple[int, int]
+    size: tuple[int, int] | None
     mode: str = "none"
     interpolation: str = "bilinear"
     function: str | None = None

@@ -10,7 +10,7 @@ import os
 import threading
 import time
 from collections import Counter, OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -33,21 +33,30 @@ _threads_configured = False
 
 @dataclass
 class LoadedModel:
-    """A model and its features sub-model, called through Keras's compiled predict step."""
+    """A model and the sub-models of its feature layers, called through Keras's compiled
+    predict step."""
 
     model: Any
-    features: Any
-    batch_size: int
+    sub_models: dict[str, Any] = field(default_factory=dict)
 
-    def predict(self, batch: np.ndarray, features: bool = False) -> np.ndarray:
-        """Runs a float32 batch, padded to ``batch_size`` so the compiled step is reused."""
-        model = self.features if features else self.model
+    def predict(self, batch: np.ndarray, batch_size: int, layer: str | None = None) -> np.ndarray:
+        """Runs a float32 batch through the model, or up to ``layer``; padded to
+        ``batch_size`` so the compiled step is reused for every batch."""
+        model = self.model if layer is None else self._sub_model(layer)
         n = len(batch)
-        if n < self.batch_size:
-            padding = np.zeros((self.batch_size - n, *batch.shape[1:]), dtype=np.float32)
+        if n < batch_size:
+            padding = np.zeros((batch_size - n, *batch.shape[1:]), dtype=np.float32)
             batch = np.concatenate([batch, padding])
         outputs = model.predict_on_batch(batch)
         return np.asarray(outputs, dtype=np.float32)[:n].reshape(n, -1)
+
+    def _sub_model(self, layer: str):
+        if layer not in self.sub_models:
+            import keras
+
+            self.sub_models[layer] = keras.Model(self.model.inputs,
+                                                 self.model.get_layer(layer).output)
+        return self.sub_models[layer]
 
 
 def stats() -> dict[str, dict[str, int]]:
@@ -87,8 +96,6 @@ def _model_file(plan: ModelPlan) -> str:
 
 def _load(plan: ModelPlan) -> LoadedModel:
     _configure_threads()
-    import keras
-
     started = time.monotonic()
     path = _model_file(plan)
     try:
@@ -96,9 +103,8 @@ def _load(plan: ModelPlan) -> LoadedModel:
     except Exception as e:  # a file changed or corrupted after bootstrap
         raise ModelLoadError(f"model {plan.name!r}: cannot load {path} (from {plan.source!r}): "
                              f"{type(e).__name__}: {e}") from e
-    features = keras.Model(model.inputs, model.get_layer(plan.features_layer).output)
     logger.info("Loaded model %s in %.1f s", plan.name, time.monotonic() - started)
-    return LoadedModel(model, features, plan.batch_size)
+    return LoadedModel(model)
 
 
 def _configure_threads() -> None:

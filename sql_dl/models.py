@@ -4,6 +4,7 @@ for the executors; on the executors, load a staged file into a ready-to-call mod
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -157,6 +158,8 @@ def _preprocessor(spec: ModelSpec, manifest: Manifest, input_shape: tuple[int, .
                              "RGB image (H, W, 3); use input: tensor for other inputs")
     if spec.preprocessor is not None:
         preprocessor = manifest.preprocessors[spec.preprocessor]
+        if preprocessor.size is None:
+            return dataclasses.replace(preprocessor, size=input_shape[:2])
         if tuple(preprocessor.size) != input_shape[:2]:
             raise ModelLoadError(
                 f"{where}.preprocessor: preprocessor {spec.preprocessor!r} resizes to "

@@ -12,9 +12,10 @@ from typing import Any, Mapping
 from sql_dl.backends import backend_for
 from sql_dl.errors import ManifestError, SqlDlWarning
 from sql_dl.manifest import ImageViewSpec, Manifest, load_manifest
-from sql_dl.models import ModelPlan, plan_model, stage
+from sql_dl.models import plan_model
 
-__all__ = ["MODELS_VIEW", "bootstrap", "registered_names", "view_options", "view_query"]
+__all__ = ["MODELS_VIEW", "bootstrap", "image_frame", "registered_names", "view_options",
+           "view_query"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ def bootstrap(spark, manifest: str | os.PathLike | Mapping[str, Any] | Manifest)
         warnings.warn("spark.python.worker.reuse is false: every task loads its models again; "
                       "set it to true (sql_dl.session does)", SqlDlWarning, stacklevel=2)
     plans = [plan_model(spec, manifest, backend.fetch) for spec in manifest.models.values()]
-    views = {name: _image_view(spark, spec, manifest.source)
+    views = {name: image_frame(spark, spec, manifest.source)
              for name, spec in manifest.images.items()}
 
     from sql_dl.udfs import model_udf, preprocessor_udf, top_k_udf
@@ -65,7 +66,7 @@ def bootstrap(spark, manifest: str | os.PathLike | Mapping[str, Any] | Manifest)
         rows.append((spec.name, "preprocessor", None, "image", spec.size[0] * spec.size[1] * 3,
                      spec.name, spec.function or f"mode={spec.mode}"))
     for plan in plans:
-        backend.ship(stage(plan, backend.staging))
+        backend.ship_model(plan)
         name, features_name, top_k_name = manifest.models[plan.name].function_names
         functions[name] = model_udf(plan)
         functions[features_name] = model_udf(plan, features=True)
@@ -101,15 +102,16 @@ def view_options(spec: ImageViewSpec) -> dict[str, str]:
     return options
 
 
-def view_query(spec: ImageViewSpec, source: str) -> str:
+def view_query(spec: ImageViewSpec, source: str, seed: int = 0) -> str:
     """The SELECT that turns ``binaryFile`` rows from ``source`` into an image view."""
     label = "element_at(split(path, '/'), -2)" if spec.label == "parent_dir" else "CAST(NULL AS STRING)"
-    sample = f" WHERE rand(0) < {spec.sample_ratio!r}" if spec.sample_ratio < 1.0 else ""
+    sample = f" WHERE rand({int(seed)}) < {spec.sample_ratio!r}" if spec.sample_ratio < 1.0 else ""
     return (f"SELECT path, {label} AS label, content AS image, length, "
             f"modificationTime AS modification_time FROM {source}{sample}")
 
 
-def _image_view(spark, spec: ImageViewSpec, source: str):
+def image_frame(spark, spec: ImageViewSpec, source: str, seed: int = 0):
+    """The DataFrame of an image view: path, label, image, length, modification_time."""
     from pyspark.errors import AnalysisException
 
     try:
@@ -117,7 +119,7 @@ def _image_view(spark, spec: ImageViewSpec, source: str):
     except AnalysisException as e:
         raise ManifestError(f"{source}: images.{spec.name}.path: cannot list {spec.path!r}: "
                             f"{e}") from e
-    return spark.sql(view_query(spec, "{files}"), files=files)
+    return spark.sql(view_query(spec, "{files}", seed), files=files)
 
 
 def registered_names(spark) -> tuple[list[str], list[str]]:

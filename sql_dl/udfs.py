@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from sql_dl.errors import ImageDecodeError
-from sql_dl.images import preprocess_batch
+from sql_dl.images import can_decode, preprocess_batch
 from sql_dl.manifest import PreprocessorSpec
 from sql_dl.models import ModelPlan
 
@@ -60,6 +60,17 @@ def preprocessor_udf(spec: PreprocessorSpec):
     return pandas_udf(preprocess, FLOAT_ARRAY)
 
 
+def decodable_udf():
+    """``x -> boolean``: whether Keras's load_img can decode the image."""
+    from pyspark.sql.functions import pandas_udf
+
+    def decodable(batches: Iterator[pd.Series]) -> Iterator[pd.Series]:
+        for batch in batches:
+            yield pd.Series([v is not None and can_decode(v) for v in _values(batch)])
+
+    return pandas_udf(decodable, "boolean")
+
+
 def _run(plan: ModelPlan, batches: Iterator[tuple[Any, pd.Series | None]], features: bool):
     """Yields ``(outputs, ok, ks)`` per chunk of ``batch_size`` rows of ``(x, k)`` batches."""
     from sql_dl.model_cache import get_model
@@ -69,7 +80,8 @@ def _run(plan: ModelPlan, batches: Iterator[tuple[Any, pd.Series | None]], featu
         ks = _chunks(k.to_numpy(), plan.batch_size) if k is not None else None
         for chunk in _chunks(_values(batch), plan.batch_size):
             inputs, ok = _inputs(plan, chunk)
-            outputs = model.predict(inputs, features) if len(inputs) else np.zeros((0, 0))
+            layer = plan.features_layer if features else None
+            outputs = model.predict(inputs, plan.batch_size, layer) if len(inputs) else np.zeros((0, 0))
             yield outputs, ok, next(ks) if ks is not None else None
 
 

@@ -1,0 +1,45 @@
+"""``read_images``: image files as a DataFrame, as sparkdl's ``readImages`` gave them."""
+
+from __future__ import annotations
+
+from sql_dl.manifest import ImageViewSpec
+
+__all__ = ["read_images"]
+
+
+def read_images(spark, path: str, recursive: bool = True, sample_ratio: float = 1.0,
+                num_partitions: int | None = None, drop_invalid: bool = False,
+                seed: int | None = None):
+    """Reads image files into a DataFrame, without decoding them.
+
+    Args:
+        spark: the SparkSession.
+        path: a directory or glob; any Hadoop URI.
+        recursive: whether to read sub-directories.
+        sample_ratio: the fraction of files to keep, in (0, 1].
+        num_partitions: repartition the result into this many partitions.
+        drop_invalid: drop files Keras's ``load_img`` cannot decode (this decodes each file
+            once; without it, models give NULL for such files).
+        seed: the sampling seed (default 0).
+
+    Returns:
+        A DataFrame with ``path``, ``label`` (the parent directory's name), ``image``
+        (the encoded bytes), ``length`` and ``modification_time``.
+
+    Raises:
+        ValueError: an argument is out of range; the message names it.
+    """
+    from sql_dl.registration import image_frame
+
+    if not 0 < sample_ratio <= 1:
+        raise ValueError(f"sample_ratio must be in (0, 1]. Received: sample_ratio={sample_ratio!r}")
+    if num_partitions is not None and num_partitions < 1:
+        raise ValueError(f"num_partitions must be a positive integer. "
+                         f"Received: num_partitions={num_partitions!r}")
+    spec = ImageViewSpec(name="images", path=path, recursive=recursive, sample_ratio=sample_ratio)
+    frame = image_frame(spark, spec, "read_images", seed or 0)
+    if drop_invalid:
+        from sql_dl.udfs import decodable_udf
+
+        frame = frame.where(decodable_udf()("image"))
+    return frame.repartition(num_partitions) if num_partitions else frame

@@ -1,0 +1,171 @@
+"""Spark ML transformers with sparkdl's names, on the same engine as the SQL functions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pyspark import keyword_only
+from pyspark.ml import Transformer
+from pyspark.ml.param import Param, Params, TypeConverters
+from pyspark.ml.param.shared import HasInputCol, HasOutputCol
+from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
+
+from sql_dl.manifest import APPLICATIONS, PREPROCESS_MODES, Manifest, ModelSpec, PreprocessorSpec
+
+__all__ = ["DeepImageFeaturizer", "DeepImagePredictor"]
+
+
+class _ImageModelParams(HasInputCol, HasOutputCol):
+    modelName = Param(Params._dummy(), "modelName",
+                      "a keras.applications image classifier, e.g. InceptionV3",
+                      typeConverter=TypeConverters.toString)
+    modelFile = Param(Params._dummy(), "modelFile",
+                      "a .keras/.h5 file or SavedModel directory, instead of modelName",
+                      typeConverter=TypeConverters.toString)
+    weights = Param(Params._dummy(), "weights",
+                    "with modelName: imagenet, none, or a weights file",
+                    typeConverter=TypeConverters.toString)
+    imageSize = Param(Params._dummy(), "imageSize",
+                      "[height, width] images are resized to; default: the model's input size",
+                      typeConverter=TypeConverters.toListInt)
+    preprocessMode = Param(Params._dummy(), "preprocessMode",
+                           "caffe, tf, torch, scale or none; default: the application's own, "
+                           "or none for a model file",
+                           typeConverter=TypeConverters.toString)
+    batchSize = Param(Params._dummy(), "batchSize", "images per model call",
+                      typeConverter=TypeConverters.toInt)
+
+    def __init__(self):
+        super().__init__()
+        self._setDefault(weights="imagenet", batchSize=32)
+
+
+class _ImageModelTransformer(Transformer, _ImageModelParams, DefaultParamsReadable,
+                             DefaultParamsWritable):
+    """Shared by the featurizer and the predictor: Params to a checked, shipped ModelPlan."""
+
+    def _model_spec(self, **extra: Any) -> tuple[ModelSpec, Manifest]:
+        name = type(self).__name__
+        model_name = self.getOrDefault(self.modelName) if self.isDefined(self.modelName) else None
+        model_file = self.getOrDefault(self.modelFile) if self.isDefined(self.modelFile) else None
+        if (model_name is None) == (model_file is None):
+            raise ValueError(f"{name}: give exactly one of modelName or modelFile. "
+                             f"Received: modelName={model_name!r}, modelFile={model_file!r}")
+        if model_name is not None and model_name not in APPLICATIONS:
+            raise ValueError(f"{name}: modelName must be a keras.applications image classifier "
+                             f"({', '.join(APPLICATIONS)}). Received: modelName={model_name!r}")
+        size = self.getOrDefault(self.imageSize) if self.isDefined(self.imageSize) else None
+        if size is not None and (len(size) != 2 or min(size) <= 0):
+            raise ValueError(f"{name}: imageSize must be [height, width]. Received: imageSize={size!r}")
+        mode = self.getOrDefault(self.preprocessMode) if self.isDefined(self.preprocessMode) else None
+        if mode is not None and mode not in PREPROCESS_MODES:
+            raise ValueError(f"{name}: preprocessMode must be one of {', '.join(PREPROCESS_MODES)}. "
+                             f"Received: preprocessMode={mode!r}")
+        batch_size = self.getOrDefault(self.batchSize)
+        if batch_size <= 0:
+            raise ValueError(f"{name}: batchSize must be positive. Received: batchSize={batch_size!r}")
+        preprocessors = {}
+        if size is not None or mode is not None:
+            default_mode = APPLICATIONS[model_name] if model_name else "none"
+            preprocessors["p"] = PreprocessorSpec("p", tuple(size) if size else None,
+                                                  mode or default_mode)
+        spec = ModelSpec(name=model_name or "modelFile", path=model_file, application=model_name,
+                         weights=self.getOrDefault(self.weights) if model_name else None,
+                         preprocessor="p" if preprocessors else None, batch_size=batch_size,
+                         **extra)
+        return spec, Manifest(source=name, preprocessors=preprocessors, models={spec.name: spec})
+
+    def _plan(self, dataset, **extra: Any):
+        """The model's plan, checked on the driver and shipped once per distinct setting."""
+        from sql_dl.backends import backend_for
+        from sql_dl.models import plan_model
+
+        spec, manifest = self._model_spec(**extra)
+        cache = self.__dict__.setdefault("_plans", {})
+        if spec not in cache:
+            backend = backend_for(dataset.sparkSession)
+            plan = plan_model(spec, manifest, backend.fetch)
+            backend.ship_model(plan)
+            cache[spec] = plan
+        return cache[spec]
+
+
+class DeepImageFeaturizer(_ImageModelTransformer):
+    """Turns images into feature vectors (a layer's output) for transfer learning.
+
+    The input column holds encoded images (BINARY), paths (STRING) or Spark image structs;
+    the output column holds ``pyspark.ml.linalg`` dense vectors, NULL for undecodable images.
+    """
+
+    featuresLayer = Param(Params._dummy(), "featuresLayer",
+                          "the layer whose output is the features; default: the layer before "
+                          "the output layer", typeConverter=TypeConverters.toString)
+
+    @keyword_only
+    def __init__(self, *, inputCol=None, outputCol=None, modelName=None, modelFile=None,
+                 weights="imagenet", imageSize=None, preprocessMode=None, featuresLayer=None,
+                 batchSize=32):
+        super().__init__()
+        self._set(**self._input_kwargs)
+
+    @keyword_only
+    def setParams(self, *, inputCol=None, outputCol=None, modelName=None, modelFile=None,
+                  weights="imagenet", imageSize=None, preprocessMode=None, featuresLayer=None,
+                  batchSize=32):
+        return self._set(**self._input_kwargs)
+
+    def _transform(self, dataset):
+        from pyspark.ml.functions import array_to_vector
+
+        from sql_dl.udfs import model_udf
+
+        layer = self.getOrDefault(self.featuresLayer) if self.isDefined(self.featuresLayer) else None
+        plan = self._plan(dataset, features_layer=layer)
+        features = model_udf(plan, features=True)(dataset[self.getInputCol()])
+        return dataset.withColumn(self.getOutputCol(), array_to_vector(features))
+
+
+class DeepImagePredictor(_ImageModelTransformer):
+    """Applies an image classifier: output vectors, or with ``decodePredictions`` the
+    ``topK`` most probable classes as ``array<struct<class, description, probability>>``."""
+
+    labels = Param(Params._dummy(), "labels",
+                   "imagenet, or a text file with one label per line; default: imagenet for "
+                   "modelName with imagenet weights", typeConverter=TypeConverters.toString)
+    decodePredictions = Param(Params._dummy(), "decodePredictions",
+                              "give the top classes instead of the output vector",
+                              typeConverter=TypeConverters.toBoolean)
+    topK = Param(Params._dummy(), "topK", "how many classes decodePredictions gives",
+                 typeConverter=TypeConverters.toInt)
+
+    @keyword_only
+    def __init__(self, *, inputCol=None, outputCol=None, modelName=None, modelFile=None,
+                 weights="imagenet", imageSize=None, preprocessMode=None, labels=None,
+                 decodePredictions=False, topK=5, batchSize=32):
+        super().__init__()
+        self._setDefault(decodePredictions=False, topK=5)
+        self._set(**self._input_kwargs)
+
+    @keyword_only
+    def setParams(self, *, inputCol=None, outputCol=None, modelName=None, modelFile=None,
+                  weights="imagenet", imageSize=None, preprocessMode=None, labels=None,
+                  decodePredictions=False, topK=5, batchSize=32):
+        return self._set(**self._input_kwargs)
+
+    def _transform(self, dataset):
+        from pyspark.ml.functions import array_to_vector
+        from pyspark.sql import functions as F
+
+        from sql_dl.udfs import model_udf, top_k_udf
+
+        labels = self.getOrDefault(self.labels) if self.isDefined(self.labels) else None
+        model_name = self.getOrDefault(self.modelName) if self.isDefined(self.modelName) else None
+        if labels is None and model_name and self.getOrDefault(self.weights) == "imagenet":
+            labels = "imagenet"
+        plan = self._plan(dataset, labels=labels)
+        images = dataset[self.getInputCol()]
+        if self.getOrDefault(self.decodePredictions):
+            output = top_k_udf(plan)(images, F.lit(self.getOrDefault(self.topK)))
+        else:
+            output = array_to_vector(model_udf(plan)(images))
+        return dataset.withColumn(self.getOutputCol(), output)

@@ -1,0 +1,188 @@
+"""sql_dl.ml: read_images and the sparkdl-named transformers, against Keras run directly."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+from conftest import CLASS_NAMES
+from test_images import keras_tensor
+from test_registration import TOLERANCE, local
+
+from sql_dl.ml import DeepImageFeaturizer, DeepImagePredictor, read_images
+
+
+@pytest.fixture(scope="module")
+def reference(cnn_file):
+    import keras
+
+    model = keras.saving.load_model(cnn_file)
+    return model, keras.Model(model.inputs, model.get_layer("embed").output)
+
+
+def keras_on(model, files, mode="caffe"):
+    x = np.concatenate([keras_tensor(f, (32, 32), mode=mode) for f in files])
+    return model.predict(x, verbose=0)
+
+
+def test_read_images(spark, photos_dir, photos, tmp_path):
+    frame = read_images(spark, str(photos_dir))
+    assert frame.columns == ["path", "label", "image", "length", "modification_time"]
+    rows = frame.orderBy("path").collect()
+    assert [(local(r.path), r.label) for r in rows] == [(f, f.parent.name) for f in photos]
+
+    sample = [r.path for r in read_images(spark, str(photos_dir), sample_ratio=0.5, seed=3).collect()]
+    assert 0 < len(sample) < len(photos)
+    assert sample == [r.path for r in read_images(spark, str(photos_dir), sample_ratio=0.5, seed=3).collect()]
+    assert read_images(spark, str(photos_dir), num_partitions=3).rdd.getNumPartitions() == 3
+    assert [local(r.path) for r in read_images(spark, str(photos_dir / "things"), recursive=False)
+            .orderBy("path").collect()] == [f for f in photos if f.parent.name == "things"]
+
+    mixed = tmp_path / "mixed" / "cats"
+    mixed.mkdir(parents=True)
+    shutil.copy(photos[0], mixed / "good.jpg")
+    (mixed / "bad.jpg").write_bytes(b"not an image at all")
+    (mixed / "truncated.jpg").write_bytes(photos[0].read_bytes()[:2000])
+    kept = read_images(spark, str(mixed.parent), drop_invalid=True).collect()
+    assert [local(r.path).name for r in kept] == ["good.jpg"]
+    assert read_images(spark, str(mixed.parent)).count() == 3
+
+
+@pytest.mark.parametrize("argument, message", [
+    ({"sample_ratio": 0}, r"sample_ratio must be in \(0, 1\]. Received: sample_ratio=0"),
+    ({"num_partitions": 0}, r"num_partitions must be a positive integer. Received: num_partitions=0"),
+])
+def test_read_images_bad_arguments(spark, photos_dir, argument, message):
+    with pytest.raises(ValueError, match=message):
+        read_images(spark, str(photos_dir), **argument)
+
+
+def test_featurizer_equals_the_features_layer(spark, photos_dir, photos, cnn_file, reference):
+    frame = read_images(spark, str(photos_dir))
+    featurizer = DeepImageFeaturizer(inputCol="image", outputCol="features", modelFile=str(cnn_file),
+                                     imageSize=[32, 32], preprocessMode="caffe", batchSize=4)
+    rows = featurizer.transform(frame).orderBy("path").collect()
+    files = [local(r.path) for r in rows]
+    assert files == photos
+    np.testing.assert_allclose([r.features.toArray() for r in rows], keras_on(reference[1], files),
+                               **TOLERANCE)
+    by_path = featurizer.copy({featurizer.inputCol: "path"}).transform(frame).orderBy("path").collect()
+    np.testing.assert_allclose([r.features.toArray() for r in by_path],
+                               [r.features.toArray() for r in rows], **TOLERANCE)
+    pool = DeepImageFeaturizer(inputCol="image", outputCol="f", modelFile=str(cnn_file),
+                               preprocessMode="tf", featuresLayer="pool")  # imageSize: the model's
+    import keras
+
+    pool_model = keras.Model(reference[0].inputs, reference[0].get_layer("pool").output)
+    rows = pool.transform(frame).orderBy("path").collect()
+    np.testing.assert_allclose([r.f.toArray() for r in rows], keras_on(pool_model, files, "tf"),
+                               **TOLERANCE)
+
+
+def test_featurizer_reads_spark_image_structs(spark, photos_dir, photos, cnn_file, reference):
+    frame = spark.read.format("image").load(str(photos_dir / "*" / "*.png"))
+    featurizer = DeepImageFeaturizer(inputCol="image", outputCol="features", modelFile=str(cnn_file),
+                                     imageSize=[32, 32], preprocessMode="caffe")
+    rows = featurizer.transform(frame).orderBy("image.origin").collect()
+    files = [local(r.image.origin) for r in rows]
+    assert files == [f for f in photos if f.suffix == ".png"]
+    np.testing.assert_allclose([r.features.toArray() for r in rows], keras_on(reference[1], files),
+                               **TOLERANCE)
+
+
+def test_predictor_vectors_and_decoded_predictions(spark, photos_dir, photos, cnn_file, labels_file,
+                                                   reference):
+    frame = read_images(spark, str(photos_dir))
+    common = dict(inputCol="image", modelFile=str(cnn_file), imageSize=[32, 32], preprocessMode="caffe")
+    vectors = DeepImagePredictor(outputCol="p", **common).transform(frame).orderBy("path").collect()
+    expected = keras_on(reference[0], [local(r.path) for r in vectors])
+    np.testing.assert_allclose([r.p.toArray() for r in vectors], expected, **TOLERANCE)
+
+    decoded = DeepImagePredictor(outputCol="top", labels=str(labels_file), decodePredictions=True,
+                                 topK=2, **common).transform(frame).orderBy("path").collect()
+    for row, probabilities in zip(decoded, expected):
+        order = np.argsort(-probabilities, kind="stable")[:2]
+        assert [e["description"] for e in row.top] == [CLASS_NAMES[i] for i in order]
+        np.testing.assert_allclose([e["probability"] for e in row.top], probabilities[order], **TOLERANCE)
+
+
+def test_pipeline_with_transformers_saves_and_loads(spark, photos_dir, cnn_file, tmp_path):
+    from pyspark.ml import Pipeline, PipelineModel
+    from pyspark.ml.classification import LogisticRegression
+    from pyspark.sql import functions as F
+
+    frame = read_images(spark, str(photos_dir)).withColumn(
+        "y", F.when(F.col("label") == "animals", 1.0).otherwise(0.0))
+    featurizer = DeepImageFeaturizer(inputCol="image", outputCol="features", modelFile=str(cnn_file),
+                                     imageSize=[32, 32], preprocessMode="caffe")
+    model = Pipeline(stages=[featurizer, LogisticRegression(labelCol="y", maxIter=5)]).fit(frame)
+    model.write().overwrite().save(str(tmp_path / "pipeline"))
+    loaded = PipelineModel.load(str(tmp_path / "pipeline"))
+    stage = loaded.stages[0]
+    assert isinstance(stage, DeepImageFeaturizer)
+    assert (stage.getOrDefault("modelFile"), stage.getOrDefault("imageSize"),
+            stage.getOrDefault("preprocessMode"), stage.getOrDefault("batchSize")) == (
+        str(cnn_file), [32, 32], "caffe", 32)
+    before = [r.prediction for r in model.transform(frame).orderBy("path").collect()]
+    after = [r.prediction for r in loaded.transform(frame).orderBy("path").collect()]
+    assert before == after
+
+
+@pytest.mark.parametrize("params, message", [
+    ({}, r"DeepImageFeaturizer: give exactly one of modelName or modelFile. Received: modelName=None, modelFile=None"),
+    ({"modelName": "InceptionV3", "modelFile": "x.keras"}, r"give exactly one of modelName or modelFile"),
+    ({"modelName": "InceptionV4"}, r"modelName must be a keras.applications image classifier .* Received: modelName='InceptionV4'"),
+    ({"modelFile": "x.keras", "preprocessMode": "sepia"}, r"preprocessMode must be one of caffe, tf, torch, scale, none. Received: preprocessMode='sepia'"),
+    ({"modelFile": "x.keras", "imageSize": [3]}, r"imageSize must be \[height, width\]. Received: imageSize=\[3\]"),
+    ({"modelFile": "x.keras", "batchSize": 0}, r"batchSize must be positive. Received: batchSize=0"),
+])
+def test_featurizer_bad_params(spark, photos_dir, params, message):
+    featurizer = DeepImageFeaturizer(inputCol="image", outputCol="f", **params)
+    with pytest.raises(ValueError, match=message):
+        featurizer.transform(read_images(spark, str(photos_dir)))
+
+
+def test_transfer_learning_on_digit_classes_the_base_never_saw(spark, tmp_path):
+    """A CNN trained on digits 0-4; its features + LogisticRegression classify 5-9."""
+    import keras
+    from pyspark.ml.classification import LogisticRegression
+    from pyspark.ml.evaluation import MulticlassClassificationEvaluator
+    from pyspark.sql import functions as F
+
+    from sql_dl.demo import render_digits
+
+    render_digits(tmp_path / "digits")
+    seen = sorted(f for d in "01234" for f in (tmp_path / "digits" / d).glob("*.png"))
+    x = np.concatenate([keras_tensor(f, (32, 32), mode="scale") for f in seen])
+    y = np.array([int(f.parent.name) for f in seen])
+    keras.utils.set_random_seed(1)
+    base = keras.Sequential([
+        keras.Input((32, 32, 3)),
+        keras.layers.Conv2D(16, 3, activation="relu"), keras.layers.MaxPooling2D(),
+        keras.layers.Conv2D(32, 3, activation="relu"), keras.layers.MaxPooling2D(),
+        keras.layers.Flatten(),
+        keras.layers.Dense(64, activation="relu", name="embed"),
+        keras.layers.Dense(5, activation="softmax"),
+    ])
+    base.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    base.fit(x, y, epochs=5, batch_size=32, verbose=0)
+    base_file = tmp_path / "base.keras"
+    base.save(base_file)
+
+    unseen = (read_images(spark, str(tmp_path / "digits"))
+              .where(F.col("label").isin(*"56789"))
+              .withColumn("y", F.col("label").cast("double") - 5))
+    featurizer = DeepImageFeaturizer(inputCol="image", outputCol="features", modelFile=str(base_file),
+                                     preprocessMode="scale", featuresLayer="embed")
+    features = featurizer.transform(unseen).cache()
+    train, test = features.randomSplit([0.7, 0.3], seed=0)
+    model = LogisticRegression(labelCol="y", maxIter=200).fit(train)
+    accuracy = MulticlassClassificationEvaluator(labelCol="y", metricName="accuracy").evaluate(
+        model.transform(test))
+    assert accuracy > 0.6, accuracy  # chance is 0.2
+
+    rows = features.orderBy("path").limit(20).collect()
+    embed = keras.Model(base.inputs, base.get_layer("embed").output)
+    np.testing.assert_allclose([r.features.toArray() for r in rows],
+                               keras_on(embed, [local(r.path) for r in rows], "scale"), **TOLERANCE)
