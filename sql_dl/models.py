@@ -43,6 +43,7 @@ class ModelPlan:
     batch_size: int
     on_error: str
     source: str
+    loader: Callable[[str], Any] | None = None  # URI -> the model's input, for tensor models
 
 
 def cache_dir() -> Path:

@@ -27,7 +27,8 @@ _MODELS_SCHEMA = ("function string, kind string, model string, input string, "
                   "output_size int, preprocessor string, source string")
 
 
-def bootstrap(spark, manifest: str | os.PathLike | Mapping[str, Any] | Manifest) -> Manifest:
+def bootstrap(spark, manifest: str | os.PathLike | Mapping[str, Any] | Manifest,
+              replace: bool = True) -> Manifest:
     """Registers a manifest's SQL functions and image views in a Spark session.
 
     Every model and its weights, labels and input size are checked on the driver before
@@ -37,6 +38,8 @@ def bootstrap(spark, manifest: str | os.PathLike | Mapping[str, Any] | Manifest)
     Args:
         spark: the SparkSession, such as the one a notebook provides.
         manifest: a YAML file path, a dict of the same structure, or a loaded `Manifest`.
+        replace: drop what earlier calls registered and this manifest does not list;
+            False adds to (and overrides entries of) the earlier definitions.
 
     Returns:
         The validated manifest.
@@ -78,14 +81,20 @@ def bootstrap(spark, manifest: str | os.PathLike | Mapping[str, Any] | Manifest)
             rows.append((function_name, kind, plan.name, plan.input, size, preprocessor,
                          plan.source))
 
-    _drop_previous(spark, set(functions), set(views))
+    previous_functions, previous_views = registered_names(spark)
+    if replace:
+        _drop_previous(spark, set(functions), set(views))
+    else:
+        rows += [tuple(r) for r in _previous_rows(spark) if r.function not in functions]
     for function_name, udf in functions.items():
         spark.udf.register(function_name, udf)
     for name, frame in views.items():
         frame.createOrReplaceTempView(name)
     spark.createDataFrame(rows, _MODELS_SCHEMA).createOrReplaceTempView(MODELS_VIEW)
-    spark.conf.set(_REGISTERED_CONF, json.dumps({"functions": sorted(functions),
-                                                 "views": sorted(views)}))
+    kept_functions, kept_views = ([], []) if replace else (previous_functions, previous_views)
+    spark.conf.set(_REGISTERED_CONF, json.dumps({
+        "functions": sorted(set(functions) | set(kept_functions)),
+        "views": sorted(set(views) | set(kept_views))}))
     if spark.conf.get(_ARROW_BATCH_CONF) == _SPARK_DEFAULT_ARROW_BATCH:
         batch = max([plan.batch_size for plan in plans] + [32]) * 4
         spark.conf.set(_ARROW_BATCH_CONF, str(batch))
@@ -126,6 +135,13 @@ def registered_names(spark) -> tuple[list[str], list[str]]:
     """The SQL functions and image views the last bootstrap of this session registered."""
     registered = json.loads(spark.conf.get(_REGISTERED_CONF, None) or "{}")
     return registered.get("functions", []), registered.get("views", [])
+
+
+def _previous_rows(spark) -> list:
+    """The rows of ``sql_dl_models`` before this call, if there is one."""
+    if not registered_names(spark)[0]:
+        return []
+    return spark.table(MODELS_VIEW).collect()
 
 
 def _drop_previous(spark, functions: set[str], views: set[str]) -> None:

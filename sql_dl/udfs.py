@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from sql_dl.errors import ImageDecodeError
-from sql_dl.images import can_decode, preprocess_batch
+from sql_dl.images import can_decode, describe_source, preprocess_batch
 from sql_dl.manifest import PreprocessorSpec
 from sql_dl.models import ModelPlan
 
@@ -104,23 +104,36 @@ def _inputs(plan: ModelPlan, values: list[Any]) -> tuple[np.ndarray, np.ndarray]
     if plan.input == "image":
         return preprocess_batch(values, plan.preprocessor, plan.on_error)
     arrays, ok = [], np.zeros(len(values), dtype=bool)
-    size = int(np.prod(plan.input_shape))
     for i, value in enumerate(values):
-        if value is None:
-            continue
-        array = np.asarray(np.stack(value) if value.dtype == object else value, dtype=np.float32)
-        if array.size != size:
-            if plan.on_error == "fail":
-                raise ImageDecodeError(
-                    f"model {plan.name!r}: a tensor of {array.size} values (shape "
-                    f"{array.shape}) does not fit the model's input {plan.input_shape} "
-                    f"({size} values)")
-            continue
-        arrays.append(array.reshape(plan.input_shape))
-        ok[i] = True
+        array = None if value is None else _tensor(plan, value)
+        if array is not None:
+            arrays.append(array)
+            ok[i] = True
     if not arrays:
         return np.zeros((0, *plan.input_shape), dtype=np.float32), ok
     return np.stack(arrays), ok
+
+
+def _tensor(plan: ModelPlan, value: Any) -> np.ndarray | None:
+    """One input tensor: an array as given, or what the plan's loader makes of a URI."""
+    try:
+        if plan.loader is not None:
+            array = np.asarray(plan.loader(value), dtype=np.float32)
+        else:
+            array = np.asarray(np.stack(value) if value.dtype == object else value, dtype=np.float32)
+    except Exception as e:  # a user's loader may raise anything
+        if plan.on_error == "fail":
+            raise ImageDecodeError(f"model {plan.name!r}: the image loader failed on "
+                                   f"{describe_source(value)}: {type(e).__name__}: {e}") from e
+        return None
+    size = int(np.prod(plan.input_shape))
+    if array.size != size:
+        if plan.on_error == "fail":
+            raise ImageDecodeError(
+                f"model {plan.name!r}: a tensor of {array.size} values (shape {array.shape}) "
+                f"does not fit the model's input {plan.input_shape} ({size} values)")
+        return None
+    return array.reshape(plan.input_shape)
 
 
 def _top_k_row(probabilities: np.ndarray, k: Any, labels) -> list[dict] | None:

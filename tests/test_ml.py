@@ -26,7 +26,7 @@ def keras_on(model, files, mode="caffe"):
     return model.predict(x, verbose=0)
 
 
-def test_read_images(spark, photos_dir, photos, tmp_path):
+def test_read_images(spark, photos_dir, photos, tmp_path, cnn_file):
     frame = read_images(spark, str(photos_dir))
     assert frame.columns == ["path", "label", "image", "length", "modification_time"]
     rows = frame.orderBy("path").collect()
@@ -46,7 +46,13 @@ def test_read_images(spark, photos_dir, photos, tmp_path):
     (mixed / "truncated.jpg").write_bytes(photos[0].read_bytes()[:2000])
     kept = read_images(spark, str(mixed.parent), drop_invalid=True).collect()
     assert [local(r.path).name for r in kept] == ["good.jpg"]
-    assert read_images(spark, str(mixed.parent)).count() == 3
+    everything = read_images(spark, str(mixed.parent))
+    assert everything.count() == 3
+    featurizer = DeepImageFeaturizer(inputCol="image", outputCol="f", modelFile=str(cnn_file),
+                                     imageSize=[32, 32], preprocessMode="caffe")
+    features = {local(r.path).name: r.f for r in featurizer.transform(everything).collect()}
+    assert features["bad.jpg"] is None and features["truncated.jpg"] is None
+    assert len(features["good.jpg"]) == 8
 
 
 @pytest.mark.parametrize("argument, message", [
@@ -186,3 +192,111 @@ def test_transfer_learning_on_digit_classes_the_base_never_saw(spark, tmp_path):
     embed = keras.Model(base.inputs, base.get_layer("embed").output)
     np.testing.assert_allclose([r.features.toArray() for r in rows],
                                keras_on(embed, [local(r.path) for r in rows], "scale"), **TOLERANCE)
+
+
+@pytest.fixture(scope="module")
+def dense_file(tmp_path_factory):
+    import keras
+
+    keras.utils.set_random_seed(5)
+    model = keras.Sequential([keras.Input((3, 4)), keras.layers.Flatten(),
+                              keras.layers.Dense(3, activation="tanh")])
+    path = tmp_path_factory.mktemp("dense") / "dense.keras"
+    model.save(path)
+    return path
+
+
+def test_keras_transformer_on_arrays(spark, dense_file):
+    import keras
+
+    from sql_dl.ml import KerasTransformer
+
+    values = np.random.default_rng(1).normal(size=(6, 3, 4))
+    frame = spark.createDataFrame([(i, v.reshape(-1).tolist(), v.tolist()) for i, v in enumerate(values)],
+                                  "id int, flat array<double>, nested array<array<double>>")
+    expected = keras.saving.load_model(dense_file).predict(values, verbose=0)
+    for column in ("flat", "nested"):
+        out = KerasTransformer(inputCol=column, outputCol="out", modelFile=str(dense_file)).transform(frame)
+        assert out.schema["out"].dataType.simpleString() == "array<float>"
+        np.testing.assert_allclose([r.out for r in out.orderBy("id").collect()], expected, **TOLERANCE)
+
+
+def test_keras_image_file_transformer_and_its_persistence(spark, photos_dir, photos, cnn_file, tmp_path):
+    import keras
+
+    def load_for_tiny_cnn(uri):
+        """The user's loader: decode, resize to 32x32, scale to 0..1 (runs on executors)."""
+        import numpy as np
+        from PIL import Image
+
+        with Image.open(uri.removeprefix("file:")) as image:
+            return np.asarray(image.convert("RGB").resize((32, 32)), dtype=np.float32) / 255.0
+    from pyspark.ml import PipelineModel
+
+    from sql_dl.ml import KerasImageFileTransformer
+
+    frame = read_images(spark, str(photos_dir)).select("path").union(
+        spark.createDataFrame([("file:/no/such/image.png",)], "path string"))
+    transformer = KerasImageFileTransformer(inputCol="path", outputCol="out", modelFile=str(cnn_file),
+                                            imageLoader=load_for_tiny_cnn)
+    rows = transformer.transform(frame).orderBy("path").collect()
+    assert rows[0].path == "file:/no/such/image.png" and rows[0].out is None
+    expected = keras.saving.load_model(cnn_file).predict(
+        np.stack([load_for_tiny_cnn(str(f)) for f in photos]), verbose=0)
+    np.testing.assert_allclose([r.out.toArray() for r in rows[1:]], expected, **TOLERANCE)
+
+    PipelineModel(stages=[transformer]).write().overwrite().save(str(tmp_path / "p"))
+    loaded = PipelineModel.load(str(tmp_path / "p")).stages[0]
+    assert loaded.getOrDefault("imageLoader")("file:" + str(photos[0])).shape == (32, 32, 3)
+    again = loaded.setParams(outputMode="array").transform(frame).orderBy("path").collect()
+    np.testing.assert_allclose([r.out for r in again[1:]], expected, **TOLERANCE)
+
+    with pytest.raises(ValueError, match=r"imageLoader must be a function uri -> ndarray. Received: imageLoader=None"):
+        KerasImageFileTransformer(inputCol="path", outputCol="o", modelFile=str(cnn_file)).transform(frame)
+
+
+def test_register_keras_image_udf_adds_sql_functions(spark, photos_dir, photos, cnn_file, reference):
+    from sql_dl.ml import register_keras_image_udf, registerKerasImageUDF
+
+    read_images(spark, str(photos_dir)).createOrReplaceTempView("ml_photos")
+    register_keras_image_udf(spark, "deployed", reference[0], {"size": [32, 32], "mode": "caffe"})
+    registerKerasImageUDF(spark, "deployed_file", str(cnn_file), {"size": [32, 32], "mode": "tf"})
+    rows = spark.sql("SELECT path, deployed(image) AS a, deployed_features(image) AS f, "
+                     "deployed_file(image) AS b FROM ml_photos ORDER BY path").collect()
+    files = [local(r.path) for r in rows]
+    np.testing.assert_allclose([r.a for r in rows], keras_on(reference[0], files), **TOLERANCE)
+    np.testing.assert_allclose([r.f for r in rows], keras_on(reference[1], files), **TOLERANCE)
+    np.testing.assert_allclose([r.b for r in rows], keras_on(reference[0], files, "tf"), **TOLERANCE)
+    functions = {r.function for r in spark.table("sql_dl_models").collect()}
+    assert {"deployed", "deployed_top_k", "deployed_file", "deployed_file_features"} <= functions
+
+
+def test_streaming_gives_the_batch_values(spark, photos_dir, cnn_file, tmp_path):
+    from pyspark.sql import functions as F
+
+    from sql_dl.ml import register_keras_image_udf
+
+    register_keras_image_udf(spark, "streamed", str(cnn_file), {"size": [32, 32], "mode": "caffe"})
+    featurizer = DeepImageFeaturizer(inputCol="content", outputCol="features", modelFile=str(cnn_file),
+                                     imageSize=[32, 32], preprocessMode="caffe")
+    predictor = DeepImagePredictor(inputCol="content", outputCol="top", modelFile=str(cnn_file),
+                                   imageSize=[32, 32], preprocessMode="caffe", decodePredictions=True,
+                                   topK=2)
+
+    def pipeline(frame):
+        return predictor.transform(featurizer.transform(frame)).select(
+            "path", F.expr("streamed(content)").alias("sql_out"), "features", "top")
+
+    schema = spark.read.format("binaryFile").load(str(photos_dir / "*" / "*")).schema
+    stream = spark.readStream.format("binaryFile").schema(schema).load(str(photos_dir / "*" / "*"))
+    query = (pipeline(stream).writeStream.format("parquet")
+             .option("checkpointLocation", str(tmp_path / "checkpoint"))
+             .option("path", str(tmp_path / "out")).trigger(availableNow=True).start())
+    query.awaitTermination(300)
+    streamed = spark.read.parquet(str(tmp_path / "out")).orderBy("path").collect()
+    batch = pipeline(spark.read.format("binaryFile").load(str(photos_dir / "*" / "*"))).orderBy("path").collect()
+    assert [r.path for r in streamed] == [r.path for r in batch] and len(batch) == 9
+    for s, b in zip(streamed, batch):
+        np.testing.assert_allclose(s.sql_out, b.sql_out, **TOLERANCE)
+        np.testing.assert_allclose(s.features.toArray(), b.features.toArray(), **TOLERANCE)
+        assert [e["class"] for e in s.top] == [e["class"] for e in b.top]

@@ -1,12 +1,22 @@
 """Spark ML API with sparkdl's names, on the same engine as sql_dl's SQL functions.
 
-``read_images`` loads image files; ``DeepImageFeaturizer`` and ``DeepImagePredictor`` are
-``pyspark.ml`` Transformers that save and load with their Pipeline.
+``read_images`` loads image files; the transformers are ``pyspark.ml`` Transformers that
+save and load with their Pipeline; ``register_keras_image_udf`` deploys a model to SQL.
 """
 
 from __future__ import annotations
 
 from sql_dl.ml.images import read_images
+from sql_dl.ml.keras_transformers import KerasImageFileTransformer, KerasTransformer
 from sql_dl.ml.transformers import DeepImageFeaturizer, DeepImagePredictor
+from sql_dl.ml.udf import register_keras_image_udf, registerKerasImageUDF
 
-__all__ = ["DeepImageFeaturizer", "DeepImagePredictor", "read_images"]
+__all__ = [
+    "DeepImageFeaturizer",
+    "DeepImagePredictor",
+    "KerasImageFileTransformer",
+    "KerasTransformer",
+    "read_images",
+    "registerKerasImageUDF",
+    "register_keras_image_udf",
+]

@@ -76,18 +76,30 @@ class _ImageModelTransformer(Transformer, _ImageModelParams, DefaultParamsReadab
         return spec, Manifest(source=name, preprocessors=preprocessors, models={spec.name: spec})
 
     def _plan(self, dataset, **extra: Any):
-        """The model's plan, checked on the driver and shipped once per distinct setting."""
-        from sql_dl.backends import backend_for
-        from sql_dl.models import plan_model
+        return shipped_plan(self, dataset, *self._model_spec(**extra))
 
-        spec, manifest = self._model_spec(**extra)
-        cache = self.__dict__.setdefault("_plans", {})
-        if spec not in cache:
-            backend = backend_for(dataset.sparkSession)
-            plan = plan_model(spec, manifest, backend.fetch)
-            backend.ship_model(plan)
-            cache[spec] = plan
-        return cache[spec]
+
+def with_vector_column(dataset, name: str, array):
+    """Adds ``array`` (array<float>) as the dense-vector column ``name``; NULL stays NULL."""
+    from pyspark.ml.functions import array_to_vector
+    from pyspark.sql import functions as F
+
+    dataset = dataset.withColumn(name, array)
+    return dataset.withColumn(name, F.when(F.col(name).isNotNull(), array_to_vector(F.col(name))))
+
+
+def shipped_plan(transformer: Transformer, dataset, spec: ModelSpec, manifest: Manifest):
+    """The model's plan, checked on the driver and shipped once per distinct setting."""
+    from sql_dl.backends import backend_for
+    from sql_dl.models import plan_model
+
+    cache = transformer.__dict__.setdefault("_plans", {})
+    if spec not in cache:
+        backend = backend_for(dataset.sparkSession)
+        plan = plan_model(spec, manifest, backend.fetch)
+        backend.ship_model(plan)
+        cache[spec] = plan
+    return cache[spec]
 
 
 class DeepImageFeaturizer(_ImageModelTransformer):
@@ -115,14 +127,12 @@ class DeepImageFeaturizer(_ImageModelTransformer):
         return self._set(**self._input_kwargs)
 
     def _transform(self, dataset):
-        from pyspark.ml.functions import array_to_vector
-
         from sql_dl.udfs import model_udf
 
         layer = self.getOrDefault(self.featuresLayer) if self.isDefined(self.featuresLayer) else None
         plan = self._plan(dataset, features_layer=layer)
         features = model_udf(plan, features=True)(dataset[self.getInputCol()])
-        return dataset.withColumn(self.getOutputCol(), array_to_vector(features))
+        return with_vector_column(dataset, self.getOutputCol(), features)
 
 
 class DeepImagePredictor(_ImageModelTransformer):
@@ -153,7 +163,6 @@ class DeepImagePredictor(_ImageModelTransformer):
         return self._set(**self._input_kwargs)
 
     def _transform(self, dataset):
-        from pyspark.ml.functions import array_to_vector
         from pyspark.sql import functions as F
 
         from sql_dl.udfs import model_udf, top_k_udf
@@ -166,6 +175,5 @@ class DeepImagePredictor(_ImageModelTransformer):
         images = dataset[self.getInputCol()]
         if self.getOrDefault(self.decodePredictions):
             output = top_k_udf(plan)(images, F.lit(self.getOrDefault(self.topK)))
-        else:
-            output = array_to_vector(model_udf(plan)(images))
-        return dataset.withColumn(self.getOutputCol(), output)
+            return dataset.withColumn(self.getOutputCol(), output)
+        return with_vector_column(dataset, self.getOutputCol(), model_udf(plan)(images))
