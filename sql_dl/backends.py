@@ -41,7 +41,7 @@ class Backend:
 
     def ship_model(self, plan: ModelPlan) -> None:
         """Stages a model's file and makes it available to every executor."""
-        self.ship(stage(plan, self.staging))
+        self.ship(stage(plan.file, plan.staged_name, self.staging))
 
     def ship(self, path: Path) -> None:
         """Makes a staged file available to every executor as ``SparkFiles.get(path.name)``."""

@@ -18,14 +18,14 @@ import numpy as np
 from sql_dl.errors import ModelLoadError
 from sql_dl.models import ModelPlan, load_keras_model, unpack
 
-__all__ = ["LoadedModel", "get_model", "stats"]
+__all__ = ["LoadedModel", "get_model", "get_signature", "shipped_file", "stats"]
 
 logger = logging.getLogger(__name__)
 
 MAX_MODELS = 8
 
 _lock = threading.Lock()
-_models: OrderedDict[str, LoadedModel] = OrderedDict()
+_models: OrderedDict[Any, Any] = OrderedDict()  # loaded models and SavedModel signatures
 _loads: Counter[str] = Counter()
 _hits: Counter[str] = Counter()
 _threads_configured = False
@@ -66,38 +66,52 @@ def stats() -> dict[str, dict[str, int]]:
 
 def get_model(plan: ModelPlan) -> LoadedModel:
     """Returns the model of ``plan``, loading it on first use in this process."""
-    key = plan.staged_name
+    return _cached(plan.staged_name, plan.name, lambda: _load(plan))
+
+
+def get_signature(file: str, name: str, signature: str):
+    """Returns a SavedModel's signature function (``file`` staged as ``name``), loaded once."""
+    return _cached((name, signature), name, lambda: _load_signature(file, name, signature))
+
+
+def _cached(key: Any, name: str, load):
     with _lock:
         if key in _models:
-            _hits[plan.name] += 1
+            _hits[name] += 1
             _models.move_to_end(key)
             return _models[key]
-        loaded = _load(plan)
+        loaded = load()
         _models[key] = loaded
-        _loads[plan.name] += 1
+        _loads[name] += 1
         while len(_models) > MAX_MODELS:
             _models.popitem(last=False)
         return loaded
 
 
-def _model_file(plan: ModelPlan) -> str:
-    """Inside a Spark task, the copy Spark shipped to this executor; elsewhere, the driver's."""
+def shipped_file(file: str, name: str) -> str:
+    """Inside a Spark task, the copy of ``file`` Spark shipped as ``name``; elsewhere ``file``."""
     from pyspark import SparkFiles, TaskContext
 
     if TaskContext.get() is None:
-        return plan.file
-    path = SparkFiles.get(plan.staged_name)
+        return file
+    path = SparkFiles.get(name)
     if not os.path.exists(path):
-        raise ModelLoadError(f"model {plan.name!r}: its file {plan.staged_name} (from "
-                             f"{plan.source!r}) was not shipped to this executor; run bootstrap "
-                             "again in this session")
+        raise ModelLoadError(f"{name} (from {file!r}) was not shipped to this executor; run "
+                             "bootstrap (or the transform) again in this session")
     return unpack(path)
+
+
+def _load_signature(file: str, name: str, signature: str):
+    _configure_threads()
+    import tensorflow as tf
+
+    return tf.saved_model.load(shipped_file(file, name)).signatures[signature]
 
 
 def _load(plan: ModelPlan) -> LoadedModel:
     _configure_threads()
     started = time.monotonic()
-    path = _model_file(plan)
+    path = shipped_file(plan.file, plan.staged_name)
     try:
         model = load_keras_model(path)
     except Exception as e:  # a file changed or corrupted after bootstrap

@@ -19,7 +19,7 @@ from typing import Any, Callable
 from sql_dl.errors import ModelLoadError
 from sql_dl.manifest import APPLICATIONS, Manifest, ModelSpec, PreprocessorSpec
 
-__all__ = ["ModelPlan", "cache_dir", "load_keras_model", "plan_model"]
+__all__ = ["ModelPlan", "cache_dir", "load_keras_model", "plan_model", "stage", "staged_name", "unpack"]
 
 logger = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ def plan_model(spec: ModelSpec, manifest: Manifest, fetch: Callable[[str], str])
     output_size = _size(model.outputs[0].shape)
     labels = _labels(spec, output_size, where, fetch)
     plan = ModelPlan(
-        name=spec.name, file=file, staged_name=_staged_name(file), input=spec.input,
+        name=spec.name, file=file, staged_name=staged_name(file), input=spec.input,
         input_shape=input_shape, output_size=output_size, features_layer=features_layer,
         features_size=features_size, preprocessor=preprocessor, labels=labels,
         batch_size=spec.batch_size, on_error=spec.on_error, source=source)
@@ -274,7 +274,7 @@ def _file_digest(path: str) -> str:
     return digest.hexdigest()[:16]
 
 
-def _staged_name(path: str) -> str:
+def staged_name(path: str) -> str:
     """A name that changes with the content, so a changed model is shipped anew."""
     base = Path(path)
     if base.is_dir():
@@ -282,16 +282,16 @@ def _staged_name(path: str) -> str:
     return f"{base.stem}-{_file_digest(path)}{base.suffix}"
 
 
-def stage(plan: ModelPlan, directory: Path) -> Path:
-    """Copies the model under its staged name into ``directory`` (once); directories are zipped."""
-    target = directory / plan.staged_name
+def stage(file: str, name: str, directory: Path) -> Path:
+    """Copies a model under its staged ``name`` into ``directory`` (once); directories are zipped."""
+    target = directory / name
     if target.exists():
         return target
-    if os.path.isdir(plan.file):
-        archive = shutil.make_archive(str(target.with_suffix(f".{os.getpid()}")), "zip", plan.file)
+    if os.path.isdir(file):
+        archive = shutil.make_archive(str(target.with_suffix(f".{os.getpid()}")), "zip", file)
         os.replace(archive, target)
     else:
-        shutil.copyfile(plan.file, target)
+        shutil.copyfile(file, target)
     return target
 
 

@@ -300,3 +300,55 @@ def test_streaming_gives_the_batch_values(spark, photos_dir, cnn_file, tmp_path)
         np.testing.assert_allclose(s.sql_out, b.sql_out, **TOLERANCE)
         np.testing.assert_allclose(s.features.toArray(), b.features.toArray(), **TOLERANCE)
         assert [e["class"] for e in s.top] == [e["class"] for e in b.top]
+
+
+@pytest.fixture(scope="module")
+def saved_model_dir(tmp_path_factory):
+    import tensorflow as tf
+
+    class Module(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = tf.Variable(np.random.default_rng(2).normal(size=(3, 2)), dtype=tf.float32)
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32, name="x"),
+                                      tf.TensorSpec([None, 2, 2], tf.float32, name="y")])
+        def serve(self, x, y):
+            return {"a": tf.matmul(x, self.w),
+                    "b": tf.reshape(y, [-1, 4]) * 2.0 + tf.reduce_sum(x, axis=1, keepdims=True)}
+
+    module = Module()
+    path = tmp_path_factory.mktemp("tf") / "saved"
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
+    return path
+
+
+def test_tf_transformer_matches_tensorflow(spark, saved_model_dir, tmp_path):
+    import tensorflow as tf
+    from pyspark.ml import PipelineModel
+
+    from sql_dl.ml import TFTransformer
+
+    rng = np.random.default_rng(4)
+    x, y = rng.normal(size=(7, 3)), rng.normal(size=(7, 2, 2))
+    frame = spark.createDataFrame(
+        [(i, x[i].tolist(), y[i].tolist()) for i in range(7)] + [(7, None, y[0].tolist())],
+        "id int, xs array<double>, ys array<array<double>>")
+    transformer = TFTransformer(modelDir=str(saved_model_dir), inputMapping={"xs": "x", "ys": "y"},
+                                outputMapping={"a": "out_a", "b": "out_b"}, batchSize=3)
+    rows = transformer.transform(frame).orderBy("id").collect()
+    # the signature run directly, one row at a time as a reference
+    function = tf.saved_model.load(str(saved_model_dir)).signatures["serving_default"]
+    for i in range(7):
+        expected = function(x=tf.constant(x[i:i + 1], tf.float32), y=tf.constant(y[i:i + 1], tf.float32))
+        np.testing.assert_allclose(rows[i].out_a, expected["a"].numpy()[0], **TOLERANCE)
+        np.testing.assert_allclose(rows[i].out_b, expected["b"].numpy().reshape(-1), **TOLERANCE)
+    assert (rows[7].out_a, rows[7].out_b) == (None, None)
+
+    PipelineModel(stages=[transformer]).write().overwrite().save(str(tmp_path / "tf"))
+    loaded = PipelineModel.load(str(tmp_path / "tf"))
+    assert [r.out_a for r in loaded.transform(frame).orderBy("id").collect()] == [r.out_a for r in rows]
+
+    with pytest.raises(ValueError, match=r"signature 'serving_default' has no input z \(inputs: x, y\)"):
+        TFTransformer(modelDir=str(saved_model_dir), inputMapping={"xs": "z"},
+                      outputMapping={"a": "o"}).transform(frame)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from sql_dl.ml.images import read_images
 from sql_dl.ml.keras_transformers import KerasImageFileTransformer, KerasTransformer
+from sql_dl.ml.tf_transformer import TFTransformer
 from sql_dl.ml.transformers import DeepImageFeaturizer, DeepImagePredictor
 from sql_dl.ml.udf import register_keras_image_udf, registerKerasImageUDF
 
@@ -16,6 +17,7 @@ __all__ = [
     "DeepImagePredictor",
     "KerasImageFileTransformer",
     "KerasTransformer",
+    "TFTransformer",
     "read_images",
     "registerKerasImageUDF",
     "register_keras_image_udf",

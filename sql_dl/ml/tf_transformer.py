@@ -1,0 +1,123 @@
+"""``TFTransformer``: a TensorFlow SavedModel signature applied to array columns."""
+
+from __future__ import annotations
+
+from typing import Iterator, Tuple
+
+import numpy as np
+import pandas as pd
+from pyspark import keyword_only
+from pyspark.ml import Transformer
+from pyspark.ml.param import Param, Params, TypeConverters
+from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
+
+__all__ = ["TFTransformer"]
+
+
+class TFTransformer(Transformer, DefaultParamsReadable, DefaultParamsWritable):
+    """Runs a SavedModel signature on array columns, in batches, loaded once per worker.
+
+    ``inputMapping`` maps input columns to the signature's input names, ``outputMapping``
+    the signature's output names to output columns (``array<float>``, flattened per row).
+    Arrays are reshaped to each input's shape; a row with a NULL input gives NULL outputs.
+    """
+
+    modelDir = Param(Params._dummy(), "modelDir", "a TensorFlow SavedModel directory",
+                     typeConverter=TypeConverters.toString)
+    inputMapping = Param(Params._dummy(), "inputMapping", "{input column: signature input name}")
+    outputMapping = Param(Params._dummy(), "outputMapping", "{signature output name: output column}")
+    signature = Param(Params._dummy(), "signature", "the signature to run",
+                      typeConverter=TypeConverters.toString)
+    batchSize = Param(Params._dummy(), "batchSize", "rows per call",
+                      typeConverter=TypeConverters.toInt)
+
+    @keyword_only
+    def __init__(self, *, modelDir=None, inputMapping=None, outputMapping=None,
+                 signature="serving_default", batchSize=32):
+        super().__init__()
+        self._setDefault(signature="serving_default", batchSize=32)
+        self._set(**self._input_kwargs)
+
+    @keyword_only
+    def setParams(self, *, modelDir=None, inputMapping=None, outputMapping=None,
+                  signature="serving_default", batchSize=32):
+        return self._set(**self._input_kwargs)
+
+    def _transform(self, dataset):
+        from pyspark.sql import functions as F
+        from pyspark.sql.functions import pandas_udf
+
+        from sql_dl.backends import backend_for
+        from sql_dl.models import stage, staged_name
+
+        model_dir = self.getOrDefault(self.modelDir)
+        signature = self.getOrDefault(self.signature)
+        inputs, outputs = self.getOrDefault(self.inputMapping), self.getOrDefault(self.outputMapping)
+        shapes = _check_signature(model_dir, signature, inputs, outputs)
+        name = staged_name(model_dir)
+        backend = backend_for(dataset.sparkSession)
+        backend.ship(stage(model_dir, name, backend.staging))
+        input_names = list(inputs.values())
+        output_names = list(outputs)
+        batch_size = self.getOrDefault(self.batchSize)
+        schema = ", ".join(f"`o{i}` array<float>" for i in range(len(output_names)))
+
+        def run(batches: Iterator[Tuple[pd.Series, ...]]) -> Iterator[pd.DataFrame]:
+            from sql_dl.model_cache import get_signature
+
+            function = get_signature(model_dir, name, signature)
+            for batch in batches:
+                columns = [batch] if isinstance(batch, pd.Series) else list(batch)
+                for start in range(0, len(columns[0]), batch_size):
+                    chunk = [c.iloc[start:start + batch_size].tolist() for c in columns]
+                    yield _run_chunk(function, chunk, input_names, output_names, shapes)
+
+        udf = pandas_udf(run, schema)
+        struct = "__sql_dl_tf_outputs"
+        result = dataset.withColumn(struct, udf(*[dataset[c] for c in inputs]))
+        for i, column in enumerate(outputs.values()):
+            result = result.withColumn(column, F.col(f"{struct}.o{i}"))
+        return result.drop(struct)
+
+
+def _check_signature(model_dir, signature, inputs, outputs) -> dict[str, tuple]:
+    """Checks the mappings against the signature on the driver; returns the input shapes."""
+    import tensorflow as tf
+
+    if not isinstance(inputs, dict) or not inputs or not isinstance(outputs, dict) or not outputs:
+        raise ValueError("TFTransformer: inputMapping and outputMapping must be non-empty dicts. "
+                         f"Received: inputMapping={inputs!r}, outputMapping={outputs!r}")
+    loaded = tf.saved_model.load(model_dir)
+    if signature not in loaded.signatures:
+        raise ValueError(f"TFTransformer: {model_dir} has no signature {signature!r} (signatures: "
+                         f"{', '.join(loaded.signatures)}). Received: signature={signature!r}")
+    function = loaded.signatures[signature]
+    specs = function.structured_input_signature[1]
+    for kind, given, known in (("input", inputs.values(), specs), ("output", outputs,
+                                                                     function.structured_outputs)):
+        unknown = sorted(set(given) - set(known))
+        if unknown:
+            raise ValueError(f"TFTransformer: signature {signature!r} has no {kind} "
+                             f"{', '.join(unknown)} ({kind}s: {', '.join(sorted(known))})")
+    return {name: tuple(d if d is not None else -1 for d in spec.shape[1:])
+            for name, spec in specs.items()}
+
+
+def _run_chunk(function, chunk, input_names, output_names, shapes) -> pd.DataFrame:
+    import tensorflow as tf
+
+    n = len(chunk[0])
+    ok = np.array([all(c[i] is not None for c in chunk) for i in range(n)], dtype=bool)
+    rows: dict[str, list] = {f"o{i}": [None] * n for i in range(len(output_names))}
+    if ok.any():
+        feed = {}
+        for values, input_name in zip(chunk, input_names):
+            arrays = [np.asarray(np.stack(v) if v.dtype == object else v, dtype=np.float32)
+                      for v, good in zip(values, ok) if good]
+            feed[input_name] = tf.constant(np.stack(arrays).reshape(-1, *shapes[input_name]))
+        results = function(**feed)
+        for i, output_name in enumerate(output_names):
+            values = np.asarray(results[output_name], dtype=np.float32).reshape(int(ok.sum()), -1)
+            for row, value in zip(np.flatnonzero(ok), values):
+                rows[f"o{i}"][row] = value
+    return pd.DataFrame(rows)
