@@ -271,10 +271,19 @@ def test_register_keras_image_udf_adds_sql_functions(spark, photos_dir, photos, 
     assert {"deployed", "deployed_top_k", "deployed_file", "deployed_file_features"} <= functions
 
 
-def test_streaming_gives_the_batch_values(spark, photos_dir, cnn_file, tmp_path):
+def test_streaming_gives_the_batch_values(spark, photos_dir, cnn_file, tmp_path, saved_model_dir):
+    """Every transformer and every kind of SQL function, on a stream and in batch."""
     from pyspark.sql import functions as F
 
-    from sql_dl.ml import register_keras_image_udf
+    from sql_dl.ml import (KerasImageFileTransformer, KerasTransformer, TFTransformer,
+                           register_keras_image_udf)
+
+    def loader(uri):
+        import numpy as np
+        from PIL import Image
+
+        with Image.open(uri.removeprefix("file:")) as image:
+            return np.asarray(image.convert("RGB").resize((32, 32)), dtype=np.float32) / 255.0
 
     register_keras_image_udf(spark, "streamed", str(cnn_file), {"size": [32, 32], "mode": "caffe"})
     featurizer = DeepImageFeaturizer(inputCol="content", outputCol="features", modelFile=str(cnn_file),
@@ -283,9 +292,24 @@ def test_streaming_gives_the_batch_values(spark, photos_dir, cnn_file, tmp_path)
                                    imageSize=[32, 32], preprocessMode="caffe", decodePredictions=True,
                                    topK=2)
 
+    on_files = KerasImageFileTransformer(inputCol="path", outputCol="by_loader", modelFile=str(cnn_file),
+                                         imageLoader=loader, outputMode="array")
+    on_arrays = KerasTransformer(inputCol="tensor", outputCol="by_array", modelFile=str(cnn_file))
+    on_signature = TFTransformer(modelDir=str(saved_model_dir), inputMapping={"x3": "x", "y22": "y"},
+                                 outputMapping={"a": "tf_a", "b": "tf_b"})
+    columns = ["sql_out", "sql_features", "tensor", "by_loader", "by_array", "tf_a", "tf_b"]
+
     def pipeline(frame):
-        return predictor.transform(featurizer.transform(frame)).select(
-            "path", F.expr("streamed(content)").alias("sql_out"), "features", "top")
+        frame = frame.select(
+            "path", "content", F.expr("streamed(content)").alias("sql_out"),
+            F.expr("streamed_features(content)").alias("sql_features"),
+            F.expr("streamed_top_k(content, 3)").alias("sql_top"),
+            F.expr("streamed_preprocessor(content)").alias("tensor"))
+        frame = frame.withColumn("x3", F.slice("tensor", 1, 3)).withColumn(
+            "y22", F.array(F.slice("tensor", 4, 2), F.slice("tensor", 6, 2)))
+        for transformer in (featurizer, predictor, on_files, on_arrays, on_signature):
+            frame = transformer.transform(frame)
+        return frame.select("path", "features", "top", "sql_top", *columns)
 
     schema = spark.read.format("binaryFile").load(str(photos_dir / "*" / "*")).schema
     stream = spark.readStream.format("binaryFile").schema(schema).load(str(photos_dir / "*" / "*"))
@@ -297,9 +321,12 @@ def test_streaming_gives_the_batch_values(spark, photos_dir, cnn_file, tmp_path)
     batch = pipeline(spark.read.format("binaryFile").load(str(photos_dir / "*" / "*"))).orderBy("path").collect()
     assert [r.path for r in streamed] == [r.path for r in batch] and len(batch) == 9
     for s, b in zip(streamed, batch):
-        np.testing.assert_allclose(s.sql_out, b.sql_out, **TOLERANCE)
+        for column in columns:
+            np.testing.assert_allclose(s[column], b[column], **TOLERANCE)
+        np.testing.assert_allclose(s.by_array, s.sql_out, **TOLERANCE)  # the same model twice
         np.testing.assert_allclose(s.features.toArray(), b.features.toArray(), **TOLERANCE)
         assert [e["class"] for e in s.top] == [e["class"] for e in b.top]
+        assert [e["class"] for e in s.sql_top] == [e["class"] for e in b.sql_top]
 
 
 @pytest.fixture(scope="module")
