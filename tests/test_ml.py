@@ -53,6 +53,12 @@ def test_read_images(spark, photos_dir, photos, tmp_path, cnn_file):
     features = {local(r.path).name: r.f for r in featurizer.transform(everything).collect()}
     assert features["bad.jpg"] is None and features["truncated.jpg"] is None
     assert len(features["good.jpg"]) == 8
+    from pyspark.errors import PythonException
+
+    strict = featurizer.copy().setParams(inputCol="path", onError="fail")
+    with pytest.raises(PythonException, match=r"ImageDecodeError: cannot decode image \(path "
+                                              r"'file:.*/cats/(bad|truncated).jpg'\)"):
+        strict.transform(everything).collect()
 
 
 @pytest.mark.parametrize("argument, message", [

@@ -10,7 +10,8 @@ from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.param.shared import HasInputCol, HasOutputCol
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 
-from sql_dl.manifest import APPLICATIONS, PREPROCESS_MODES, Manifest, ModelSpec, PreprocessorSpec
+from sql_dl.manifest import (APPLICATIONS, ON_ERROR, PREPROCESS_MODES, Manifest, ModelSpec,
+                             PreprocessorSpec)
 
 __all__ = ["DeepImageFeaturizer", "DeepImagePredictor"]
 
@@ -34,10 +35,13 @@ class _ImageModelParams(HasInputCol, HasOutputCol):
                            typeConverter=TypeConverters.toString)
     batchSize = Param(Params._dummy(), "batchSize", "images per model call",
                       typeConverter=TypeConverters.toInt)
+    onError = Param(Params._dummy(), "onError",
+                    "null: undecodable images give NULL; fail: the job fails naming the image",
+                    typeConverter=TypeConverters.toString)
 
     def __init__(self):
         super().__init__()
-        self._setDefault(weights="imagenet", batchSize=32)
+        self._setDefault(weights="imagenet", batchSize=32, onError="null")
 
 
 class _ImageModelTransformer(Transformer, _ImageModelParams, DefaultParamsReadable,
@@ -64,6 +68,10 @@ class _ImageModelTransformer(Transformer, _ImageModelParams, DefaultParamsReadab
         batch_size = self.getOrDefault(self.batchSize)
         if batch_size <= 0:
             raise ValueError(f"{name}: batchSize must be positive. Received: batchSize={batch_size!r}")
+        on_error = self.getOrDefault(self.onError)
+        if on_error not in ON_ERROR:
+            raise ValueError(f"{name}: onError must be one of {', '.join(ON_ERROR)}. "
+                             f"Received: onError={on_error!r}")
         preprocessors = {}
         if size is not None or mode is not None:
             default_mode = APPLICATIONS[model_name] if model_name else "none"
@@ -72,7 +80,7 @@ class _ImageModelTransformer(Transformer, _ImageModelParams, DefaultParamsReadab
         spec = ModelSpec(name=model_name or "modelFile", path=model_file, application=model_name,
                          weights=self.getOrDefault(self.weights) if model_name else None,
                          preprocessor="p" if preprocessors else None, batch_size=batch_size,
-                         **extra)
+                         on_error=on_error, **extra)
         return spec, Manifest(source=name, preprocessors=preprocessors, models={spec.name: spec})
 
     def _plan(self, dataset, **extra: Any):
@@ -116,14 +124,14 @@ class DeepImageFeaturizer(_ImageModelTransformer):
     @keyword_only
     def __init__(self, *, inputCol=None, outputCol=None, modelName=None, modelFile=None,
                  weights="imagenet", imageSize=None, preprocessMode=None, featuresLayer=None,
-                 batchSize=32):
+                 batchSize=32, onError="null"):
         super().__init__()
         self._set(**self._input_kwargs)
 
     @keyword_only
     def setParams(self, *, inputCol=None, outputCol=None, modelName=None, modelFile=None,
                   weights="imagenet", imageSize=None, preprocessMode=None, featuresLayer=None,
-                  batchSize=32):
+                  batchSize=32, onError="null"):
         return self._set(**self._input_kwargs)
 
     def _transform(self, dataset):
@@ -151,7 +159,7 @@ class DeepImagePredictor(_ImageModelTransformer):
     @keyword_only
     def __init__(self, *, inputCol=None, outputCol=None, modelName=None, modelFile=None,
                  weights="imagenet", imageSize=None, preprocessMode=None, labels=None,
-                 decodePredictions=False, topK=5, batchSize=32):
+                 decodePredictions=False, topK=5, batchSize=32, onError="null"):
         super().__init__()
         self._setDefault(decodePredictions=False, topK=5)
         self._set(**self._input_kwargs)
@@ -159,7 +167,7 @@ class DeepImagePredictor(_ImageModelTransformer):
     @keyword_only
     def setParams(self, *, inputCol=None, outputCol=None, modelName=None, modelFile=None,
                   weights="imagenet", imageSize=None, preprocessMode=None, labels=None,
-                  decodePredictions=False, topK=5, batchSize=32):
+                  decodePredictions=False, topK=5, batchSize=32, onError="null"):
         return self._set(**self._input_kwargs)
 
     def _transform(self, dataset):
