@@ -385,3 +385,47 @@ def test_tf_transformer_matches_tensorflow(spark, saved_model_dir, tmp_path):
     with pytest.raises(ValueError, match=r"signature 'serving_default' has no input z \(inputs: x, y\)"):
         TFTransformer(modelDir=str(saved_model_dir), inputMapping={"xs": "z"},
                       outputMapping={"a": "o"}).transform(frame)
+
+
+def test_featurizer_with_a_keras_application(spark, photos_dir, photos, tmp_path, monkeypatch):
+    import keras
+
+    monkeypatch.setenv("SQL_DL_CACHE", str(tmp_path / "cache"))
+    keras.utils.set_random_seed(12)
+    weights = tmp_path / "mobilenet_v2.weights.h5"
+    keras.applications.MobileNetV2(weights=None).save_weights(weights)
+    frame = read_images(spark, str(photos_dir / "animals"))
+    featurizer = DeepImageFeaturizer(inputCol="image", outputCol="f", modelName="MobileNetV2",
+                                     weights=str(weights))
+    rows = featurizer.transform(frame).orderBy("path").collect()
+    model = keras.applications.MobileNetV2(weights=str(weights))
+    pooled = keras.Model(model.inputs, model.layers[-2].output)
+    files = [local(r.path) for r in rows]
+    x = np.concatenate([keras_tensor(f, (224, 224), mode="tf") for f in files])  # its own size, mode
+    np.testing.assert_allclose([r.f.toArray() for r in rows], pooled.predict(x, verbose=0),
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_every_transformer_saves_and_loads_its_params(tmp_path, cnn_file, saved_model_dir):
+    from sql_dl.ml import KerasImageFileTransformer, KerasTransformer, TFTransformer
+
+    transformers = [
+        DeepImageFeaturizer(inputCol="i", outputCol="o", modelName="InceptionV3", weights="none",
+                            featuresLayer="avg_pool", batchSize=8, onError="fail"),
+        DeepImagePredictor(inputCol="i", outputCol="o", modelFile=str(cnn_file), imageSize=[32, 32],
+                           preprocessMode="torch", labels="l.txt", decodePredictions=True, topK=3),
+        KerasTransformer(inputCol="i", outputCol="o", modelFile=str(cnn_file), batchSize=4),
+        KerasImageFileTransformer(inputCol="i", outputCol="o", modelFile=str(cnn_file),
+                                  imageLoader=lambda uri: uri.upper(), outputMode="array"),
+        TFTransformer(modelDir=str(saved_model_dir), inputMapping={"a": "x", "b": "y"},
+                      outputMapping={"a": "p"}, signature="serving_default", batchSize=2),
+    ]
+    for i, transformer in enumerate(transformers):
+        transformer.write().overwrite().save(str(tmp_path / str(i)))
+        loaded = type(transformer).load(str(tmp_path / str(i)))
+        expected = {p.name: v for p, v in transformer.extractParamMap().items()}
+        actual = {p.name: v for p, v in loaded.extractParamMap().items()}
+        loader = expected.pop("imageLoader", None)
+        if loader is not None:
+            assert actual.pop("imageLoader")("file:x") == "FILE:X"
+        assert actual == expected, type(transformer).__name__
