@@ -43,6 +43,10 @@ class _ImageModelParams(HasInputCol, HasOutputCol):
         super().__init__()
         self._setDefault(weights="imagenet", batchSize=32, onError="null")
 
+    def _optional(self, param: Param) -> Any:
+        """The Param's value, or None when it is neither set nor defaulted."""
+        return self.getOrDefault(param) if self.isDefined(param) else None
+
 
 class _ImageModelTransformer(Transformer, _ImageModelParams, DefaultParamsReadable,
                              DefaultParamsWritable):
@@ -50,18 +54,18 @@ class _ImageModelTransformer(Transformer, _ImageModelParams, DefaultParamsReadab
 
     def _model_spec(self, **extra: Any) -> tuple[ModelSpec, Manifest]:
         name = type(self).__name__
-        model_name = self.getOrDefault(self.modelName) if self.isDefined(self.modelName) else None
-        model_file = self.getOrDefault(self.modelFile) if self.isDefined(self.modelFile) else None
+        model_name = self._optional(self.modelName)
+        model_file = self._optional(self.modelFile)
         if (model_name is None) == (model_file is None):
             raise ValueError(f"{name}: give exactly one of modelName or modelFile. "
                              f"Received: modelName={model_name!r}, modelFile={model_file!r}")
         if model_name is not None and model_name not in APPLICATIONS:
             raise ValueError(f"{name}: modelName must be a keras.applications image classifier "
                              f"({', '.join(APPLICATIONS)}). Received: modelName={model_name!r}")
-        size = self.getOrDefault(self.imageSize) if self.isDefined(self.imageSize) else None
+        size = self._optional(self.imageSize)
         if size is not None and (len(size) != 2 or min(size) <= 0):
             raise ValueError(f"{name}: imageSize must be [height, width]. Received: imageSize={size!r}")
-        mode = self.getOrDefault(self.preprocessMode) if self.isDefined(self.preprocessMode) else None
+        mode = self._optional(self.preprocessMode)
         if mode is not None and mode not in PREPROCESS_MODES:
             raise ValueError(f"{name}: preprocessMode must be one of {', '.join(PREPROCESS_MODES)}. "
                              f"Received: preprocessMode={mode!r}")
@@ -137,7 +141,7 @@ class DeepImageFeaturizer(_ImageModelTransformer):
     def _transform(self, dataset):
         from sql_dl.udfs import model_udf
 
-        layer = self.getOrDefault(self.featuresLayer) if self.isDefined(self.featuresLayer) else None
+        layer = self._optional(self.featuresLayer)
         plan = self._plan(dataset, features_layer=layer)
         features = model_udf(plan, features=True)(dataset[self.getInputCol()])
         return with_vector_column(dataset, self.getOutputCol(), features)
@@ -175,8 +179,8 @@ class DeepImagePredictor(_ImageModelTransformer):
 
         from sql_dl.udfs import model_udf, top_k_udf
 
-        labels = self.getOrDefault(self.labels) if self.isDefined(self.labels) else None
-        model_name = self.getOrDefault(self.modelName) if self.isDefined(self.modelName) else None
+        labels = self._optional(self.labels)
+        model_name = self._optional(self.modelName)
         if labels is None and model_name and self.getOrDefault(self.weights) == "imagenet":
             labels = "imagenet"
         plan = self._plan(dataset, labels=labels)
