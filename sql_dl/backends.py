@@ -39,6 +39,10 @@ class Backend:
     def worker_reuse(self) -> bool:
         return self.spark.sparkContext.getConf().get("spark.python.worker.reuse", "true") == "true"
 
+    def parallelism(self) -> int | None:
+        """The cores the session's tasks can use at once, when known."""
+        return self.spark.sparkContext.defaultParallelism
+
     def ship_model(self, plan: ModelPlan) -> None:
         """Stages a model's file and makes it available to every executor."""
         self.ship(stage(plan.file, plan.staged_name, self.staging))
@@ -80,6 +84,9 @@ class ConnectBackend(Backend):
 
     def worker_reuse(self) -> bool:
         return self.spark.conf.get("spark.python.worker.reuse", "true") == "true"
+
+    def parallelism(self) -> int | None:
+        return None  # not visible from a Connect client
 
     def ship(self, path: Path) -> None:
         from pyspark.errors import PySparkException

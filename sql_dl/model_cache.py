@@ -40,12 +40,16 @@ class LoadedModel:
     sub_models: dict[str, Any] = field(default_factory=dict)
 
     def predict(self, batch: np.ndarray, batch_size: int, layer: str | None = None) -> np.ndarray:
-        """Runs a float32 batch through the model, or up to ``layer``; padded to
-        ``batch_size`` so the compiled step is reused for every batch."""
+        """Runs a float32 batch through the model, or up to ``layer``.
+
+        A short batch is padded to the next power of two (at most ``batch_size``), so the
+        compiled step is traced for a few shapes only, wasting at most half a batch.
+        """
         model = self.model if layer is None else self._sub_model(layer)
         n = len(batch)
-        if n < batch_size:
-            padding = np.zeros((batch_size - n, *batch.shape[1:]), dtype=np.float32)
+        padded = min(batch_size, 1 << max(0, n - 1).bit_length())
+        if n < padded:
+            padding = np.zeros((padded - n, *batch.shape[1:]), dtype=np.float32)
             batch = np.concatenate([batch, padding])
         outputs = model.predict_on_batch(batch)
         return np.asarray(outputs, dtype=np.float32)[:n].reshape(n, -1)

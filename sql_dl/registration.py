@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import logging
 import os
 import time
@@ -23,6 +24,7 @@ MODELS_VIEW = "sql_dl_models"
 _REGISTERED_CONF = "sql_dl.registered"
 _ARROW_BATCH_CONF = "spark.sql.execution.arrow.maxRecordsPerBatch"
 _SPARK_DEFAULT_ARROW_BATCH = "10000"
+IMAGES_PER_TASK = 1024
 _MODELS_SCHEMA = ("function string, kind string, model string, input string, "
                   "output_size int, preprocessor string, source string")
 
@@ -111,24 +113,41 @@ def view_options(spec: ImageViewSpec) -> dict[str, str]:
     return options
 
 
-def view_query(spec: ImageViewSpec, source: str, seed: int = 0) -> str:
+def view_query(spec: ImageViewSpec, source: str, seed: int = 0,
+               partitions: int | None = None) -> str:
     """The SELECT that turns ``binaryFile`` rows from ``source`` into an image view."""
     label = "element_at(split(path, '/'), -2)" if spec.label == "parent_dir" else "CAST(NULL AS STRING)"
     sample = f" WHERE rand({int(seed)}) < {spec.sample_ratio!r}" if spec.sample_ratio < 1.0 else ""
-    return (f"SELECT path, {label} AS label, content AS image, length, "
+    hint = f"/*+ COALESCE({partitions}) */ " if partitions else ""
+    return (f"SELECT {hint}path, {label} AS label, content AS image, length, "
             f"modificationTime AS modification_time FROM {source}{sample}")
+
+
+def image_files(spark, spec: ImageViewSpec, source: str):
+    """The ``binaryFile`` DataFrame listing an image view's files."""
+    from pyspark.errors import AnalysisException
+
+    try:
+        return spark.read.format("binaryFile").options(**view_options(spec)).load()
+    except AnalysisException as e:
+        raise ManifestError(f"{source}: images.{spec.name}.path: cannot list {spec.path!r}: "
+                            f"{e}") from e
+
+
+def view_partitions(spark, files) -> int | None:
+    """How many tasks an image view is read in: one per core at least, and more only past
+    ``IMAGES_PER_TASK`` files each. Spark's default packs at most ~32 small files per task,
+    and many short tasks leave the cores idle between model calls."""
+    parallelism = backend_for(spark).parallelism()
+    if parallelism is None:
+        return None
+    return max(parallelism, math.ceil(len(files.inputFiles()) / IMAGES_PER_TASK))
 
 
 def image_frame(spark, spec: ImageViewSpec, source: str, seed: int = 0):
     """The DataFrame of an image view: path, label, image, length, modification_time."""
-    from pyspark.errors import AnalysisException
-
-    try:
-        files = spark.read.format("binaryFile").options(**view_options(spec)).load()
-    except AnalysisException as e:
-        raise ManifestError(f"{source}: images.{spec.name}.path: cannot list {spec.path!r}: "
-                            f"{e}") from e
-    return spark.sql(view_query(spec, "{files}", seed), files=files)
+    files = image_files(spark, spec, source)
+    return spark.sql(view_query(spec, "{files}", seed, view_partitions(spark, files)), files=files)
 
 
 def registered_names(spark) -> tuple[list[str], list[str]]:
