@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from pyspark.sql.functions import pandas_udf
-from conftest import CLASS_NAMES, tiny_cnn
+from conftest import CLASS_NAMES
 from test_images import keras_tensor
 
 import sql_dl
