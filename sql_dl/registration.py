@@ -30,7 +30,7 @@ _MODELS_SCHEMA = ("function string, kind string, model string, input string, "
 
 
 def bootstrap(spark, manifest: str | os.PathLike | Mapping[str, Any] | Manifest,
-              replace: bool = True) -> Manifest:
+              replace: bool = True, warm_up: bool = False) -> Manifest:
     """Registers a manifest's SQL functions and image views in a Spark session.
 
     Every model and its weights, labels and input size are checked on the driver before
@@ -42,6 +42,8 @@ def bootstrap(spark, manifest: str | os.PathLike | Mapping[str, Any] | Manifest,
         manifest: a YAML file path, a dict of the same structure, or a loaded `Manifest`.
         replace: drop what earlier calls registered and this manifest does not list;
             False adds to (and overrides entries of) the earlier definitions.
+        warm_up: load every model in a Python worker per core now (one short job), so the
+            first query does not pay for starting TensorFlow and loading models.
 
     Returns:
         The validated manifest.
@@ -100,6 +102,12 @@ def bootstrap(spark, manifest: str | os.PathLike | Mapping[str, Any] | Manifest,
     if spark.conf.get(_ARROW_BATCH_CONF) == _SPARK_DEFAULT_ARROW_BATCH:
         batch = max([plan.batch_size for plan in plans] + [32]) * 4
         spark.conf.set(_ARROW_BATCH_CONF, str(batch))
+    parallelism = backend.parallelism()
+    if warm_up and plans and parallelism:
+        from sql_dl.udfs import warm_up_udf
+
+        spark.range(0, parallelism, 1, parallelism).select(warm_up_udf(plans)("id")).write.format(
+            "noop").mode("overwrite").save()
     logger.info("Bootstrapped %s: %d functions, %d views in %.1f s", manifest.source,
                 len(functions), len(views), time.monotonic() - started)
     return manifest

@@ -198,7 +198,7 @@ def serve(manifest: str | os.PathLike, host: str = "127.0.0.1", port: int = 1000
     spark = session(master=master, conf={**server_conf(host, port, hive_conf), **(conf or {})},
                     home=home)
     publisher = Publisher(spark)
-    bootstrap(spark, loaded)
+    bootstrap(spark, loaded, warm_up=True)
     publisher.publish(loaded, [])
     server = spark._jvm.org.apache.spark.sql.hive.thriftserver.HiveThriftServer2.startWithContext(
         spark._jsparkSession.sqlContext())

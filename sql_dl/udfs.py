@@ -71,6 +71,23 @@ def decodable_udf():
     return pandas_udf(decodable, "boolean")
 
 
+def warm_up_udf(plans: list[ModelPlan]):
+    """``id -> id``: loads every model in this worker and runs one batch through each."""
+    from pyspark.sql.functions import pandas_udf
+
+    def warm_up(batches: Iterator[pd.Series]) -> Iterator[pd.Series]:
+        from sql_dl.model_cache import get_model
+
+        for plan in plans:
+            model = get_model(plan)
+            batch = np.zeros((plan.batch_size, *plan.input_shape), dtype=np.float32)
+            model.predict(batch, plan.batch_size)
+            model.predict(batch, plan.batch_size, plan.features_layer)
+        yield from batches
+
+    return pandas_udf(warm_up, "long")
+
+
 def _run(plan: ModelPlan, batches: Iterator[tuple[Any, pd.Series | None]], features: bool):
     """Yields ``(outputs, ok, ks)`` per chunk of ``batch_size`` rows of ``(x, k)`` batches."""
     from sql_dl.model_cache import get_model
