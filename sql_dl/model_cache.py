@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 MAX_MODELS = 8
 
 _lock = threading.Lock()
-_models: OrderedDict[Any, Any] = OrderedDict()  # loaded models and SavedModel signatures
+_models: OrderedDict[str, Any] = OrderedDict()  # loaded models and SavedModel signatures
 _loads: Counter[str] = Counter()
 _hits: Counter[str] = Counter()
 _threads_configured = False
@@ -64,29 +64,30 @@ class LoadedModel:
 
 
 def stats() -> dict[str, dict[str, int]]:
-    """Per model name: how often this process loaded it and how often the cache answered."""
+    """Per staged model file (``ModelPlan.staged_name``): how often this process loaded it
+    and how often the cache answered."""
     return {"loads": dict(_loads), "hits": dict(_hits)}
 
 
 def get_model(plan: ModelPlan) -> LoadedModel:
     """Returns the model of ``plan``, loading it on first use in this process."""
-    return _cached(plan.staged_name, plan.name, lambda: _load(plan))
+    return _cached(plan.staged_name, lambda: _load(plan))
 
 
 def get_signature(file: str, name: str, signature: str):
     """Returns a SavedModel's signature function (``file`` staged as ``name``), loaded once."""
-    return _cached((name, signature), name, lambda: _load_signature(file, name, signature))
+    return _cached(f"{name}#{signature}", lambda: _load_signature(file, name, signature))
 
 
-def _cached(key: Any, name: str, load):
+def _cached(key: str, load):
     with _lock:
         if key in _models:
-            _hits[name] += 1
+            _hits[key] += 1
             _models.move_to_end(key)
             return _models[key]
         loaded = load()
         _models[key] = loaded
-        _loads[name] += 1
+        _loads[key] += 1
         while len(_models) > MAX_MODELS:
             _models.popitem(last=False)
         return loaded
