@@ -286,9 +286,8 @@ def test_warm_up_at_bootstrap(spark, registered, photos, tmp_path):
     model_file = tmp_path / "warm.keras"
     tiny_cnn(seed=99).save(model_file)  # new content: no worker has it yet
     sql_dl.bootstrap(spark, {"preprocessors": {"pw": {"size": [32, 32], "mode": "tf"}},
-                                        "models": {"warmed": {"path": str(model_file),
-                                                              "preprocessor": "pw"}}},
-                                replace=False, warm_up=True)
+                             "models": {"warmed": {"path": str(model_file), "preprocessor": "pw"}}},
+                     replace=False, warm_up=True)
     from sql_dl.models import staged_name
 
     key = staged_name(str(model_file))
