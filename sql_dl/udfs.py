@@ -1,81 +1,92 @@
-"""Vectorized pandas UDF factories: models, their features and top-k, and preprocessors.
+"""Vectorized Arrow UDF factories: models, their features and top-k, and preprocessors.
 
 Each UDF is iterator-style: it gets the model from the per-worker cache once, then decodes
-and runs its Arrow batches in chunks of the model's ``batch_size``.
+and runs its Arrow batches in chunks of the model's ``batch_size``. Inputs and outputs stay
+Arrow arrays: model outputs and tensors go to Spark as one buffer per chunk, without a
+Python object per row or per float.
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Tuple
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Iterator
 
 import numpy as np
-import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from sql_dl.errors import ImageDecodeError
 from sql_dl.images import can_decode, describe_source, preprocess_batch
 from sql_dl.manifest import PreprocessorSpec
 from sql_dl.models import ModelPlan
 
-__all__ = ["FLOAT_ARRAY", "TOP_K", "model_udf", "preprocessor_udf", "top_k_udf"]
+__all__ = ["FLOAT_ARRAY", "TOP_K", "column_values", "float_rows", "model_udf", "preprocessor_udf",
+           "top_k_udf"]
 
 FLOAT_ARRAY = "array<float>"
 TOP_K = "array<struct<class:string,description:string,probability:float>>"
+_TOP_K_ARROW = pa.list_(pa.struct([("class", pa.string()), ("description", pa.string()),
+                                   ("probability", pa.float32())]))
 PREPROCESSOR_BATCH = 32
 
 
+def _arrow_udf(function, return_type: str):
+    """An iterator Arrow UDF (the kind comes from ``function``'s type hints)."""
+    from pyspark.sql.functions import arrow_udf
+
+    return arrow_udf(function, return_type)
+
+
 def model_udf(plan: ModelPlan, features: bool = False):
-    """``<model>(x)`` (or ``<model>_features(x)``) as a pandas UDF returning array<float>."""
-    from pyspark.sql.functions import pandas_udf
+    """``<model>(x)`` (or ``<model>_features(x)``) as an Arrow UDF returning array<float>."""
 
-    def predict(batches: Iterator[pd.Series]) -> Iterator[pd.Series]:
+    def predict(batches: Iterator[pa.Array]) -> Iterator[pa.Array]:
         for outputs, ok, _ in _run(plan, ((x, None) for x in batches), features):
-            yield _rows(list(outputs), ok)
+            yield float_rows(outputs, ok)
 
-    return pandas_udf(predict, FLOAT_ARRAY)
+    return _arrow_udf(predict, FLOAT_ARRAY)
 
 
 def top_k_udf(plan: ModelPlan):
     """``<model>_top_k(x, k)``: the k most probable classes, most probable first."""
-    from pyspark.sql.functions import pandas_udf
-
     labels = plan.labels or tuple((str(i), str(i)) for i in range(plan.output_size))
 
-    def top_k(batches: Iterator[Tuple[pd.Series, pd.Series]]) -> Iterator[pd.Series]:
+    def top_k(batches: Iterator[tuple[pa.Array, pa.Array]]) -> Iterator[pa.Array]:
         for outputs, ok, ks in _run(plan, batches, False):
-            yield _rows([_top_k_row(p, k, labels) for p, k in zip(outputs, ks[ok])], ok)
+            rows: list[Any] = [None] * len(ok)
+            for i, p in zip(np.flatnonzero(ok), outputs):
+                rows[i] = _top_k_row(p, ks[i], labels)
+            yield pa.array(rows, _TOP_K_ARROW)
 
-    return pandas_udf(top_k, TOP_K)
+    return _arrow_udf(top_k, TOP_K)
 
 
 def preprocessor_udf(spec: PreprocessorSpec):
     """``<preprocessor>(x)``: the flattened float32 tensor a model would receive."""
-    from pyspark.sql.functions import pandas_udf
 
-    def preprocess(batches: Iterator[pd.Series]) -> Iterator[pd.Series]:
+    def preprocess(batches: Iterator[pa.Array]) -> Iterator[pa.Array]:
         for batch in batches:
-            for chunk in _chunks(_values(batch), PREPROCESSOR_BATCH):
+            for chunk in _chunks(column_values(batch), PREPROCESSOR_BATCH):
                 tensors, ok = preprocess_batch(chunk, spec, "null")
-                yield _rows([t.reshape(-1) for t in tensors], ok)
+                yield float_rows(tensors, ok)
 
-    return pandas_udf(preprocess, FLOAT_ARRAY)
+    return _arrow_udf(preprocess, FLOAT_ARRAY)
 
 
 def decodable_udf():
     """``x -> boolean``: whether Keras's load_img can decode the image."""
-    from pyspark.sql.functions import pandas_udf
 
-    def decodable(batches: Iterator[pd.Series]) -> Iterator[pd.Series]:
+    def decodable(batches: Iterator[pa.Array]) -> Iterator[pa.Array]:
         for batch in batches:
-            yield pd.Series([v is not None and can_decode(v) for v in _values(batch)])
+            yield pa.array([v is not None and can_decode(v) for v in column_values(batch)], pa.bool_())
 
-    return pandas_udf(decodable, "boolean")
+    return _arrow_udf(decodable, "boolean")
 
 
 def warm_up_udf(plans: list[ModelPlan]):
     """``id -> id``: loads every model in this worker and runs one batch through each."""
-    from pyspark.sql.functions import pandas_udf
 
-    def warm_up(batches: Iterator[pd.Series]) -> Iterator[pd.Series]:
+    def warm_up(batches: Iterator[pa.Array]) -> Iterator[pa.Array]:
         from sql_dl.model_cache import get_model
 
         for plan in plans:
@@ -85,36 +96,69 @@ def warm_up_udf(plans: list[ModelPlan]):
             model.predict(batch, plan.batch_size, plan.features_layer)
         yield from batches
 
-    return pandas_udf(warm_up, "long")
+    return _arrow_udf(warm_up, "long")
 
 
-def _run(plan: ModelPlan, batches: Iterator[tuple[Any, pd.Series | None]], features: bool):
-    """Yields ``(outputs, ok, ks)`` per chunk of ``batch_size`` rows of ``(x, k)`` batches."""
+def _run(plan: ModelPlan, batches: Iterator[tuple[pa.Array, pa.Array | None]], features: bool):
+    """Yields ``(outputs, ok, ks)`` per chunk of ``batch_size`` rows of ``(x, k)`` batches.
+
+    A thread decodes the next chunk while the model runs on this one: PIL and TensorFlow
+    both release the GIL, so the two overlap.
+    """
     from sql_dl.model_cache import get_model
 
     model = get_model(plan)
+    layer = plan.features_layer if features else None
+    with ThreadPoolExecutor(1, thread_name_prefix="sql_dl-decode") as decoder:
+        pending = None
+        for chunk, ks in _chunked(batches, plan.batch_size):
+            decoding = decoder.submit(_inputs, plan, chunk)
+            if pending is not None:
+                yield _predict(model, plan, layer, *pending)
+            pending = decoding, ks
+        if pending is not None:
+            yield _predict(model, plan, layer, *pending)
+
+
+def _chunked(batches: Iterator[tuple[pa.Array, pa.Array | None]], size: int):
     for batch, k in batches:
-        ks = _chunks(k.to_numpy(), plan.batch_size) if k is not None else None
-        for chunk in _chunks(_values(batch), plan.batch_size):
-            inputs, ok = _inputs(plan, chunk)
-            layer = plan.features_layer if features else None
-            outputs = model.predict(inputs, plan.batch_size, layer) if len(inputs) else np.zeros((0, 0))
-            yield outputs, ok, next(ks) if ks is not None else None
+        ks = _chunks(k.to_pylist(), size) if k is not None else None
+        for chunk in _chunks(column_values(batch), size):
+            yield chunk, next(ks) if ks is not None else None
+
+
+def _predict(model, plan: ModelPlan, layer: str | None, decoding: Future, ks):
+    inputs, ok = decoding.result()
+    outputs = model.predict(inputs, plan.batch_size, layer) if len(inputs) else np.zeros((0, 0))
+    return outputs, ok, ks
 
 
 def _chunks(values, size: int):
     return (values[start:start + size] for start in range(0, len(values), size))
 
 
-def _values(batch: pd.Series | pd.DataFrame) -> list[Any]:
-    """Python values of one Arrow batch: bytes, str, image-struct dicts or arrays; None for NULL."""
-    if isinstance(batch, pd.DataFrame):
-        return [None if _is_null(row.get("data")) else row for row in batch.to_dict("records")]
-    return [None if _is_null(v) else v for v in batch.tolist()]
+def column_values(batch: pa.Array) -> list[Any]:
+    """One Arrow batch as Python values: bytes, str, image-struct dicts or float32 arrays;
+    None for NULL (and for an image struct without data)."""
+    if pa.types.is_struct(batch.type):
+        return [None if row is None or row.get("data") is None else row
+                for row in batch.to_pylist()]
+    if pa.types.is_list(batch.type) or pa.types.is_large_list(batch.type):
+        return _tensor_rows(batch)
+    return batch.to_pylist()
 
 
-def _is_null(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and np.isnan(value))
+def _tensor_rows(batch: pa.Array) -> list[np.ndarray | None]:
+    """Rows of a (nested) list array as flat float32 arrays, copied once per batch."""
+    rows = np.arange(len(batch))
+    values = batch
+    while pa.types.is_list(values.type) or pa.types.is_large_list(values.type):
+        rows = rows[pc.list_parent_indices(values).to_numpy()]
+        values = pc.list_flatten(values)
+    flat = values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    ends = np.cumsum(np.bincount(rows, minlength=len(batch)))
+    nulls = batch.is_null().to_numpy(zero_copy_only=False)
+    return [None if null else piece for null, piece in zip(nulls, np.split(flat, ends[:-1]))]
 
 
 def _inputs(plan: ModelPlan, values: list[Any]) -> tuple[np.ndarray, np.ndarray]:
@@ -137,7 +181,7 @@ def _tensor(plan: ModelPlan, value: Any) -> np.ndarray | None:
         if plan.loader is not None:
             array = np.asarray(plan.loader(value), dtype=np.float32)
         else:
-            array = np.asarray(np.stack(value) if value.dtype == object else value, dtype=np.float32)
+            array = value
     except Exception as e:  # a user's loader may raise anything
         if plan.on_error == "fail":
             raise ImageDecodeError(f"model {plan.name!r}: the image loader failed on "
@@ -154,16 +198,18 @@ def _tensor(plan: ModelPlan, value: Any) -> np.ndarray | None:
 
 
 def _top_k_row(probabilities: np.ndarray, k: Any, labels) -> list[dict] | None:
-    if _is_null(k):
+    if k is None:
         return None
     order = np.argsort(-probabilities, kind="stable")[:max(0, int(k))]
     return [{"class": labels[i][0], "description": labels[i][1],
              "probability": float(probabilities[i])} for i in order]
 
 
-def _rows(results: list[Any], ok: np.ndarray) -> pd.Series:
-    """Places one result per decodable row and None elsewhere."""
-    rows: list[Any] = [None] * len(ok)
-    for i, result in zip(np.flatnonzero(ok), results):
-        rows[i] = result
-    return pd.Series(rows, dtype=object)
+def float_rows(results: np.ndarray, ok: np.ndarray) -> pa.Array:
+    """An array<float> column: one row of ``results`` per row where ``ok``, NULL elsewhere."""
+    values = np.ascontiguousarray(results, dtype=np.float32).reshape(-1)
+    width = values.size // max(1, len(results))
+    offsets = np.zeros(len(ok) + 1, dtype=np.int32)
+    np.cumsum(ok * width, out=offsets[1:])
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values),
+                                    mask=pa.array(~ok) if not ok.all() else None)

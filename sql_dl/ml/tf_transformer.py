@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import Iterator, Tuple
 
 import numpy as np
-import pandas as pd
+import pyarrow as pa
 from pyspark import keyword_only
 from pyspark.ml import Transformer
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
+
+from sql_dl.udfs import column_values, float_rows
 
 __all__ = ["TFTransformer"]
 
@@ -45,7 +47,7 @@ class TFTransformer(Transformer, DefaultParamsReadable, DefaultParamsWritable):
 
     def _transform(self, dataset):
         from pyspark.sql import functions as F
-        from pyspark.sql.functions import pandas_udf
+        from pyspark.sql.functions import arrow_udf
 
         from sql_dl.backends import backend_for
         from sql_dl.models import stage, staged_name
@@ -62,17 +64,18 @@ class TFTransformer(Transformer, DefaultParamsReadable, DefaultParamsWritable):
         batch_size = self.getOrDefault(self.batchSize)
         schema = ", ".join(f"`o{i}` array<float>" for i in range(len(output_names)))
 
-        def run(batches: Iterator[Tuple[pd.Series, ...]]) -> Iterator[pd.DataFrame]:
+        def run(batches: Iterator[Tuple[pa.Array, ...]]) -> Iterator[pa.Array]:
             from sql_dl.model_cache import get_signature
 
             function = get_signature(model_dir, name, signature)
             for batch in batches:
-                columns = [batch] if isinstance(batch, pd.Series) else list(batch)
+                columns = [column_values(c) for c in ([batch] if isinstance(batch, pa.Array)
+                                                      else batch)]
                 for start in range(0, len(columns[0]), batch_size):
-                    chunk = [c.iloc[start:start + batch_size].tolist() for c in columns]
+                    chunk = [c[start:start + batch_size] for c in columns]
                     yield _run_chunk(function, chunk, input_names, output_names, shapes)
 
-        udf = pandas_udf(run, schema)
+        udf = arrow_udf(run, schema)
         struct = "__sql_dl_tf_outputs"
         result = dataset.withColumn(struct, udf(*[dataset[c] for c in inputs]))
         for i, column in enumerate(outputs.values()):
@@ -103,21 +106,18 @@ def _check_signature(model_dir, signature, inputs, outputs) -> dict[str, tuple]:
             for name, spec in specs.items()}
 
 
-def _run_chunk(function, chunk, input_names, output_names, shapes) -> pd.DataFrame:
+def _run_chunk(function, chunk, input_names, output_names, shapes) -> pa.Array:
     import tensorflow as tf
 
     n = len(chunk[0])
     ok = np.array([all(c[i] is not None for c in chunk) for i in range(n)], dtype=bool)
-    rows: dict[str, list] = {f"o{i}": [None] * n for i in range(len(output_names))}
+    outputs = [np.zeros((0, 0), dtype=np.float32)] * len(output_names)
     if ok.any():
-        feed = {}
-        for values, input_name in zip(chunk, input_names):
-            arrays = [np.asarray(np.stack(v) if v.dtype == object else v, dtype=np.float32)
-                      for v, good in zip(values, ok) if good]
-            feed[input_name] = tf.constant(np.stack(arrays).reshape(-1, *shapes[input_name]))
+        feed = {input_name: tf.constant(np.stack([v for v, good in zip(values, ok) if good])
+                                        .reshape(-1, *shapes[input_name]))
+                for values, input_name in zip(chunk, input_names)}
         results = function(**feed)
-        for i, output_name in enumerate(output_names):
-            values = np.asarray(results[output_name], dtype=np.float32).reshape(int(ok.sum()), -1)
-            for row, value in zip(np.flatnonzero(ok), values):
-                rows[f"o{i}"][row] = value
-    return pd.DataFrame(rows)
+        outputs = [np.asarray(results[output_name], dtype=np.float32).reshape(int(ok.sum()), -1)
+                   for output_name in output_names]
+    columns = [float_rows(output, ok) for output in outputs]
+    return pa.StructArray.from_arrays(columns, names=[f"o{i}" for i in range(len(columns))])
