@@ -9,9 +9,14 @@ bilinear resize and the model's preprocessing included):
 - binaryFile -> a pandas decode UDF -> predict_batch_udf(batch_size=32), cold and warm;
 - a row-at-a-time Python UDF with a module-level model cache, warm.
 
+With ``--scaling 256,1024,4096`` it then measures raw Keras and sql_dl (warm, best of two) on
+each of those image counts, and the peak resident memory of the Python workers during each sql_dl
+query (Linux: read from /proc, reset between queries).
+
 Prints images/s and the ratio to raw Keras; writes results.json and results.png.
 
     python benchmarks/inference.py --images 256 --model MobileNetV2 --master 'local[2]'
+    python benchmarks/inference.py --images 256 --scaling 256,1024,4096
 """
 
 from __future__ import annotations
@@ -66,6 +71,70 @@ def raw_keras(model_file: Path, files: list[Path], size, mode) -> float:
             for f in files[start:start + BATCH]])
         model.predict_on_batch(keras.applications.imagenet_utils.preprocess_input(batch, mode=mode))
     return time.perf_counter() - started
+
+
+def python_workers() -> list[Path]:
+    """The /proc entries of PySpark's Python daemon and the workers it forked."""
+    workers = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and b"pyspark.daemon" in (entry / "cmdline").read_bytes():
+                workers.append(entry)
+        except OSError:  # the process ended
+            pass
+    return workers
+
+
+def reset_peak_memory() -> None:
+    for worker in python_workers():
+        try:
+            (worker / "clear_refs").write_text("5")  # resets VmHWM to the current RSS
+        except OSError:
+            pass
+
+
+def worker_memory_mb(field: str) -> float:
+    """The largest ``VmRSS`` (resident now) or ``VmHWM`` (peak) among the Python workers, MiB."""
+    sizes = [0.0]
+    for worker in python_workers():
+        try:
+            for line in (worker / "status").read_text().splitlines():
+                if line.startswith(f"{field}:"):
+                    sizes.append(int(line.split()[1]) / 1024)
+        except OSError:
+            pass
+    return max(sizes)
+
+
+def scaling(spark, counts: list[int], work: Path, model_file: Path, manifest: dict, size, mode
+            ) -> dict:
+    """Raw Keras and sql_dl (warm) throughput (the better of two runs each), and worker
+    memory, per image count.
+
+    ``spark`` is a fresh session whose workers have run nothing but sql_dl's warm-up, so
+    their memory is TensorFlow, the model and the batches in flight.
+    """
+    import sql_dl
+
+    files = make_images(work / "scaling", max(counts))
+    results = {}
+    for count in counts:
+        folder = work / f"scaling-{count}"
+        folder.mkdir()
+        for file in files[:count]:
+            os.link(file, folder / file.name)
+        sql_dl.bootstrap(spark, {**manifest, "images": {"photos": {"path": str(folder)}}})
+        query = spark.sql("SELECT m(image) AS out FROM photos")
+        reset_peak_memory()
+        before = worker_memory_mb("VmRSS")
+        seconds = min(timed(lambda: run_query(query)) for _ in range(2))
+        raw = count / min(raw_keras(model_file, files[:count], size, mode) for _ in range(2))
+        results[count] = {"raw Keras loop": raw, "sql_dl SQL, warm": count / seconds,
+                          "worker MiB before": before, "worker peak MiB": worker_memory_mb("VmHWM")}
+        print(f"{count} images: raw {raw:.1f}/s, sql_dl {count / seconds:.1f}/s, worker "
+              f"{before:.0f} MiB before, {results[count]['worker peak MiB']:.0f} MiB peak",
+              file=sys.stderr)
+    return results
 
 
 def timed(action) -> float:
@@ -162,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=256)
     parser.add_argument("--model", choices=sorted(MODELS), default="MobileNetV2")
     parser.add_argument("--master", default="local[2]")
+    parser.add_argument("--scaling", type=lambda v: [int(c) for c in v.split(",")], default=[],
+                        help="comma-separated image counts for the scaling and memory run")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -201,18 +272,35 @@ def main(argv: list[str] | None = None) -> int:
         run_query(rows)
         seconds["row-at-a-time UDF, warm"] = timed(lambda: run_query(rows))
         spark.stop()
+        scaled = {}
+        if args.scaling:
+            spark = sql_dl.session(master=args.master, home=work / "home",
+                                   conf={"spark.ui.showConsoleProgress": "false"})
+            sql_dl.bootstrap(spark, manifest, warm_up=True)
+            scaled = scaling(spark, args.scaling, work, model_file, manifest, size, mode)
+            spark.stop()
 
         rate = {name: args.images / s for name, s in seconds.items()}
         raw = rate["raw Keras loop"]
         results = {"model": args.model, "images": args.images, "master": args.master,
                    "cpus": os.cpu_count(), "images_per_second": rate,
-                   "ratio_to_raw": {name: r / raw for name, r in rate.items()}}
+                   "ratio_to_raw": {name: r / raw for name, r in rate.items()},
+                   "scaling": scaled}
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "results.json").write_text(json.dumps(results, indent=2))
         chart(results, args.out / "results.png")
         print(f"{'pipeline':<28}{'images/s':>10}{'x raw':>8}")
         for name, r in rate.items():
             print(f"{name:<28}{r:>10.1f}{r / raw:>8.2f}")
+        if scaled:
+            print(f"\n{'images':>8}{'raw/s':>9}{'sql_dl/s':>10}{'x raw':>7}{'vs first':>10}"
+                  f"{'worker MiB before':>19}{'peak':>7}")
+            first = scaled[args.scaling[0]]["sql_dl SQL, warm"]
+            for count, row in scaled.items():
+                ours = row["sql_dl SQL, warm"]
+                print(f"{count:>8}{row['raw Keras loop']:>9.1f}{ours:>10.1f}"
+                      f"{ours / row['raw Keras loop']:>7.2f}{ours / first - 1:>+10.0%}"
+                      f"{row['worker MiB before']:>19.0f}{row['worker peak MiB']:>7.0f}")
         print(f"wrote {args.out / 'results.json'} and {args.out / 'results.png'}", file=sys.stderr)
     finally:
         shutil.rmtree(work, ignore_errors=True)
