@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from sql_dl.errors import ImageDecodeError, ManifestError, ModelLoadError, SqlDlError
 from sql_dl.manifest import Manifest, load_manifest
-from sql_dl.registration import bootstrap
+from sql_dl.registration import bad_image_count, bootstrap
 from sql_dl.session import session
 
 __version__ = "0.1.0"
@@ -20,6 +20,7 @@ __all__ = [
     "ModelLoadError",
     "SqlDlError",
     "__version__",
+    "bad_image_count",
     "bootstrap",
     "load_manifest",
     "session",

@@ -9,6 +9,7 @@ import os
 import shutil
 import sys
 import tempfile
+import weakref
 from pathlib import Path
 
 from sql_dl.errors import ModelLoadError
@@ -18,6 +19,8 @@ from sql_dl.models import ModelPlan, stage
 __all__ = ["Backend", "backend_for"]
 
 logger = logging.getLogger(__name__)
+
+_bad_image_counters: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 class Backend:
@@ -42,6 +45,13 @@ class Backend:
     def parallelism(self) -> int | None:
         """The cores the session's tasks can use at once, when known."""
         return self.spark.sparkContext.defaultParallelism
+
+    def bad_image_counter(self):
+        """The session's accumulator of images sql_dl functions could not decode."""
+        context = self.spark.sparkContext
+        if context not in _bad_image_counters:
+            _bad_image_counters[context] = context.accumulator(0)
+        return _bad_image_counters[context]
 
     def ship_model(self, plan: ModelPlan) -> None:
         """Stages a model's file and makes it available to every executor."""
@@ -87,6 +97,9 @@ class ConnectBackend(Backend):
 
     def parallelism(self) -> int | None:
         return None  # not visible from a Connect client
+
+    def bad_image_counter(self):
+        return None  # Spark Connect has no accumulators; executors' logs still count
 
     def ship(self, path: Path) -> None:
         from pyspark.errors import PySparkException

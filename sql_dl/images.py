@@ -16,9 +16,9 @@ import numpy as np
 from PIL import Image
 
 from sql_dl.errors import ImageDecodeError
-from sql_dl.manifest import PreprocessorSpec, is_local, local_path
+from sql_dl.manifest import MAX_PIXELS, PreprocessorSpec, is_local, local_path
 
-__all__ = ["describe_source", "preprocess_batch", "read_uri", "to_pil"]
+__all__ = ["decode_error", "describe_source", "preprocess_batch", "read_uri", "to_pil"]
 
 # Spark's image struct (spark.read.format("image")) stores pixels as OpenCV does: BGR(A).
 _STRUCT_FIELDS = ("height", "width", "nChannels", "data")
@@ -48,17 +48,22 @@ def read_uri(uri: str) -> bytes:
         return f.read()
 
 
-def to_pil(value: Any):
-    """Opens an encoded image (bytes), a path/URI (str) or a Spark image struct (dict) with PIL."""
+def to_pil(value: Any, max_pixels: int = MAX_PIXELS):
+    """Opens an encoded image (bytes), a path/URI (str) or a Spark image struct (dict) with PIL.
+
+    Only the header is read here; an image of more than ``max_pixels`` pixels is refused
+    before any pixel is decoded.
+    """
     if isinstance(value, str):
         value = read_uri(value)
     if isinstance(value, dict):
         return _struct_to_pil(value)
     image = Image.open(io.BytesIO(value))
     pixels = image.width * image.height
-    if Image.MAX_IMAGE_PIXELS is not None and pixels > Image.MAX_IMAGE_PIXELS:
+    if pixels > max_pixels:
         raise Image.DecompressionBombError(
-            f"image has {pixels} pixels, more than the limit of {Image.MAX_IMAGE_PIXELS}")
+            f"{image.width}x{image.height} = {pixels} pixels is over the limit of {max_pixels} "
+            "(the preprocessor's max_pixels)")
     return image
 
 
@@ -74,26 +79,28 @@ def _struct_to_pil(row: dict):
     raise ValueError(f"unsupported number of channels in image struct: {channels}")
 
 
-def can_decode(value: Any) -> bool:
-    """Whether the image decodes fully (as load_img would), without resizing it."""
+def decode_error(value: Any, max_pixels: int = MAX_PIXELS) -> str | None:
+    """Why the image cannot be decoded (as load_img would), or None if it can; NULL input
+    gives None."""
+    if value is None:
+        return None
     try:
-        to_pil(value).convert("RGB")
-    except Exception:  # PIL raises many types on hostile input
-        return False
-    return True
+        to_pil(value, max_pixels).convert("RGB")
+    except Exception as e:  # PIL raises many types on hostile input
+        return f"{type(e).__name__}: {e}"
+    return None
 
 
-def load_rgb(value: Any, size: tuple[int, int], interpolation: str) -> np.ndarray:
+def load_rgb(value: Any, size: tuple[int, int], interpolation: str,
+             max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Decodes one image to an (H, W, 3) float32 RGB array, as load_img + img_to_array do."""
-    image = to_pil(value)
+    image = to_pil(value, max_pixels)
     if image.mode != "RGB":
         image = image.convert("RGB")
     width_height = (size[1], size[0])
     if image.size != width_height:
         image = image.resize(width_height, _RESAMPLING[interpolation])
     return np.asarray(image, dtype=np.float32)
-
-
 
 
 def resolve_function(reference: str) -> Callable[[np.ndarray], np.ndarray]:
@@ -135,7 +142,7 @@ def preprocess_batch(values: list[Any], spec: PreprocessorSpec, on_error: str
         if value is None:
             continue
         try:
-            array = load_rgb(value, spec.size, spec.interpolation)
+            array = load_rgb(value, spec.size, spec.interpolation, spec.max_pixels)
         except Exception as e:  # PIL raises many types on hostile input
             if on_error == "fail":
                 raise ImageDecodeError(

@@ -31,7 +31,11 @@ INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "hamming", "box", "lanczos")
 INPUT_KINDS = ("image", "tensor")
 LABEL_SOURCES = ("parent_dir", "none")
 ON_ERROR = ("null", "fail")
-RESERVED_NAMES = ("sql_dl_models",)
+# Pillow's own default limit; images over it are refused before their pixels are decoded.
+MAX_PIXELS = 89_478_485
+# Pillow refuses images over twice its limit whatever sql_dl allows.
+PILLOW_MAX_PIXELS = 2 * MAX_PIXELS
+RESERVED_NAMES = ("sql_dl_models", "sql_dl_image_error")
 
 # keras.applications image classifiers and the preprocessing their preprocess_input applies
 # ("none": the model rescales 0..255 input itself).
@@ -52,6 +56,7 @@ APPLICATIONS: dict[str, str] = {
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _FUNCTION_REF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 _SECTIONS = ("preprocessors", "models", "images")
 
 
@@ -67,6 +72,7 @@ class PreprocessorSpec:
     mode: str = "none"
     interpolation: str = "bilinear"
     function: str | None = None
+    max_pixels: int = MAX_PIXELS
 
 
 @dataclass(frozen=True)
@@ -83,6 +89,8 @@ class ModelSpec:
     features_layer: str | None = None
     batch_size: int = 32
     on_error: str = "null"
+    trust_code: bool = False
+    sha256: str | None = None
 
     @property
     def function_names(self) -> tuple[str, str, str]:
@@ -241,7 +249,7 @@ class _Validator:
 
     def _preprocessor(self, name: str, entry: Mapping) -> PreprocessorSpec:
         where = f"preprocessors.{name}"
-        self._check_keys(where, entry, ("size", "mode", "interpolation", "function"))
+        self._check_keys(where, entry, ("size", "mode", "interpolation", "function", "max_pixels"))
         size = entry.get("size")
         if (not isinstance(size, (list, tuple)) or len(size) != 2
                 or any(isinstance(v, bool) or not isinstance(v, int) or v <= 0 for v in size)):
@@ -266,7 +274,16 @@ class _Validator:
             interpolation=self._choice(f"{where}.interpolation", entry.get("interpolation"),
                                        INTERPOLATIONS, "bilinear"),
             function=function,
+            max_pixels=self._max_pixels(f"{where}.max_pixels", entry.get("max_pixels", MAX_PIXELS)),
         )
+
+    def _max_pixels(self, where: str, value: Any) -> int:
+        value = self._positive_int(where, value, MAX_PIXELS)
+        if value > PILLOW_MAX_PIXELS:
+            self.problem(where, f"must be at most {PILLOW_MAX_PIXELS}, the most Pillow decodes "
+                                f"(received: {value!r})")
+            return MAX_PIXELS
+        return value
 
     def _model(self, name: str, entry: Mapping, preprocessors: Mapping[str, Any]) -> ModelSpec:
         where = f"models.{name}"
@@ -309,6 +326,17 @@ class _Validator:
         if features_layer is not None and not isinstance(features_layer, str):
             self.problem(f"{where}.features_layer", f"must be a layer name (received: {features_layer!r})")
         on_error = entry.get("on_error", "null")
+        sha256 = entry.get("sha256")
+        if sha256 is not None:
+            if not isinstance(sha256, str) or not _SHA256.match(sha256):
+                self.problem(f"{where}.sha256", "must be the 64 hex digits of a SHA-256 "
+                                                f"(sha256sum FILE) (received: {sha256!r})")
+                sha256 = None
+            elif application is not None and weights in ("imagenet", "none"):
+                self.problem(f"{where}.sha256", "checks the model file (path) or the weights "
+                                                f"file (weights); weights: {weights} has no file")
+            else:
+                sha256 = sha256.lower()
         return ModelSpec(
             name=name,
             path=path,
@@ -321,6 +349,8 @@ class _Validator:
             batch_size=self._positive_int(f"{where}.batch_size", entry.get("batch_size", 32), 32),
             on_error=self._choice(f"{where}.on_error", "null" if on_error is None else on_error,
                                   ON_ERROR, "null"),
+            trust_code=self._bool(f"{where}.trust_code", entry.get("trust_code"), False),
+            sha256=sha256,
         )
 
     def _images(self, name: str, entry: Mapping) -> ImageViewSpec:

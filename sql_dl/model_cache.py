@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from sql_dl.errors import ModelLoadError
-from sql_dl.models import ModelPlan, load_keras_model, unpack
+from sql_dl.models import ModelPlan, file_sha256, load_error, load_keras_model, unpack
 
 __all__ = ["LoadedModel", "get_model", "get_signature", "shipped_file", "stats"]
 
@@ -117,11 +117,16 @@ def _load(plan: ModelPlan) -> LoadedModel:
     _configure_threads()
     started = time.monotonic()
     path = shipped_file(plan.file, plan.staged_name)
+    if plan.sha256 is not None and file_sha256(path) != plan.sha256:
+        raise ModelLoadError(f"model {plan.name!r}: the copy of {plan.source!r} shipped to this "
+                             f"executor ({path}) is not the file bootstrap checked (its SHA-256 "
+                             "differs): it was changed or corrupted after bootstrap. Run "
+                             "bootstrap again (sql-dl serve: send SIGHUP).")
     try:
-        model = load_keras_model(path)
+        model = load_keras_model(path, plan.trust_code)
     except Exception as e:  # a file changed or corrupted after bootstrap
         raise ModelLoadError(f"model {plan.name!r}: cannot load {path} (from {plan.source!r}): "
-                             f"{type(e).__name__}: {e}") from e
+                             f"{type(e).__name__}: {e}. {load_error(e)}") from e
     logger.info("Loaded model %s in %.1f s", plan.name, time.monotonic() - started)
     return LoadedModel(model)
 

@@ -44,6 +44,8 @@ class ModelPlan:
     on_error: str
     source: str
     loader: Callable[[str], Any] | None = None  # URI -> the model's input, for tensor models
+    sha256: str | None = None  # of ``file``, checked again on each executor (files only)
+    trust_code: bool = False  # load Lambda layers and other code the model carries
 
 
 def cache_dir() -> Path:
@@ -51,13 +53,40 @@ def cache_dir() -> Path:
     return Path(os.environ.get("SQL_DL_CACHE", Path.home() / ".cache" / "sql_dl"))
 
 
-def load_keras_model(path: str):
-    """Loads a .keras or .h5 file, or a SavedModel directory, for inference."""
+def load_keras_model(path: str, trust_code: bool = False):
+    """Loads a .keras or .h5 file, or a SavedModel directory, for inference.
+
+    Without ``trust_code``, Keras's safe mode refuses models that carry Python code (a
+    ``Lambda`` layer's bytecode) instead of running it.
+    """
     import keras
 
     if os.path.isdir(path):
         return _saved_model(path)
-    return keras.saving.load_model(path, compile=False)
+    return keras.saving.load_model(path, compile=False, safe_mode=not trust_code)
+
+
+def load_error(error: Exception) -> str:
+    """What to do about a Keras loading error, beyond its message."""
+    if "safe_mode" in str(error) or "Lambda" in str(error):
+        return ("The model carries Python code (a Lambda layer), which sql_dl does not run "
+                "unless its manifest entry says trust_code: true. Set it only for a model "
+                "whose author you trust: loading it runs that code.")
+    return ("Give a .keras or .h5 file (model.save) or a SavedModel directory "
+            "(model.export).")
+
+
+def file_sha256(path: str) -> str:
+    """The SHA-256 of a file, or of a directory's file names and contents, in hex."""
+    digest = hashlib.sha256()
+    root = Path(path)
+    files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+    for file in files:
+        digest.update(str(file.relative_to(root)).encode() if root.is_dir() else b"")
+        with open(file, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
 
 
 def _saved_model(path: str):
@@ -102,27 +131,42 @@ def plan_model(spec: ModelSpec, manifest: Manifest, fetch: Callable[[str], str])
     if spec.application:
         file = _build_application(spec, where, fetch)
         source = f"keras.applications.{spec.application}(weights={spec.weights})"
+        sha256 = file_sha256(file)
     else:
         file = _fetch(fetch, spec.path, f"{where}.path")
         source = spec.path
+        sha256 = _check_sha256(file, spec.sha256, f"{where}.path")
     try:
-        model = load_keras_model(file)
+        model = load_keras_model(file, spec.trust_code)
     except Exception as e:  # Keras raises many types for unreadable files
         raise ModelLoadError(f"{where}.path: cannot load a Keras model from {spec.path!r}: "
-                             f"{type(e).__name__}: {e}. Give a .keras or .h5 file (model.save) "
-                             "or a SavedModel directory (model.export).") from e
+                             f"{type(e).__name__}: {e}. {load_error(e)}") from e
     input_shape = _single_input_shape(model, where)
     preprocessor = _preprocessor(spec, manifest, input_shape, where)
     features_layer, features_size = _features(model, spec, where)
     output_size = _size(model.outputs[0].shape)
     labels = _labels(spec, output_size, where, fetch)
     plan = ModelPlan(
-        name=spec.name, file=file, staged_name=staged_name(file), input=spec.input,
+        name=spec.name, file=file, staged_name=staged_name(file, sha256), input=spec.input,
         input_shape=input_shape, output_size=output_size, features_layer=features_layer,
         features_size=features_size, preprocessor=preprocessor, labels=labels,
-        batch_size=spec.batch_size, on_error=spec.on_error, source=source)
+        batch_size=spec.batch_size, on_error=spec.on_error, source=source,
+        sha256=None if os.path.isdir(file) else sha256, trust_code=spec.trust_code)
     logger.info("Checked model %s (%s) in %.1f s", spec.name, source, time.monotonic() - started)
     return plan
+
+
+def _check_sha256(file: str, expected: str | None, where: str) -> str:
+    """The file's SHA-256, checked against the manifest's ``sha256`` when one is given."""
+    if expected is not None and os.path.isdir(file):
+        raise ModelLoadError(f"{where}: sha256 checks a single file, and {file} is a directory "
+                             "(a SavedModel); remove sha256 or give a .keras file")
+    actual = file_sha256(file)
+    if expected is not None and actual != expected:
+        raise ModelLoadError(f"{where}: {file} does not have the SHA-256 the manifest gives: "
+                             "the file changed or is not the one the entry means; nothing "
+                             f"was loaded. Received: sha256={actual}, expected {expected}")
+    return actual
 
 
 def _fetch(fetch: Callable[[str], str], uri: str, where: str) -> str:
@@ -237,7 +281,7 @@ def _build_application(spec: ModelSpec, where: str, fetch: Callable[[str], str])
         weights_id = weights
     else:
         weights = _fetch(fetch, weights, f"{where}.weights")
-        weights_id = _file_digest(weights)
+        weights_id = _check_sha256(weights, spec.sha256, f"{where}.weights")[:16]
     target = cache_dir() / "applications" / f"{spec.application}-{weights_id}.keras"
     if target.exists():
         return str(target)
@@ -261,25 +305,13 @@ def _build_application(spec: ModelSpec, where: str, fetch: Callable[[str], str])
     return str(target)
 
 
-def _file_digest(path: str) -> str:
-    """SHA-256 prefix of a file, or of a directory's file names and contents."""
-    digest = hashlib.sha256()
-    root = Path(path)
-    files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
-    for file in files:
-        digest.update(str(file.relative_to(root)).encode() if root.is_dir() else b"")
-        with open(file, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()[:16]
-
-
-def staged_name(path: str) -> str:
+def staged_name(path: str, sha256: str | None = None) -> str:
     """A name that changes with the content, so a changed model is shipped anew."""
     base = Path(path)
+    digest = (sha256 or file_sha256(path))[:16]
     if base.is_dir():
-        return f"{base.name}-{_file_digest(path)}.zip"
-    return f"{base.stem}-{_file_digest(path)}{base.suffix}"
+        return f"{base.name}-{digest}.zip"
+    return f"{base.stem}-{digest}{base.suffix}"
 
 
 def stage(file: str, name: str, directory: Path) -> Path:

@@ -15,12 +15,13 @@ from sql_dl.errors import ManifestError, SqlDlWarning
 from sql_dl.manifest import ImageViewSpec, Manifest, load_manifest
 from sql_dl.models import plan_model
 
-__all__ = ["MODELS_VIEW", "bootstrap", "image_frame", "registered_names", "view_options",
-           "view_query"]
+__all__ = ["IMAGE_ERROR_FUNCTION", "MODELS_VIEW", "bad_image_count", "bootstrap", "image_frame",
+           "registered_names", "view_options", "view_query"]
 
 logger = logging.getLogger(__name__)
 
 MODELS_VIEW = "sql_dl_models"
+IMAGE_ERROR_FUNCTION = "sql_dl_image_error"
 _REGISTERED_CONF = "sql_dl.registered"
 _ARROW_BATCH_CONF = "spark.sql.execution.arrow.maxRecordsPerBatch"
 _SPARK_DEFAULT_ARROW_BATCH = "10000"
@@ -64,20 +65,22 @@ def bootstrap(spark, manifest: str | os.PathLike | Mapping[str, Any] | Manifest,
     views = {name: image_frame(spark, spec, manifest.source)
              for name, spec in manifest.images.items()}
 
-    from sql_dl.udfs import model_udf, preprocessor_udf, top_k_udf
+    from sql_dl.udfs import image_error_udf, model_udf, preprocessor_udf, top_k_udf
 
-    functions: dict[str, Any] = {}
-    rows = []
+    counter = backend.bad_image_counter()
+    functions: dict[str, Any] = {IMAGE_ERROR_FUNCTION: image_error_udf()}
+    rows = [(IMAGE_ERROR_FUNCTION, "image_error", None, "image", None, None,
+             "why an image cannot be decoded, or NULL")]
     for spec in manifest.preprocessors.values():
-        functions[spec.name] = preprocessor_udf(spec)
+        functions[spec.name] = preprocessor_udf(spec, counter)
         rows.append((spec.name, "preprocessor", None, "image", spec.size[0] * spec.size[1] * 3,
                      spec.name, spec.function or f"mode={spec.mode}"))
     for plan in plans:
         backend.ship_model(plan)
         name, features_name, top_k_name = manifest.models[plan.name].function_names
-        functions[name] = model_udf(plan)
-        functions[features_name] = model_udf(plan, features=True)
-        functions[top_k_name] = top_k_udf(plan)
+        functions[name] = model_udf(plan, counter=counter)
+        functions[features_name] = model_udf(plan, features=True, counter=counter)
+        functions[top_k_name] = top_k_udf(plan, counter)
         preprocessor = plan.preprocessor.name if plan.preprocessor else None
         for function_name, kind, size in ((name, "model", plan.output_size),
                                            (features_name, "features", plan.features_size),
@@ -156,6 +159,17 @@ def image_frame(spark, spec: ImageViewSpec, source: str, seed: int = 0):
     """The DataFrame of an image view: path, label, image, length, modification_time."""
     files = image_files(spark, spec, source)
     return spark.sql(view_query(spec, "{files}", seed, view_partitions(spark, files)), files=files)
+
+
+def bad_image_count(spark) -> int | None:
+    """How many images sql_dl's functions could not decode (each gave NULL) in this session.
+
+    A running total over all queries since the session started: read it before and after a
+    query for that query's count. An image read by two functions counts twice. None on
+    Spark Connect, which has no accumulators (each task still logs its count).
+    """
+    counter = backend_for(spark).bad_image_counter()
+    return None if counter is None else counter.value
 
 
 def registered_names(spark) -> tuple[list[str], list[str]]:

@@ -22,6 +22,7 @@ from typing import Mapping
 
 from sql_dl.errors import SqlDlError
 from sql_dl.manifest import Manifest, load_manifest
+from sql_dl.registration import bad_image_count
 
 __all__ = ["ServerError", "check_bind_address", "serve"]
 
@@ -146,20 +147,25 @@ class Publisher:
 
 
 class QueryLog(threading.Thread):
-    """Logs each statement the server runs with the name of the user who sent it.
+    """Logs each statement the server runs with the name of the user who sent it, and when
+    it ends, how many images could not be decoded since the previous query ended.
 
     Reads the Thrift Server's own records of executions (as its UI does) once a second.
+    Counts are exact when queries run one at a time; concurrent queries share them.
     """
 
     def __init__(self, spark, interval: float = 1.0):
         super().__init__(name="sql_dl-query-log", daemon=True)
         jvm = spark.sparkContext._jvm
+        self.spark = spark
         self.store = jvm.org.apache.spark.sql.hive.thriftserver.ui.HiveThriftServer2AppStatusStore(
             spark.sparkContext._jsc.sc().statusStore().store())
         self.to_java = jvm.scala.jdk.javaapi.CollectionConverters.asJava
         self.interval = interval
         self.stopped = threading.Event()
-        self.seen: set[str] = set()
+        self.started: set[str] = set()
+        self.finished: set[str] = set()
+        self.bad_images = bad_image_count(spark) or 0
 
     def run(self) -> None:
         while not self.stopped.wait(self.interval):
@@ -167,10 +173,18 @@ class QueryLog(threading.Thread):
 
     def poll(self) -> None:
         for execution in self.to_java(self.store.getExecutionList()):
-            if execution.execId() not in self.seen:
-                self.seen.add(execution.execId())
-                logger.info("query %s by user %s: %s", execution.execId(),
-                            execution.userName(), " ".join(execution.statement().split()))
+            query = execution.execId()
+            if query not in self.started:
+                self.started.add(query)
+                logger.info("query %s by user %s: %s", query, execution.userName(),
+                            " ".join(execution.statement().split()))
+            if query not in self.finished and execution.finishTimestamp() > 0:
+                self.finished.add(query)
+                total = bad_image_count(self.spark) or 0
+                if total > self.bad_images:
+                    logger.warning("query %s: %d image(s) could not be decoded and gave NULL",
+                                   query, total - self.bad_images)
+                self.bad_images = total
 
 
 def _quote(value: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any, Mapping
@@ -19,6 +20,16 @@ DEFAULT_CONF: dict[str, str] = {
 }
 
 _SOURCE_CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+_LOCAL_MASTER = re.compile(r"^local(?:\[(\*|\d+)\])?$")
+# Attempts per task on local masters, as spark.task.maxFailures gives on clusters.
+LOCAL_TASK_ATTEMPTS = 4
+
+
+def with_retries(master: str) -> str:
+    """``local`` and ``local[N]`` as ``local[N,4]``: a task whose Python worker dies is
+    retried, as on a cluster (Spark's local mode otherwise fails the query at once)."""
+    match = _LOCAL_MASTER.match(master)
+    return f"local[{match.group(1) or 1},{LOCAL_TASK_ATTEMPTS}]" if match else master
 
 
 def session(manifest: str | os.PathLike | Mapping[str, Any] | None = None,
@@ -36,7 +47,8 @@ def session(manifest: str | os.PathLike | Mapping[str, Any] | None = None,
     Args:
         manifest: a manifest path or dict to bootstrap, or None for none.
         master: the Spark master, e.g. ``local[4]`` or ``spark://host:7077``; default
-            ``local[*]`` unless the conf or the environment sets one.
+            ``local[*]`` unless the conf or the environment (``MASTER``) sets one. Local
+            masters get task retries: ``local[4]`` runs as ``local[4,4]``.
         conf: extra Spark settings; they override sql_dl's defaults.
         home: directory of the metastore and warehouse; default ``$SQL_DL_HOME`` or
             ``~/.sql_dl``.
@@ -61,10 +73,8 @@ def session(manifest: str | os.PathLike | Mapping[str, Any] | None = None,
         **(conf or {}),
     }
     builder = SparkSession.builder
-    if master:
-        builder = builder.master(master)
-    elif "spark.master" not in settings and "MASTER" not in os.environ:
-        builder = builder.master("local[*]")
+    master = master or settings.pop("spark.master", None) or os.environ.get("MASTER") or "local[*]"
+    builder = builder.master(with_retries(master))
     for key, value in settings.items():
         builder = builder.config(key, value)
     spark = builder.enableHiveSupport().getOrCreate()

@@ -10,6 +10,7 @@ from typing import Iterable, TextIO
 import sqlparse
 
 from sql_dl.errors import SqlDlError
+from sql_dl.registration import IMAGE_ERROR_FUNCTION, bad_image_count
 
 __all__ = ["SqlShell", "split_statements"]
 
@@ -55,12 +56,15 @@ class SqlShell:
         if self.echo:
             print(f"\n{PROMPT}{statement};", file=self.out, flush=True)
         started = time.monotonic()
+        bad_before = bad_image_count(self.spark)
         try:
             frame = self.spark.sql(statement)
             lines = self._format(frame)
         except (PySparkException, SqlDlError) as e:
             print(f"Error: {_error_message(e)}", file=self.err)
             return False
+        finally:
+            self._report_bad_images(bad_before)
         if print_results:
             if self.header and frame.columns:
                 print("\t".join(frame.columns), file=self.out)
@@ -71,6 +75,12 @@ class SqlShell:
             print(f"Time taken: {time.monotonic() - started:.3f} seconds, "
                   f"Fetched {len(lines)} row(s)", file=self.err)
         return True
+
+    def _report_bad_images(self, before: int | None) -> None:
+        bad = (bad_image_count(self.spark) or 0) - (before or 0)
+        if bad:
+            print(f"Warning: {bad} image(s) could not be decoded and gave NULL; "
+                  f"{IMAGE_ERROR_FUNCTION}(image) tells why", file=self.err)
 
     def _format(self, frame) -> list[str]:
         jvm = self.spark.sparkContext._jvm

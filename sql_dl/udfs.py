@@ -8,6 +8,7 @@ Python object per row or per float.
 
 from __future__ import annotations
 
+import logging
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Iterator
 
@@ -16,12 +17,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from sql_dl.errors import ImageDecodeError
-from sql_dl.images import can_decode, describe_source, preprocess_batch
-from sql_dl.manifest import PreprocessorSpec
+from sql_dl.images import decode_error, describe_source, preprocess_batch
+from sql_dl.manifest import MAX_PIXELS, PreprocessorSpec
 from sql_dl.models import ModelPlan
 
 __all__ = ["FLOAT_ARRAY", "TOP_K", "column_values", "float_rows", "model_udf", "preprocessor_udf",
            "top_k_udf"]
+
+logger = logging.getLogger(__name__)
 
 FLOAT_ARRAY = "array<float>"
 TOP_K = "array<struct<class:string,description:string,probability:float>>"
@@ -37,22 +40,55 @@ def _arrow_udf(function, return_type: str):
     return arrow_udf(function, return_type)
 
 
-def model_udf(plan: ModelPlan, features: bool = False):
-    """``<model>(x)`` (or ``<model>_features(x)``) as an Arrow UDF returning array<float>."""
+class BadImages:
+    """Counts the non-NULL inputs one task of a function could not decode.
+
+    Each count goes to the session's accumulator, if any, which the driver reads
+    (``sql_dl.bad_image_count``); ``close`` logs one line per task in the executor's log.
+    """
+
+    def __init__(self, function: str, counter=None):
+        self.function = function
+        self.counter = counter
+        self.count = 0
+        self.seen = 0
+        self.first: str | None = None
+
+    def add(self, values: list[Any], ok: np.ndarray) -> None:
+        bad = [v for v, good in zip(values, ok) if v is not None and not good]
+        self.seen += len(values)
+        if bad:
+            self.count += len(bad)
+            self.first = self.first or describe_source(bad[0])
+            if self.counter is not None:
+                self.counter.add(len(bad))
+
+    def close(self) -> None:
+        if self.count:
+            logger.warning("%s: %d of %d images could not be decoded and gave NULL (the first: "
+                           "%s); sql_dl_image_error(image) tells why", self.function,
+                           self.count, self.seen, self.first)
+
+
+def model_udf(plan: ModelPlan, features: bool = False, counter=None):
+    """``<model>(x)`` (or ``<model>_features(x)``) as an Arrow UDF returning array<float>.
+
+    ``counter``, a Spark accumulator, gets the number of images that could not be decoded.
+    """
 
     def predict(batches: Iterator[pa.Array]) -> Iterator[pa.Array]:
-        for outputs, ok, _ in _run(plan, ((x, None) for x in batches), features):
+        for outputs, ok, _ in _run(plan, ((x, None) for x in batches), features, counter):
             yield float_rows(outputs, ok)
 
     return _arrow_udf(predict, FLOAT_ARRAY)
 
 
-def top_k_udf(plan: ModelPlan):
+def top_k_udf(plan: ModelPlan, counter=None):
     """``<model>_top_k(x, k)``: the k most probable classes, most probable first."""
     labels = plan.labels or tuple((str(i), str(i)) for i in range(plan.output_size))
 
     def top_k(batches: Iterator[tuple[pa.Array, pa.Array]]) -> Iterator[pa.Array]:
-        for outputs, ok, ks in _run(plan, batches, False):
+        for outputs, ok, ks in _run(plan, batches, False, counter):
             rows: list[Any] = [None] * len(ok)
             for i, p in zip(np.flatnonzero(ok), outputs):
                 rows[i] = _top_k_row(p, ks[i], labels)
@@ -61,26 +97,33 @@ def top_k_udf(plan: ModelPlan):
     return _arrow_udf(top_k, TOP_K)
 
 
-def preprocessor_udf(spec: PreprocessorSpec):
+def preprocessor_udf(spec: PreprocessorSpec, counter=None):
     """``<preprocessor>(x)``: the flattened float32 tensor a model would receive."""
 
     def preprocess(batches: Iterator[pa.Array]) -> Iterator[pa.Array]:
-        for batch in batches:
-            for chunk in _chunks(column_values(batch), PREPROCESSOR_BATCH):
-                tensors, ok = preprocess_batch(chunk, spec, "null")
-                yield float_rows(tensors, ok)
+        bad = BadImages(f"preprocessor {spec.name!r}", counter)
+
+        def outputs():
+            for batch in batches:
+                for chunk in _chunks(column_values(batch), PREPROCESSOR_BATCH):
+                    tensors, ok = preprocess_batch(chunk, spec, "null")
+                    bad.add(chunk, ok)
+                    yield float_rows(tensors, ok)
+
+        yield from _one_ahead(outputs(), bad.close)
 
     return _arrow_udf(preprocess, FLOAT_ARRAY)
 
 
-def decodable_udf():
-    """``x -> boolean``: whether Keras's load_img can decode the image."""
+def image_error_udf(max_pixels: int = MAX_PIXELS):
+    """``x -> string``: why Keras's load_img cannot decode the image; NULL if it can (or if
+    ``x`` is NULL)."""
 
-    def decodable(batches: Iterator[pa.Array]) -> Iterator[pa.Array]:
+    def image_error(batches: Iterator[pa.Array]) -> Iterator[pa.Array]:
         for batch in batches:
-            yield pa.array([v is not None and can_decode(v) for v in column_values(batch)], pa.bool_())
+            yield pa.array([decode_error(v, max_pixels) for v in column_values(batch)], pa.string())
 
-    return _arrow_udf(decodable, "boolean")
+    return _arrow_udf(image_error, "string")
 
 
 def warm_up_udf(plans: list[ModelPlan]):
@@ -99,7 +142,8 @@ def warm_up_udf(plans: list[ModelPlan]):
     return _arrow_udf(warm_up, "long")
 
 
-def _run(plan: ModelPlan, batches: Iterator[tuple[pa.Array, pa.Array | None]], features: bool):
+def _run(plan: ModelPlan, batches: Iterator[tuple[pa.Array, pa.Array | None]], features: bool,
+         counter=None):
     """Yields ``(outputs, ok, ks)`` per chunk of ``batch_size`` rows of ``(x, k)`` batches.
 
     A thread decodes the next chunk while the model runs on this one: PIL and TensorFlow
@@ -109,15 +153,26 @@ def _run(plan: ModelPlan, batches: Iterator[tuple[pa.Array, pa.Array | None]], f
 
     model = get_model(plan)
     layer = plan.features_layer if features else None
+    bad = BadImages(f"model {plan.name!r}", counter)
     with ThreadPoolExecutor(1, thread_name_prefix="sql_dl-decode") as decoder:
-        pending = None
-        for chunk, ks in _chunked(batches, plan.batch_size):
-            decoding = decoder.submit(_inputs, plan, chunk)
-            if pending is not None:
-                yield _predict(model, plan, layer, *pending)
-            pending = decoding, ks
-        if pending is not None:
-            yield _predict(model, plan, layer, *pending)
+        decoding = _one_ahead((chunk, decoder.submit(_inputs, plan, chunk), ks)
+                              for chunk, ks in _chunked(batches, plan.batch_size))
+        yield from _one_ahead((_predict(model, plan, layer, bad, *pending) for pending in decoding),
+                              bad.close)
+
+
+def _one_ahead(items: Iterator[Any], before_last=lambda: None) -> Iterator[Any]:
+    """Yields each item once the next has been made (so its work has started), and calls
+    ``before_last`` before the last: Spark stops reading a task's outputs once it has one
+    per input row, so code after the last yield may never run."""
+    previous = nothing = object()
+    for item in items:
+        if previous is not nothing:
+            yield previous
+        previous = item
+    before_last()
+    if previous is not nothing:
+        yield previous
 
 
 def _chunked(batches: Iterator[tuple[pa.Array, pa.Array | None]], size: int):
@@ -127,8 +182,10 @@ def _chunked(batches: Iterator[tuple[pa.Array, pa.Array | None]], size: int):
             yield chunk, next(ks) if ks is not None else None
 
 
-def _predict(model, plan: ModelPlan, layer: str | None, decoding: Future, ks):
+def _predict(model, plan: ModelPlan, layer: str | None, bad: BadImages, chunk: list[Any],
+             decoding: Future, ks):
     inputs, ok = decoding.result()
+    bad.add(chunk, ok)
     outputs = model.predict(inputs, plan.batch_size, layer) if len(inputs) else np.zeros((0, 0))
     return outputs, ok, ks
 

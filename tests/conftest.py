@@ -46,6 +46,21 @@ def photo_files(directory: Path) -> list[Path]:
     return sorted(files)
 
 
+def png_bomb(side: int = 100_000) -> bytes:
+    """A PNG whose header claims side x side pixels (a decompression bomb's header)."""
+    import io
+    import zlib
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("L", (1, 1)).save(buffer, format="PNG")
+    data = bytearray(buffer.getvalue())
+    data[16:24] = side.to_bytes(4, "big") * 2  # IHDR width and height
+    data[29:33] = zlib.crc32(bytes(data[12:29])).to_bytes(4, "big")
+    return bytes(data)
+
+
 def tiny_cnn(input_shape=(*PHOTO_SIZE, 3), num_classes=NUM_CLASSES, seed=7):
     """A small CNN with a named features layer; deterministic for a seed."""
     import keras

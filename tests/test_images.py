@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import io
-import zlib
 
 import numpy as np
 import pytest
+from conftest import png_bomb
 
 from sql_dl import ImageDecodeError
 from sql_dl.images import preprocess_batch
@@ -52,17 +52,10 @@ def test_custom_function(photos):
 
 
 @pytest.fixture
-def bad_images(photos, tmp_path):
+def bad_images(photos):
     jpeg = next(f for f in photos if f.suffix == ".jpg").read_bytes()
-    from PIL import Image
-
-    bomb = tmp_path / "bomb.png"
-    Image.new("L", (1, 1)).save(bomb)
-    data = bytearray(bomb.read_bytes())
-    data[16:24] = (100_000).to_bytes(4, "big") * 2  # IHDR width and height: 10^10 pixels
-    data[29:33] = zlib.crc32(bytes(data[12:29])).to_bytes(4, "big")
     return {"empty": b"", "text": b"hello, not an image", "truncated": jpeg[: len(jpeg) // 3],
-            "bomb": bytes(data)}
+            "bomb": png_bomb()}
 
 
 def test_undecodable_images_are_skipped_under_null(bad_images, photos):
@@ -92,3 +85,17 @@ def test_undecodable_path_under_fail_names_the_path(tmp_path):
     with pytest.raises(ImageDecodeError, match=rf"cannot decode image \(path '{path}'\): "
                                                r"UnidentifiedImageError.*set on_error: null"):
         preprocess_batch([str(path)], PreprocessorSpec("p", (8, 8), "none"), "fail")
+
+
+def test_max_pixels_refuses_an_image_from_its_header(photos):
+    from PIL import Image
+
+    width, height = Image.open(photos[0]).size
+    spec = PreprocessorSpec("p", (8, 8), "none", max_pixels=width * height - 1)
+    with pytest.raises(ImageDecodeError, match=rf"DecompressionBombError: {width}x{height} = "
+                                               rf"{width * height} pixels is over the limit of "
+                                               rf"{width * height - 1} \(the preprocessor's max_pixels\)"):
+        preprocess_batch([str(photos[0])], spec, "fail")
+    spec = PreprocessorSpec("p", (8, 8), "none", max_pixels=width * height)
+    np.testing.assert_array_equal(preprocess_batch([str(photos[0])], spec, "fail")[0],
+                                  keras_tensor(photos[0], (8, 8)))

@@ -197,6 +197,60 @@ def test_client_killed_mid_query_leaves_the_server_healthy(server, photos):
     assert server.process.poll() is None
 
 
+def jvm_open_files(server: Server) -> int:
+    """Open file descriptors (sockets included) of the server's JVM, a child of its process."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == server.process.pid and b"java" in (stat.parent / "cmdline").read_bytes():
+                return len(os.listdir(stat.parent / "fd"))
+        except OSError:  # the process ended
+            continue
+    raise AssertionError("the server's JVM was not found")
+
+
+def test_fifty_short_connections_do_not_exhaust_the_server(server, cnn_file, photos):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pyhive import hive
+
+    baseline = jvm_open_files(server)
+
+    def connect(i: int):
+        connection = hive.connect(host="127.0.0.1", port=server.port, username=f"flood{i}")
+        cursor = connection.cursor()
+        cursor.execute(f"SELECT {i}")
+        assert cursor.fetchall() == [(i,)]
+        if i % 2:
+            connection.close()
+        else:  # gone without closing its session, as a crashed client goes
+            connection._transport.close()
+
+    with ThreadPoolExecutor(10) as pool:
+        list(pool.map(connect, range(50)))
+    cursor = hive.connect(host="127.0.0.1", port=server.port).cursor()
+    cursor.execute("SELECT path, cnn_top_k(image, 1)[0].description FROM photos ORDER BY path")
+    assert [best for _, best in cursor.fetchall()] == expected_best(cnn_file, photos)
+    cursor.connection.close()
+    deadline = time.monotonic() + 30
+    while jvm_open_files(server) > baseline + 10 and time.monotonic() < deadline:
+        time.sleep(1)
+    assert jvm_open_files(server) <= baseline + 10  # sockets and sessions were released
+
+
+def test_undecodable_images_are_counted_per_query_in_the_log(server):
+    from pyhive import hive
+
+    cursor = hive.connect(host="127.0.0.1", port=server.port).cursor()
+    cursor.execute("SELECT cnn(CAST(concat('not an image ', id) AS BINARY)) FROM range(3)")
+    assert cursor.fetchall() == [(None,)] * 3
+    log = Path(server.log.name)
+    deadline = time.monotonic() + 10
+    while "3 image(s) could not be decoded" not in log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert re.search(r"query \S+: 3 image\(s\) could not be decoded and gave NULL", log.read_text())
+
+
 def wait_for_line(server: Server, prefix: str, after: int) -> str:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from sql_dl.manifest import ImageViewSpec
+from sql_dl.manifest import MAX_PIXELS, ImageViewSpec
 
 __all__ = ["read_images"]
 
 
 def read_images(spark, path: str, recursive: bool = True, sample_ratio: float = 1.0,
                 num_partitions: int | None = None, drop_invalid: bool = False,
-                seed: int | None = None):
+                seed: int | None = None, max_pixels: int = MAX_PIXELS):
     """Reads image files into a DataFrame, without decoding them.
 
     Args:
@@ -21,6 +21,8 @@ def read_images(spark, path: str, recursive: bool = True, sample_ratio: float = 
         drop_invalid: drop files Keras's ``load_img`` cannot decode (this decodes each file
             once; without it, models give NULL for such files).
         seed: the sampling seed (default 0).
+        max_pixels: with ``drop_invalid``, also drop images of more pixels than this
+            (refused from their header, before decoding).
 
     Returns:
         A DataFrame with ``path``, ``label`` (the parent directory's name), ``image``
@@ -33,13 +35,15 @@ def read_images(spark, path: str, recursive: bool = True, sample_ratio: float = 
 
     if not 0 < sample_ratio <= 1:
         raise ValueError(f"sample_ratio must be in (0, 1]. Received: sample_ratio={sample_ratio!r}")
+    if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1:
+        raise ValueError(f"max_pixels must be a positive integer. Received: max_pixels={max_pixels!r}")
     if num_partitions is not None and num_partitions < 1:
         raise ValueError(f"num_partitions must be a positive integer. "
                          f"Received: num_partitions={num_partitions!r}")
     spec = ImageViewSpec(name="images", path=path, recursive=recursive, sample_ratio=sample_ratio)
     frame = image_frame(spark, spec, "read_images", seed or 0)
     if drop_invalid:
-        from sql_dl.udfs import decodable_udf
+        from sql_dl.udfs import image_error_udf
 
-        frame = frame.where(decodable_udf()("image"))
+        frame = frame.where(image_error_udf(max_pixels)("image").isNull())
     return frame.repartition(num_partitions) if num_partitions else frame
