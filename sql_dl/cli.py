@@ -49,6 +49,9 @@ def _parser() -> argparse.ArgumentParser:
     sql.add_argument("--header", action="store_true", help="print column names first")
     sql.add_argument("-S", "--silent", action="store_true",
                      help="print results only: no timings or progress messages")
+    sql.add_argument("--warm-up", action="store_true",
+                     help="load the manifest's models in a Python worker per core first, so "
+                          "the first query does not wait for them")
     _add_session_arguments(sql)
     sql.set_defaults(run=_run_sql)
 
@@ -119,11 +122,14 @@ def _session(args, manifest=None):
 
 
 def _run_sql(args) -> int:
+    from sql_dl.registration import bootstrap
     from sql_dl.shell import SqlShell
 
-    spark = _session(args, args.manifest)
+    spark = _session(args)
     shell = SqlShell(spark, header=args.header, silent=args.silent)
     try:
+        if args.manifest:
+            bootstrap(spark, args.manifest, warm_up=args.warm_up)
         for init in args.init:
             if not shell.run_script(Path(init).read_text(), print_results=False):
                 return 1

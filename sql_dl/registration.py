@@ -109,8 +109,11 @@ def bootstrap(spark, manifest: str | os.PathLike | Mapping[str, Any] | Manifest,
     if warm_up and plans and parallelism:
         from sql_dl.udfs import warm_up_udf
 
+        warm_started = time.monotonic()
         spark.range(0, parallelism, 1, parallelism).select(warm_up_udf(plans)("id")).write.format(
             "noop").mode("overwrite").save()
+        logger.info("Warmed up %d model(s) in %d Python worker(s) in %.1f s", len(plans),
+                    parallelism, time.monotonic() - warm_started)
     logger.info("Bootstrapped %s: %d functions, %d views in %.1f s", manifest.source,
                 len(functions), len(views), time.monotonic() - started)
     return manifest

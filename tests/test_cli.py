@@ -86,8 +86,9 @@ def test_sql_file_init_and_header(manifest_file, cnn_file, photos, tmp_path):
 def test_sql_interactive_prompt_and_errors(manifest_file, tmp_path):
     stdin = "SELECT 1 +\n  1 AS two;\nSELECT nope(1);\nSELECT size(cnn(image)) FROM photos LIMIT 1;\nquit;\n"
     result = sql_dl("sql", "--home", tmp_path, "--manifest", str(manifest_file), "--master", "local[1]",
-                    stdin=stdin)
+                    "--warm-up", stdin=stdin)
     assert result.returncode == 0, result.stderr
+    assert "Warmed up 1 model(s) in 1 Python worker(s)" in result.stderr
     prompts = "sql-dl> " + "      > " + "2\n" + "sql-dl> " + "sql-dl> " + "5\n" + "sql-dl> "
     assert result.stdout == prompts
     assert "Error: [UNRESOLVED_ROUTINE] Cannot resolve routine `nope`" in result.stderr

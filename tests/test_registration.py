@@ -188,7 +188,9 @@ def test_tensor_input(registered, tensor_model_file):
 def test_models_view(registered, cnn_file):
     rows = {r.function: r for r in registered.table("sql_dl_models").collect()}
     assert set(rows) == {"p32", "p32_tf", "cnn", "cnn_features", "cnn_top_k", "cnn_tf",
-                         "cnn_tf_features", "cnn_tf_top_k", "raw", "raw_features", "raw_top_k"}
+                         "cnn_tf_features", "cnn_tf_top_k", "raw", "raw_features", "raw_top_k",
+                         "sql_dl_image_error"}
+    assert tuple(rows["sql_dl_image_error"])[1:4] == ("image_error", None, "image")
     assert tuple(rows["cnn"])[1:] == ("model", "cnn", "image", 5, "p32", str(cnn_file))
     assert tuple(rows["cnn_features"])[1:5] == ("features", "cnn", "image", 8)
     assert tuple(rows["cnn_tf_features"])[4] == 4  # the pool layer
@@ -210,7 +212,7 @@ def test_bootstrap_again_replaces_definitions(spark, registered, manifest, cnn_f
         with pytest.raises(AnalysisException, match="TABLE_OR_VIEW_NOT_FOUND"):
             spark.table("photos")
         assert {r.function for r in spark.table("sql_dl_models").collect()} == {
-            "p32", "p32_tf", "cnn2", "cnn2_features", "cnn2_top_k"}
+            "p32", "p32_tf", "cnn2", "cnn2_features", "cnn2_top_k", "sql_dl_image_error"}
     finally:
         sql_dl.bootstrap(spark, manifest)
 

@@ -139,7 +139,8 @@ def test_connections_are_isolated_and_all_see_the_manifest(server, cnn_file, pho
         rows = cursor.fetchall()
         assert [best for _, best in rows] == expected_best(cnn_file, [local(p) for p, _ in rows])
         cursor.execute("SELECT function FROM sql_dl_models ORDER BY function")
-        assert [r[0] for r in cursor.fetchall()] == ["cnn", "cnn_features", "cnn_top_k", "p32"]
+        assert [r[0] for r in cursor.fetchall()] == ["cnn", "cnn_features", "cnn_top_k", "p32",
+                                                     "sql_dl_image_error"]
     assert set(CLASS_NAMES) >= {r[1] for r in rows}
 
 
@@ -228,10 +229,11 @@ def test_fifty_short_connections_do_not_exhaust_the_server(server, cnn_file, pho
 
     with ThreadPoolExecutor(10) as pool:
         list(pool.map(connect, range(50)))
-    cursor = hive.connect(host="127.0.0.1", port=server.port).cursor()
+    connection = hive.connect(host="127.0.0.1", port=server.port)
+    cursor = connection.cursor()
     cursor.execute("SELECT path, cnn_top_k(image, 1)[0].description FROM photos ORDER BY path")
     assert [best for _, best in cursor.fetchall()] == expected_best(cnn_file, photos)
-    cursor.connection.close()
+    connection.close()
     deadline = time.monotonic() + 30
     while jvm_open_files(server) > baseline + 10 and time.monotonic() < deadline:
         time.sleep(1)
@@ -295,7 +297,8 @@ def test_sighup_reload(server, manifest_file, cnn_file, photos, labels_file, pho
     cursor.execute("SELECT count(cnn2(image)) FROM pngs")
     assert cursor.fetchall() == [(len(pngs),)]
     cursor.execute("SELECT function FROM sql_dl_models ORDER BY function")
-    assert [r[0] for r in cursor.fetchall()] == ["cnn2", "cnn2_features", "cnn2_top_k", "p32"]
+    assert [r[0] for r in cursor.fetchall()] == ["cnn2", "cnn2_features", "cnn2_top_k", "p32",
+                                                 "sql_dl_image_error"]
 
 
 def test_sigterm_stops_cleanly(server):
