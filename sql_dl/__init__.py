@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from sql_dl.errors import ImageDecodeError, ManifestError, ModelLoadError, SqlDlError
 from sql_dl.manifest import Manifest, load_manifest
+from sql_dl.publish import publish
 from sql_dl.registration import bad_image_count, bootstrap
 from sql_dl.session import session
 
@@ -23,5 +24,6 @@ __all__ = [
     "bad_image_count",
     "bootstrap",
     "load_manifest",
+    "publish",
     "session",
 ]

@@ -1,4 +1,5 @@
-"""The ``sql-dl`` command: ``sql`` (a spark-sql work-alike), ``validate`` and ``demo``."""
+"""The ``sql-dl`` command: ``sql`` (a spark-sql work-alike), ``validate``, ``serve``,
+``train``, ``publish`` and ``demo``."""
 
 from __future__ import annotations
 
@@ -79,6 +80,44 @@ def _parser() -> argparse.ArgumentParser:
     _add_session_arguments(serve, manifest=False)
     serve.set_defaults(run=_run_serve)
 
+    train = commands.add_parser(
+        "train", help="fit a classifier on a model's features for a view's labels, publish it",
+        description="Transfer learning from SQL data: trains a softmax head on <base>_features "
+                    "for the view's labels (parent folder names) in a Spark task, saves base + "
+                    "head to --out, adds it to the manifest as --register, and reports its "
+                    "accuracy on held-out images through SQL.")
+    train.add_argument("--base", required=True, help="the manifest's model whose features to use")
+    train.add_argument("--view", required=True, help="the manifest's image view to learn from")
+    train.add_argument("--out", required=True, type=Path, help="the model file to write")
+    train.add_argument("--register", required=True, metavar="NAME",
+                       help="the new model's name in the manifest (its SQL functions' prefix)")
+    train.add_argument("--epochs", type=int, default=20, help="passes over the data (default 20)")
+    train.add_argument("--batch-size", type=int, default=32, help="rows per step (default 32)")
+    train.add_argument("--learning-rate", type=float, default=0.001,
+                       help="Adam's learning rate (default 0.001)")
+    train.add_argument("--held-out", type=float, default=0.2,
+                       help="share of images kept out of training to score it (default 0.2)")
+    train.add_argument("--seed", type=int, default=0, help="split and training seed (default 0)")
+    train.add_argument("--replace", action="store_true", help="replace an entry of that name")
+    _add_session_arguments(train, manifest_required=True)
+    train.set_defaults(run=_run_train)
+
+    publish = commands.add_parser(
+        "publish", help="add a model file to a manifest",
+        description="Copies a model file (or SavedModel directory) to models/ beside the "
+                    "manifest and adds its entry; the next bootstrap or SIGHUP serves it.")
+    publish.add_argument("--manifest", metavar="M", required=True, help="the manifest to add to")
+    publish.add_argument("--model", required=True, type=Path, help="the model file to publish")
+    publish.add_argument("--name", required=True, help="the entry's name (its SQL functions' prefix)")
+    publish.add_argument("--preprocessor", help="a preprocessor of the manifest to use")
+    publish.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
+                         help="instead of --preprocessor: resize to H x W ...")
+    publish.add_argument("--mode", default="none", help="... and preprocess with this mode")
+    publish.add_argument("--labels", help="a labels file, one per line, or imagenet")
+    publish.add_argument("--input", choices=("image", "tensor"), default="image")
+    publish.add_argument("--replace", action="store_true", help="replace an entry of that name")
+    publish.set_defaults(run=_run_publish)
+
     demo = commands.add_parser(
         "demo", help="train a digits CNN and query it with SQL, offline",
         description="Renders scikit-learn's digits as PNG folders, trains a small CNN "
@@ -92,9 +131,11 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_session_arguments(parser: argparse.ArgumentParser, manifest: bool = True) -> None:
+def _add_session_arguments(parser: argparse.ArgumentParser, manifest: bool = True,
+                           manifest_required: bool = False) -> None:
     if manifest:
-        parser.add_argument("--manifest", metavar="M", help="the manifest to bootstrap")
+        parser.add_argument("--manifest", metavar="M", required=manifest_required,
+                            help="the manifest to bootstrap")
     parser.add_argument("--master", help="Spark master (default: local[*])")
     parser.add_argument("--conf", metavar="K=V", action="append", default=[], type=_key_value,
                         help="a Spark setting (repeatable)")
@@ -180,6 +221,37 @@ def _run_serve(args) -> int:
     return serve(args.manifest, host=args.host, port=args.port, master=args.master,
                  conf={**CLI_CONF, **dict(args.conf)}, hive_conf=dict(args.hiveconf),
                  insecure=args.insecure, home=args.home)
+
+
+def _run_train(args) -> int:
+    from sql_dl.transfer import train_head
+
+    spark = _session(args)
+    try:
+        report = train_head(spark, args.manifest, args.base, args.view, args.out, args.register,
+                            epochs=args.epochs, batch_size=args.batch_size,
+                            learning_rate=args.learning_rate, held_out=args.held_out,
+                            seed=args.seed, replace=args.replace)
+    finally:
+        spark.stop()
+    accuracy = ("n/a" if report.held_out_accuracy is None
+                else f"{report.held_out_accuracy:.3f}")
+    print(f"trained {args.register}: {len(report.labels)} classes, {report.train_rows} training "
+          f"images; held-out accuracy {accuracy} on {report.held_out_rows} images")
+    print(f"wrote {report.model_file}; added models.{args.register} to {args.manifest}")
+    return 0
+
+
+def _run_publish(args) -> int:
+    from sql_dl.publish import publish
+
+    if args.size and args.preprocessor:
+        raise ManifestError("give either --preprocessor or --size/--mode, not both")
+    preprocessor = ({"size": args.size, "mode": args.mode} if args.size else args.preprocessor)
+    path = publish(args.model, args.manifest, args.name, preprocessor=preprocessor,
+                   labels=args.labels, input=args.input, replace=args.replace)
+    print(f"wrote {path}; added models.{args.name} to {args.manifest}")
+    return 0
 
 
 def _run_demo(args) -> int:

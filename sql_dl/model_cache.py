@@ -18,7 +18,7 @@ import numpy as np
 from sql_dl.errors import ModelLoadError
 from sql_dl.models import ModelPlan, file_sha256, load_error, load_keras_model, unpack
 
-__all__ = ["LoadedModel", "get_model", "get_signature", "shipped_file", "stats"]
+__all__ = ["LoadedModel", "configure_threads", "get_model", "get_signature", "shipped_file", "stats"]
 
 logger = logging.getLogger(__name__)
 
@@ -107,14 +107,14 @@ def shipped_file(file: str, name: str) -> str:
 
 
 def _load_signature(file: str, name: str, signature: str):
-    _configure_threads()
+    configure_threads()
     import tensorflow as tf
 
     return tf.saved_model.load(shipped_file(file, name)).signatures[signature]
 
 
 def _load(plan: ModelPlan) -> LoadedModel:
-    _configure_threads()
+    configure_threads()
     started = time.monotonic()
     path = shipped_file(plan.file, plan.staged_name)
     if plan.sha256 is not None and file_sha256(path) != plan.sha256:
@@ -131,7 +131,7 @@ def _load(plan: ModelPlan) -> LoadedModel:
     return LoadedModel(model)
 
 
-def _configure_threads() -> None:
+def configure_threads() -> None:
     """Gives TensorFlow the cores of one task, so parallel tasks do not oversubscribe."""
     global _threads_configured
     if _threads_configured:

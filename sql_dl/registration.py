@@ -13,7 +13,7 @@ from typing import Any, Mapping
 from sql_dl.backends import backend_for
 from sql_dl.errors import ManifestError, SqlDlWarning
 from sql_dl.manifest import ImageViewSpec, Manifest, load_manifest
-from sql_dl.models import plan_model
+from sql_dl.models import ModelPlan, plan_model
 
 __all__ = ["IMAGE_ERROR_FUNCTION", "MODELS_VIEW", "bad_image_count", "bootstrap", "image_frame",
            "registered_names", "view_options", "view_query"]
@@ -25,6 +25,7 @@ IMAGE_ERROR_FUNCTION = "sql_dl_image_error"
 _REGISTERED_CONF = "sql_dl.registered"
 _ARROW_BATCH_CONF = "spark.sql.execution.arrow.maxRecordsPerBatch"
 _SPARK_DEFAULT_ARROW_BATCH = "10000"
+_ARROW_BATCH_SET_CONF = "sql_dl.arrowBatchSize"  # the value bootstrap set, to update it later
 IMAGES_PER_TASK = 1024
 _MODELS_SCHEMA = ("function string, kind string, model string, input string, "
                   "output_size int, preprocessor string, source string")
@@ -102,9 +103,7 @@ def bootstrap(spark, manifest: str | os.PathLike | Mapping[str, Any] | Manifest,
     spark.conf.set(_REGISTERED_CONF, json.dumps({
         "functions": sorted(set(functions) | set(kept_functions)),
         "views": sorted(set(views) | set(kept_views))}))
-    if spark.conf.get(_ARROW_BATCH_CONF) == _SPARK_DEFAULT_ARROW_BATCH:
-        batch = max([plan.batch_size for plan in plans] + [32]) * 4
-        spark.conf.set(_ARROW_BATCH_CONF, str(batch))
+    _size_arrow_batches(spark, plans)
     parallelism = backend.parallelism()
     if warm_up and plans and parallelism:
         from sql_dl.udfs import warm_up_udf
@@ -173,6 +172,19 @@ def bad_image_count(spark) -> int | None:
     """
     counter = backend_for(spark).bad_image_counter()
     return None if counter is None else counter.value
+
+
+def _size_arrow_batches(spark, plans: list[ModelPlan]) -> None:
+    """Sends rows to Python workers in Arrow batches of the largest model batch: a task's
+    first model call then waits for one batch of images, not for Spark's 10,000 rows.
+    A value the user set is kept."""
+    from sql_dl.udfs import PREPROCESSOR_BATCH
+
+    current = spark.conf.get(_ARROW_BATCH_CONF)
+    if current in (_SPARK_DEFAULT_ARROW_BATCH, spark.conf.get(_ARROW_BATCH_SET_CONF, None)):
+        batch = str(max([plan.batch_size for plan in plans] + [PREPROCESSOR_BATCH]))
+        spark.conf.set(_ARROW_BATCH_CONF, batch)
+        spark.conf.set(_ARROW_BATCH_SET_CONF, batch)
 
 
 def registered_names(spark) -> tuple[list[str], list[str]]:

@@ -14,7 +14,6 @@ __all__ = ["DEFAULT_CONF", "session"]
 DEFAULT_CONF: dict[str, str] = {
     "spark.app.name": "sql_dl",
     "spark.python.worker.reuse": "true",
-    "spark.sql.execution.arrow.maxRecordsPerBatch": "128",
     "spark.sql.execution.arrow.pyspark.enabled": "true",
     "spark.sql.catalogImplementation": "hive",
 }

@@ -22,7 +22,7 @@ from sql_dl.manifest import MAX_PIXELS, PreprocessorSpec
 from sql_dl.models import ModelPlan
 
 __all__ = ["FLOAT_ARRAY", "TOP_K", "column_values", "float_rows", "model_udf", "preprocessor_udf",
-           "top_k_udf"]
+           "tensor_udf", "top_k_udf"]
 
 logger = logging.getLogger(__name__)
 
@@ -99,20 +99,33 @@ def top_k_udf(plan: ModelPlan, counter=None):
 
 def preprocessor_udf(spec: PreprocessorSpec, counter=None):
     """``<preprocessor>(x)``: the flattened float32 tensor a model would receive."""
+    return _tensor_udf(lambda chunk: preprocess_batch(chunk, spec, "null"),
+                       f"preprocessor {spec.name!r}", counter, PREPROCESSOR_BATCH)
 
-    def preprocess(batches: Iterator[pa.Array]) -> Iterator[pa.Array]:
-        bad = BadImages(f"preprocessor {spec.name!r}", counter)
+
+def tensor_udf(plan: ModelPlan):
+    """``x -> array<float>``: the input a tensor model gets for ``x`` (through the plan's
+    loader, if any), flattened; NULL where it cannot be made."""
+    return _tensor_udf(lambda chunk: _inputs(plan, chunk), f"model {plan.name!r}", None,
+                       plan.batch_size)
+
+
+def _tensor_udf(convert, function: str, counter, batch_size: int):
+    """An Arrow UDF applying ``convert(values) -> (tensors, ok)`` to chunks of its input."""
+
+    def tensors(batches: Iterator[pa.Array]) -> Iterator[pa.Array]:
+        bad = BadImages(function, counter)
 
         def outputs():
             for batch in batches:
-                for chunk in _chunks(column_values(batch), PREPROCESSOR_BATCH):
-                    tensors, ok = preprocess_batch(chunk, spec, "null")
+                for chunk in _chunks(column_values(batch), batch_size):
+                    arrays, ok = convert(chunk)
                     bad.add(chunk, ok)
-                    yield float_rows(tensors, ok)
+                    yield float_rows(arrays, ok)
 
         yield from _one_ahead(outputs(), bad.close)
 
-    return _arrow_udf(preprocess, FLOAT_ARRAY)
+    return _arrow_udf(tensors, FLOAT_ARRAY)
 
 
 def image_error_udf(max_pixels: int = MAX_PIXELS):

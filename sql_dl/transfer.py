@@ -1,0 +1,115 @@
+"""``sql-dl train``: a classification head on a registered model's features, for an image
+view's labels, trained in a Spark task and published as a new model of the manifest."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from sql_dl.errors import ManifestError
+
+__all__ = ["TransferReport", "train_head"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TransferReport:
+    model_file: Path
+    labels: list[str]
+    train_rows: int
+    held_out_rows: int
+    held_out_accuracy: float | None
+    history: dict[str, list[float]]
+
+
+def train_head(spark, manifest: str | os.PathLike, base: str, view: str, out: str | os.PathLike,
+               register: str, *, epochs: int = 20, batch_size: int = 32,
+               learning_rate: float = 0.001, held_out: float = 0.2, seed: int = 0,
+               replace: bool = False) -> TransferReport:
+    """Trains ``Dense(softmax)`` on ``<base>_features(image)`` for ``view``'s labels.
+
+    Rows are split by a hash of the path and ``seed``: ``held_out`` of them are kept out of
+    training and scored after publishing, through the new model's SQL function. The model
+    written to ``out`` is the base up to its features layer plus the head, so it takes images
+    as the base does; it is added to ``manifest`` as ``register`` with the base's
+    preprocessing and the view's labels.
+
+    Raises:
+        ManifestError: ``base`` or ``view`` is not in the manifest, or the view has fewer than
+            two labels.
+    """
+    import keras
+
+    from sql_dl.backends import backend_for
+    from sql_dl.models import load_keras_model, plan_model, stage, staged_name
+    from sql_dl.publish import publish
+    from sql_dl.registration import bootstrap
+    from sql_dl.training import (TrainingJob, remove, run_jobs, staging_dir,
+                                 write_training_set)
+
+    if not 0 < held_out < 1:
+        raise ValueError(f"held_out must be in (0, 1). Received: held_out={held_out!r}")
+    loaded = bootstrap(spark, manifest)
+    for kind, name, known in (("models", base, loaded.models), ("images", view, loaded.images)):
+        if name not in known:
+            raise ManifestError(f"{manifest}: no {kind} entry {name!r} (entries: "
+                                f"{', '.join(known) or 'none'})")
+    spec = loaded.models[base]
+    backend = backend_for(spark)
+    plan = plan_model(spec, loaded, backend.fetch)
+    labels = [r.label for r in spark.sql(f"SELECT DISTINCT label FROM `{view}` WHERE label IS NOT "
+                                         "NULL ORDER BY label").collect()]
+    if len(labels) < 2:
+        raise ManifestError(f"{manifest}: images.{view}: a classifier needs at least two labels "
+                            f"(parent folder names); the view has {labels or 'none'}")
+    kept_out = f"pmod(xxhash64(path, {int(seed)}), 1000) < {round(held_out * 1000)}"
+    names = ", ".join("'" + label.replace("'", "\\'") + "'" for label in labels)
+    one_hot = (f"transform(sequence(1, {len(labels)}), "
+               f"i -> CAST(i = array_position(array({names}), label) AS FLOAT))")
+    features = spec.function_names[1]
+    frame = spark.sql(f"SELECT `{features}`(image) AS x, {one_hot} AS y FROM `{view}` "
+                      f"WHERE label IS NOT NULL AND NOT {kept_out}")
+    data_dir = staging_dir(spark, None)
+    with tempfile.TemporaryDirectory(prefix="sql_dl-head-") as directory:
+        keras.utils.set_random_seed(seed)
+        head = keras.Sequential([keras.Input((plan.features_size,)),
+                                 keras.layers.Dense(len(labels), activation="softmax", name="head")],
+                                name=f"{register}_head")
+        head_file = Path(directory) / "head.keras"
+        head.save(head_file)
+        name = staged_name(str(head_file))
+        backend.ship(stage(str(head_file), name, backend.staging))
+        try:
+            rows = write_training_set(frame, data_dir)
+            job = TrainingJob(index=0, model_file=str(head_file), staged_name=name,
+                              data_dir=data_dir, input_shape=(plan.features_size,),
+                              output_size=len(labels), seed=seed,
+                              fit_params={"epochs": epochs, "batch_size": batch_size,
+                                          "learning_rate": learning_rate})
+            (result,) = run_jobs(spark, [job])
+        finally:
+            remove(data_dir, spark)
+        trained_file = Path(directory) / "trained.keras"
+        trained_file.write_bytes(result.model)
+        head = keras.saving.load_model(trained_file)
+    model = load_keras_model(plan.file, spec.trust_code)
+    output = model.get_layer(plan.features_layer).output
+    if len(output.shape) > 2:
+        output = keras.layers.Flatten()(output)
+    full = keras.Model(model.inputs, head(output), name=register)
+    preprocessor = spec.preprocessor or {
+        "size": list(plan.preprocessor.size), "mode": plan.preprocessor.mode,
+        "interpolation": plan.preprocessor.interpolation}
+    model_file = publish(full, manifest, register, preprocessor=preprocessor, labels=labels,
+                         path=out, replace=replace)
+    bootstrap(spark, manifest)
+    score = spark.sql(f"SELECT count(*) AS n, avg(CAST(`{register}_top_k`(image, 1)[0].class = "
+                      f"label AS DOUBLE)) AS accuracy FROM `{view}` "
+                      f"WHERE label IS NOT NULL AND {kept_out}").first()
+    logger.info("Trained %s on %d images; held-out accuracy %s on %d", register, rows,
+                score.accuracy, score.n)
+    return TransferReport(model_file, labels, rows, score.n, score.accuracy, result.history)
