@@ -233,3 +233,27 @@ def test_sql_dl_train_end_to_end(spark, digits_dir, base_model, tmp_path):
     accuracy = np.mean([CLASSES[i] == f.parent.name for i, f in zip(predicted, files)])
     assert lines[0].endswith(f"held-out accuracy {accuracy:.3f} on {len(files)} images")
     assert accuracy > 0.7
+
+
+def test_sql_dl_publish_command(base_model, tmp_path):
+    manifest = tmp_path / "models.yaml"
+    manifest.write_text("# models the BI team uses\nmodels: {}\n")
+    labels = tmp_path / "classes.txt"
+    labels.write_text("".join(f"{c}\n" for c in CLASSES))
+    result = run_cli("publish", "--manifest", manifest, "--model", base_model, "--name", "pub",
+                     "--size", "16", "16", "--mode", "scale", "--labels", labels)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"wrote {tmp_path / 'models' / 'pub.keras'}; added models.pub to {manifest}\n"
+    assert manifest.read_text().startswith("# models the BI team uses\n")
+    document = yaml.safe_load(manifest.read_text())
+    assert document["preprocessors"] == {"pub_input": {"size": [16, 16], "mode": "scale"}}
+    assert document["models"]["pub"] == {"path": "models/pub.keras", "preprocessor": "pub_input",
+                                         "labels": str(labels)}
+    assert (tmp_path / "models" / "pub.keras").read_bytes() == base_model.read_bytes()
+    assert run_cli("validate", manifest).returncode == 0
+
+    again = run_cli("publish", "--manifest", manifest, "--model", base_model, "--name", "pub")
+    assert again.returncode == 1
+    assert again.stderr.strip().endswith(f"Error: {manifest}: models.pub: an entry of that name "
+                                         "exists; choose another name or replace it (replace=True, "
+                                         "--replace)")
