@@ -5,6 +5,7 @@ A module is imported once per process, so its state lives as long as the (reused
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import threading
@@ -128,6 +129,8 @@ def _load(plan: ModelPlan) -> LoadedModel:
         raise ModelLoadError(f"model {plan.name!r}: cannot load {path} (from {plan.source!r}): "
                              f"{type(e).__name__}: {e}. {load_error(e)}") from e
     logger.info("Loaded model %s in %.1f s", plan.name, time.monotonic() - started)
+    gc.collect()
+    gc.freeze()  # TensorFlow's millions of long-lived objects: keep them out of later collections
     return LoadedModel(model)
 
 
