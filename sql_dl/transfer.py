@@ -110,6 +110,6 @@ def train_head(spark, manifest: str | os.PathLike, base: str, view: str, out: st
     score = spark.sql(f"SELECT count(*) AS n, avg(CAST(`{register}_top_k`(image, 1)[0].class = "
                       f"label AS DOUBLE)) AS accuracy FROM `{view}` "
                       f"WHERE label IS NOT NULL AND {kept_out}").first()
-    logger.info("Trained %s on %d images; held-out accuracy %s on %d", register, rows,
-                score.accuracy, score.n)
+    logger.info("Trained %s on %d images; held-out accuracy %.3f on %d", register, rows,
+                score.accuracy or 0.0, score.n)
     return TransferReport(model_file, labels, rows, score.n, score.accuracy, result.history)
