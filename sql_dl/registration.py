@@ -8,7 +8,7 @@ import logging
 import os
 import time
 import warnings
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 from sql_dl.backends import backend_for
 from sql_dl.errors import ManifestError, SqlDlWarning
@@ -16,7 +16,7 @@ from sql_dl.manifest import ImageViewSpec, Manifest, load_manifest
 from sql_dl.models import ModelPlan, plan_model
 
 __all__ = ["IMAGE_ERROR_FUNCTION", "MODELS_VIEW", "bad_image_count", "bootstrap", "image_frame",
-           "registered_names", "view_options", "view_query"]
+           "registered_names", "view_options", "view_query", "view_tasks"]
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +65,7 @@ def bootstrap(spark, manifest: str | os.PathLike | Mapping[str, Any] | Manifest,
     plans = [plan_model(spec, manifest, backend.fetch) for spec in manifest.models.values()]
     views = {name: image_frame(spark, spec, manifest.source)
              for name, spec in manifest.images.items()}
+    tasks = {name: view.tasks for name, view in views.items()}
 
     from sql_dl.udfs import image_error_udf, model_udf, preprocessor_udf, top_k_udf
 
@@ -96,13 +97,16 @@ def bootstrap(spark, manifest: str | os.PathLike | Mapping[str, Any] | Manifest,
         rows += [tuple(r) for r in _previous_rows(spark) if r.function not in functions]
     for function_name, udf in functions.items():
         spark.udf.register(function_name, udf)
-    for name, frame in views.items():
-        frame.createOrReplaceTempView(name)
+    for name, view in views.items():
+        view.frame.createOrReplaceTempView(name)
     spark.createDataFrame(rows, _MODELS_SCHEMA).createOrReplaceTempView(MODELS_VIEW)
     kept_functions, kept_views = ([], []) if replace else (previous_functions, previous_views)
+    if not replace:
+        tasks = {**view_tasks(spark), **tasks}
     spark.conf.set(_REGISTERED_CONF, json.dumps({
         "functions": sorted(set(functions) | set(kept_functions)),
-        "views": sorted(set(views) | set(kept_views))}))
+        "views": sorted(set(views) | set(kept_views)),
+        "tasks": {name: tasks.get(name) for name in sorted(set(views) | set(kept_views))}}))
     _size_arrow_batches(spark, plans)
     parallelism = backend.parallelism()
     if warm_up and plans and parallelism:
@@ -157,10 +161,16 @@ def view_partitions(spark, files) -> int | None:
     return max(parallelism, math.ceil(len(files.inputFiles()) / IMAGES_PER_TASK))
 
 
-def image_frame(spark, spec: ImageViewSpec, source: str, seed: int = 0):
-    """The DataFrame of an image view: path, label, image, length, modification_time."""
+class ImageView(NamedTuple):
+    frame: Any  # the DataFrame: path, label, image, length, modification_time
+    tasks: int | None  # how many tasks read it (see view_partitions)
+
+
+def image_frame(spark, spec: ImageViewSpec, source: str, seed: int = 0) -> ImageView:
+    """An image view's DataFrame, and the number of tasks it is read in."""
     files = image_files(spark, spec, source)
-    return spark.sql(view_query(spec, "{files}", seed, view_partitions(spark, files)), files=files)
+    tasks = view_partitions(spark, files)
+    return ImageView(spark.sql(view_query(spec, "{files}", seed, tasks), files=files), tasks)
 
 
 def bad_image_count(spark) -> int | None:
@@ -185,6 +195,11 @@ def _size_arrow_batches(spark, plans: list[ModelPlan]) -> None:
         batch = str(max([plan.batch_size for plan in plans] + [PREPROCESSOR_BATCH]))
         spark.conf.set(_ARROW_BATCH_CONF, batch)
         spark.conf.set(_ARROW_BATCH_SET_CONF, batch)
+
+
+def view_tasks(spark) -> dict[str, int | None]:
+    """The number of tasks each image view of the last bootstrap is read in."""
+    return json.loads(spark.conf.get(_REGISTERED_CONF, None) or "{}").get("tasks", {})
 
 
 def registered_names(spark) -> tuple[list[str], list[str]]:

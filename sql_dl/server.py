@@ -134,16 +134,16 @@ class Publisher:
         session.extensions().injectFunction(jvm.scala.Tuple3(unqualified, info, builder))
 
     def _publish_view(self, spec) -> None:
-        from sql_dl.registration import image_files, view_options, view_partitions, view_query
+        from sql_dl.registration import view_options, view_query, view_tasks
 
         table = f"{INTERNAL_DATABASE}.`files_{spec.name}`"
         options = ", ".join(f"`{k}` '{_quote(v)}'" for k, v in view_options(spec).items())
         self.spark.sql(f"DROP TABLE IF EXISTS {table}")
         self.spark.sql(f"CREATE TABLE {table} USING binaryFile OPTIONS ({options})")
         self.spark.catalog.dropTempView(spec.name)
-        partitions = view_partitions(self.spark, image_files(self.spark, spec, "sql-dl serve"))
+        tasks = view_tasks(self.spark).get(spec.name)  # as bootstrap counted: no new listing
         self.spark.sql(f"CREATE OR REPLACE VIEW default.`{spec.name}` AS "
-                       f"{view_query(spec, table, partitions=partitions)}")
+                       f"{view_query(spec, table, partitions=tasks)}")
 
 
 class QueryLog(threading.Thread):

@@ -251,6 +251,14 @@ def test_sha256_in_the_manifest_is_checked_before_loading(spark, cnn_file):
         sql_dl.bootstrap(spark, {"models": {"pinned": {"path": str(cnn_file), "sha256": wrong}}})
 
 
+def test_sha256_checks_files_not_directories(spark, tmp_path):
+    saved = tmp_path / "saved"
+    tiny_cnn().export(saved, verbose=False)
+    with pytest.raises(ModelLoadError, match=rf"models\.dir\.path: sha256 checks a single file, "
+                                             rf"and {saved} is a directory \(a SavedModel\)"):
+        sql_dl.bootstrap(spark, {"models": {"dir": {"path": str(saved), "sha256": "a" * 64}}})
+
+
 def python_worker_memory() -> dict[int, int]:
     """Resident memory (kB) of each of PySpark's Python worker processes on this machine."""
     sizes = {}
@@ -270,6 +278,7 @@ def temp_files(spark) -> set[Path]:
             and "pytest-of-" not in str(p)}
 
 
+@pytest.mark.slow
 def test_thirty_queries_keep_worker_memory_and_temp_files_flat(spark, photos_dir, cnn_file):
     sql_dl.bootstrap(spark, {"preprocessors": {"p": {"size": [32, 32], "mode": "caffe"}},
                              "models": {"m": {"path": str(cnn_file), "preprocessor": "p"}},

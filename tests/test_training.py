@@ -257,3 +257,15 @@ def test_sql_dl_publish_command(base_model, tmp_path):
     assert again.stderr.strip().endswith(f"Error: {manifest}: models.pub: an entry of that name "
                                          "exists; choose another name or replace it (replace=True, "
                                          "--replace)")
+
+
+def test_estimator_saves_and_loads_with_its_loader(spark, base_model, digits_dir, tmp_path):
+    est = estimator(base_model, tmp_path, kerasFitParams={"epochs": 2, "learning_rate": 0.01},
+                    kerasOptimizer="sgd", seed=5)
+    est.write().overwrite().save(str(tmp_path / "est"))
+    loaded = KerasImageFileEstimator.load(str(tmp_path / "est"))
+    for name in ("inputCol", "outputCol", "labelCol", "modelFile", "kerasOptimizer", "kerasLoss",
+                 "kerasFitParams", "seed", "modelDir"):
+        assert loaded.getOrDefault(name) == est.getOrDefault(name), name
+    uri = f"file:{next(digits_dir.glob('0/*.png'))}"
+    np.testing.assert_array_equal(loaded.getOrDefault("imageLoader")(uri), digit_loader()(uri))

@@ -41,7 +41,7 @@ def read_images(spark, path: str, recursive: bool = True, sample_ratio: float = 
         raise ValueError(f"num_partitions must be a positive integer. "
                          f"Received: num_partitions={num_partitions!r}")
     spec = ImageViewSpec(name="images", path=path, recursive=recursive, sample_ratio=sample_ratio)
-    frame = image_frame(spark, spec, "read_images", seed or 0)
+    frame = image_frame(spark, spec, "read_images", seed or 0).frame
     if drop_invalid:
         from sql_dl.udfs import image_error_udf
 
