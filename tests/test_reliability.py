@@ -292,4 +292,4 @@ def test_thirty_queries_keep_worker_memory_and_temp_files_flat(spark, photos_dir
     grown = {pid: (memory[pid], after[pid]) for pid in memory.keys() & after.keys()
              if after[pid] > 1.10 * memory[pid]}
     assert memory.keys() & after.keys() and not grown
-    assert temp_files(spark) == files
+    assert not temp_files(spark) - files  # (Spark's cleaner may remove older shuffle files)
