@@ -199,13 +199,17 @@ def _size_arrow_batches(spark, plans: list[ModelPlan]) -> None:
 
 def view_tasks(spark) -> dict[str, int | None]:
     """The number of tasks each image view of the last bootstrap is read in."""
-    return json.loads(spark.conf.get(_REGISTERED_CONF, None) or "{}").get("tasks", {})
+    return _registered(spark).get("tasks", {})
 
 
 def registered_names(spark) -> tuple[list[str], list[str]]:
     """The SQL functions and image views the last bootstrap of this session registered."""
-    registered = json.loads(spark.conf.get(_REGISTERED_CONF, None) or "{}")
+    registered = _registered(spark)
     return registered.get("functions", []), registered.get("views", [])
+
+
+def _registered(spark) -> dict[str, Any]:
+    return json.loads(spark.conf.get(_REGISTERED_CONF, None) or "{}")
 
 
 def _previous_rows(spark) -> list:

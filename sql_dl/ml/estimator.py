@@ -12,15 +12,15 @@ import logging
 import threading
 import uuid
 from pathlib import Path
-from typing import Any
 
 from pyspark import keyword_only
 from pyspark.ml import Estimator
 from pyspark.ml.param import Param, Params, TypeConverters
-from pyspark.ml.param.shared import HasInputCol, HasLabelCol, HasOutputCol, HasSeed
+from pyspark.ml.param.shared import HasLabelCol, HasSeed
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 
-from sql_dl.ml.keras_transformers import KerasImageFileTransformer
+from sql_dl.ml.keras_transformers import (KerasImageFileTransformer, _ImageLoaderParams,
+                                          _LoaderReader, _LoaderWriter)
 from sql_dl.models import cache_dir
 
 __all__ = ["KerasImageFileEstimator"]
@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 _DATA_PARAMS = ("inputCol", "labelCol", "imageLoader", "modelFile", "stagingDir")
 
 
-class KerasImageFileEstimator(Estimator, HasInputCol, HasOutputCol, HasLabelCol, HasSeed,
+class KerasImageFileEstimator(Estimator, _ImageLoaderParams, HasLabelCol, HasSeed,
                               DefaultParamsReadable, DefaultParamsWritable):
     """Fits a Keras model on images named by URI, loaded by ``imageLoader``, in Spark tasks.
 
@@ -39,6 +39,8 @@ class KerasImageFileEstimator(Estimator, HasInputCol, HasOutputCol, HasLabelCol,
     or numeric array column) matching the model's outputs; ``fit`` checks them first.
     ``kerasFitParams`` go to ``model.fit`` (``epochs``, ``verbose``, ...), except
     ``batch_size`` (rows per step) and ``learning_rate`` (given to the optimizer).
+    ``batchSize`` is how many images ``imageLoader`` decodes per chunk while the training set
+    is written.
 
     The decoded training set is written once as Parquet under ``stagingDir`` (default: the
     warehouse directory; on a cluster, storage the executors can read) and deleted after the
@@ -51,10 +53,6 @@ class KerasImageFileEstimator(Estimator, HasInputCol, HasOutputCol, HasLabelCol,
     TensorFlow's multi-threaded kernels can otherwise add floating-point sums in another order.
     """
 
-    modelFile = Param(Params._dummy(), "modelFile", "the Keras model file to train",
-                      typeConverter=TypeConverters.toString)
-    imageLoader = Param(Params._dummy(), "imageLoader",
-                        "a Python function uri -> ndarray giving the model's input")
     kerasOptimizer = Param(Params._dummy(), "kerasOptimizer",
                            "a Keras optimizer name, e.g. adam or sgd",
                            typeConverter=TypeConverters.toString)
@@ -62,9 +60,6 @@ class KerasImageFileEstimator(Estimator, HasInputCol, HasOutputCol, HasLabelCol,
                       typeConverter=TypeConverters.toString)
     kerasFitParams = Param(Params._dummy(), "kerasFitParams",
                            "model.fit arguments, plus batch_size and learning_rate")
-    outputMode = Param(Params._dummy(), "outputMode",
-                       "the fitted model's output: vector or array",
-                       typeConverter=TypeConverters.toString)
     stagingDir = Param(Params._dummy(), "stagingDir",
                        "where the training set is written; executors must read it",
                        typeConverter=TypeConverters.toString)
@@ -74,16 +69,18 @@ class KerasImageFileEstimator(Estimator, HasInputCol, HasOutputCol, HasLabelCol,
     @keyword_only
     def __init__(self, *, inputCol=None, outputCol=None, labelCol=None, modelFile=None,
                  imageLoader=None, kerasOptimizer="adam", kerasLoss="categorical_crossentropy",
-                 kerasFitParams=None, outputMode="vector", stagingDir=None, modelDir=None, seed=0):
+                 kerasFitParams=None, outputMode="vector", stagingDir=None, modelDir=None, seed=0,
+                 batchSize=32):
         super().__init__()
         self._setDefault(kerasOptimizer="adam", kerasLoss="categorical_crossentropy",
-                         kerasFitParams={}, outputMode="vector", seed=0)
+                         kerasFitParams={}, seed=0)
         self._set(**self._input_kwargs)
 
     @keyword_only
     def setParams(self, *, inputCol=None, outputCol=None, labelCol=None, modelFile=None,
                   imageLoader=None, kerasOptimizer="adam", kerasLoss="categorical_crossentropy",
-                  kerasFitParams=None, outputMode="vector", stagingDir=None, modelDir=None, seed=0):
+                  kerasFitParams=None, outputMode="vector", stagingDir=None, modelDir=None, seed=0,
+                  batchSize=32):
         return self._set(**self._input_kwargs)
 
     def _fit(self, dataset):
@@ -102,7 +99,7 @@ class KerasImageFileEstimator(Estimator, HasInputCol, HasOutputCol, HasLabelCol,
         for i, estimator in enumerate(estimators):
             estimator._check()
             key = tuple(id(v) if k == "imageLoader" else v
-                        for k, v in ((n, estimator._value(n)) for n in _DATA_PARAMS))
+                        for k, v in ((n, estimator._optional(n)) for n in _DATA_PARAMS))
             groups.setdefault(key, []).append(i)
         jobs, data_dirs = [], []
         try:
@@ -116,45 +113,35 @@ class KerasImageFileEstimator(Estimator, HasInputCol, HasOutputCol, HasLabelCol,
                 remove(data_dir, spark)
         return [estimators[r.index]._model(r) for r in results]
 
-    def _value(self, name: str) -> Any:
-        param = self.getParam(name)
-        return self.getOrDefault(param) if self.isDefined(param) else None
-
     def _check(self) -> None:
         import keras
 
         name = type(self).__name__
         for required in ("inputCol", "outputCol", "labelCol", "modelFile"):
-            if self._value(required) is None:
+            if self._optional(required) is None:
                 raise ValueError(f"{name}: {required} is required. Received: {required}=None")
-        if not callable(self._value("imageLoader")):
-            raise ValueError(f"{name}: imageLoader must be a function uri -> ndarray. "
-                             f"Received: imageLoader={self._value('imageLoader')!r}")
-        fit_params = self._value("kerasFitParams")
+        self._image_loader()
+        fit_params = self._optional("kerasFitParams")
         if not isinstance(fit_params, dict):
             raise ValueError(f"{name}: kerasFitParams must be a dict of model.fit arguments. "
                              f"Received: kerasFitParams={fit_params!r}")
         for param, check in (("kerasOptimizer", keras.optimizers.get),
                              ("kerasLoss", keras.losses.get)):
             try:
-                check(self._value(param))
+                check(self._optional(param))
             except ValueError as e:
                 raise ValueError(f"{name}: {param} is not a Keras name: {e}. "
-                                 f"Received: {param}={self._value(param)!r}") from e
+                                 f"Received: {param}={self._optional(param)!r}") from e
 
     def _training_set(self, dataset):
         """Decodes the images and labels once, on the executors, into Parquet files."""
-        from sql_dl.manifest import Manifest, ModelSpec
-        from sql_dl.ml.transformers import shipped_plan
         from sql_dl.training import label_column, staging_dir, write_training_set
         from sql_dl.udfs import tensor_udf
 
         name = type(self).__name__
-        spec = ModelSpec(name="modelFile", path=self._value("modelFile"), input="tensor")
-        plan = shipped_plan(self, dataset, spec, Manifest(source=name, models={spec.name: spec}))
-        plan = dataclasses.replace(plan, loader=self._value("imageLoader"))
+        plan = dataclasses.replace(self._tensor_plan(dataset), loader=self._image_loader())
         labels = label_column(dataset, self.getLabelCol(), plan.output_size, name)
-        data_dir = staging_dir(dataset.sparkSession, self._value("stagingDir"))
+        data_dir = staging_dir(dataset.sparkSession, self._optional("stagingDir"))
         frame = dataset.select(tensor_udf(plan)(dataset[self.getInputCol()]).alias("x"),
                                labels.alias("y"))
         rows = write_training_set(frame, data_dir)
@@ -169,31 +156,29 @@ class KerasImageFileEstimator(Estimator, HasInputCol, HasOutputCol, HasLabelCol,
 
         return TrainingJob(index=index, model_file=plan.file, staged_name=plan.staged_name,
                            data_dir=data_dir, input_shape=plan.input_shape,
-                           output_size=plan.output_size, optimizer=self._value("kerasOptimizer"),
-                           loss=self._value("kerasLoss"), fit_params=self._value("kerasFitParams"),
-                           seed=self.getSeed())
+                           output_size=plan.output_size,
+                           optimizer=self._optional("kerasOptimizer"),
+                           loss=self._optional("kerasLoss"),
+                           fit_params=self._optional("kerasFitParams"), seed=self.getSeed())
 
     def _model(self, result) -> KerasImageFileTransformer:
-        directory = Path(self._value("modelDir") or cache_dir() / "trained")
+        directory = Path(self._optional("modelDir") or cache_dir() / "trained")
         directory.mkdir(parents=True, exist_ok=True)
-        path = directory / f"{Path(self._value('modelFile')).stem}-{uuid.uuid4().hex[:12]}.keras"
+        stem = Path(self._optional("modelFile")).stem
+        path = directory / f"{stem}-{uuid.uuid4().hex[:12]}.keras"
         path.write_bytes(result.model)
         model = KerasImageFileTransformer(
             inputCol=self.getInputCol(), outputCol=self.getOutputCol(), modelFile=str(path),
-            imageLoader=self._value("imageLoader"), outputMode=self._value("outputMode"))
+            imageLoader=self._optional("imageLoader"), outputMode=self._optional("outputMode"))
         model.history = result.history
         model.trainedBy = result.pid
         return model
 
     def write(self):
-        from sql_dl.ml.keras_transformers import _LoaderWriter
-
         return _LoaderWriter(self)
 
     @classmethod
     def read(cls):
-        from sql_dl.ml.keras_transformers import _LoaderReader
-
         return _LoaderReader(cls)
 
 

@@ -12,14 +12,14 @@ from pyspark.ml.util import (DefaultParamsReadable, DefaultParamsReader, Default
                              DefaultParamsWriter)
 
 from sql_dl.manifest import Manifest, ModelSpec
-from sql_dl.ml.transformers import shipped_plan, with_vector_column
+from sql_dl.ml.transformers import _OptionalParams, shipped_plan, with_vector_column
 
 __all__ = ["KerasImageFileTransformer", "KerasTransformer"]
 
 OUTPUT_MODES = ("vector", "array")
 
 
-class _KerasFileParams(HasInputCol, HasOutputCol):
+class _KerasFileParams(HasInputCol, HasOutputCol, _OptionalParams):
     modelFile = Param(Params._dummy(), "modelFile", "a .keras/.h5 file or SavedModel directory",
                       typeConverter=TypeConverters.toString)
     batchSize = Param(Params._dummy(), "batchSize", "rows per model call",
@@ -58,7 +58,28 @@ class KerasTransformer(Transformer, _KerasFileParams, DefaultParamsReadable, Def
         return dataset.withColumn(self.getOutputCol(), model_udf(plan)(dataset[self.getInputCol()]))
 
 
-class KerasImageFileTransformer(Transformer, _KerasFileParams, DefaultParamsReadable,
+class _ImageLoaderParams(_KerasFileParams):
+    """The Params of models that read images through the user's ``imageLoader``."""
+
+    imageLoader = Param(Params._dummy(), "imageLoader",
+                        "a Python function uri -> ndarray giving the model's input")
+    outputMode = Param(Params._dummy(), "outputMode", "vector (pyspark.ml dense vectors) or array",
+                       typeConverter=TypeConverters.toString)
+
+    def __init__(self):
+        super().__init__()
+        self._setDefault(outputMode="vector")
+
+    def _image_loader(self):
+        """The ``imageLoader`` Param, checked to be a function."""
+        loader = self._optional(self.imageLoader)
+        if not callable(loader):
+            raise ValueError(f"{type(self).__name__}: imageLoader must be a function uri -> "
+                             f"ndarray. Received: imageLoader={loader!r}")
+        return loader
+
+
+class KerasImageFileTransformer(Transformer, _ImageLoaderParams, DefaultParamsReadable,
                                 DefaultParamsWritable):
     """Applies a Keras model to images named by URI, loaded by the user's ``imageLoader``.
 
@@ -68,16 +89,10 @@ class KerasImageFileTransformer(Transformer, _KerasFileParams, DefaultParamsRead
     give NULL.
     """
 
-    imageLoader = Param(Params._dummy(), "imageLoader",
-                        "a Python function uri -> ndarray giving the model's input")
-    outputMode = Param(Params._dummy(), "outputMode", "vector (pyspark.ml dense vectors) or array",
-                       typeConverter=TypeConverters.toString)
-
     @keyword_only
     def __init__(self, *, inputCol=None, outputCol=None, modelFile=None, imageLoader=None,
                  outputMode="vector", batchSize=32):
         super().__init__()
-        self._setDefault(outputMode="vector")
         self._set(**self._input_kwargs)
 
     @keyword_only
@@ -88,15 +103,11 @@ class KerasImageFileTransformer(Transformer, _KerasFileParams, DefaultParamsRead
     def _transform(self, dataset):
         from sql_dl.udfs import model_udf
 
-        name = type(self).__name__
-        loader = self.getOrDefault(self.imageLoader) if self.isDefined(self.imageLoader) else None
-        if not callable(loader):
-            raise ValueError(f"{name}: imageLoader must be a function uri -> ndarray. "
-                             f"Received: imageLoader={loader!r}")
+        loader = self._image_loader()
         mode = self.getOrDefault(self.outputMode)
         if mode not in OUTPUT_MODES:
-            raise ValueError(f"{name}: outputMode must be one of {', '.join(OUTPUT_MODES)}. "
-                             f"Received: outputMode={mode!r}")
+            raise ValueError(f"{type(self).__name__}: outputMode must be one of "
+                             f"{', '.join(OUTPUT_MODES)}. Received: outputMode={mode!r}")
         plan = dataclasses.replace(self._tensor_plan(dataset), loader=loader)
         output = model_udf(plan)(dataset[self.getInputCol()])
         if mode == "vector":
@@ -122,9 +133,7 @@ class _LoaderWriter(DefaultParamsWriter):
 
         params = {p.name: v for p, v in self.instance._paramMap.items() if p.name != _LOADER_DIR}
         DefaultParamsWriter.saveMetadata(self.instance, path, self.sc, paramMap=params)
-        instance = self.instance
-        loader = instance.getOrDefault(instance.imageLoader) if instance.isDefined(
-            instance.imageLoader) else None
+        loader = self.instance._optional(self.instance.imageLoader)
         self.sc.parallelize([cloudpickle.dumps(loader)], 1).saveAsPickleFile(f"{path}/{_LOADER_DIR}")
 
 

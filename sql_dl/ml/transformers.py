@@ -16,7 +16,13 @@ from sql_dl.manifest import (APPLICATIONS, ON_ERROR, PREPROCESS_MODES, Manifest,
 __all__ = ["DeepImageFeaturizer", "DeepImagePredictor"]
 
 
-class _ImageModelParams(HasInputCol, HasOutputCol):
+class _OptionalParams(Params):
+    def _optional(self, param: Param | str) -> Any:
+        """The Param's value, or None when it is neither set nor defaulted."""
+        return self.getOrDefault(param) if self.isDefined(param) else None
+
+
+class _ImageModelParams(HasInputCol, HasOutputCol, _OptionalParams):
     modelName = Param(Params._dummy(), "modelName",
                       "a keras.applications image classifier, e.g. InceptionV3",
                       typeConverter=TypeConverters.toString)
@@ -42,10 +48,6 @@ class _ImageModelParams(HasInputCol, HasOutputCol):
     def __init__(self):
         super().__init__()
         self._setDefault(weights="imagenet", batchSize=32, onError="null")
-
-    def _optional(self, param: Param) -> Any:
-        """The Param's value, or None when it is neither set nor defaulted."""
-        return self.getOrDefault(param) if self.isDefined(param) else None
 
 
 class _ImageModelTransformer(Transformer, _ImageModelParams, DefaultParamsReadable,
