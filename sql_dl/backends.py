@@ -1,4 +1,7 @@
-"""How bootstrap reaches the executors of a session: classic (SparkContext) or Spark Connect."""
+"""How sql_dl reaches the executors of a session: classic (SparkContext) or Spark Connect.
+
+`backend_for` builds one backend per session and keeps it for the session's life.
+"""
 
 from __future__ import annotations
 
@@ -9,18 +12,22 @@ import os
 import shutil
 import sys
 import tempfile
+import warnings
 import weakref
 from pathlib import Path
 
-from sql_dl.errors import ModelLoadError
+from sql_dl import spark_internals
+from sql_dl.errors import ModelLoadError, SqlDlWarning
 from sql_dl.manifest import is_local, local_path
-from sql_dl.models import ModelPlan, stage
+from sql_dl.models import ModelPlan
+from sql_dl.staging import ship
 
 __all__ = ["Backend", "backend_for"]
 
 logger = logging.getLogger(__name__)
 
-_bad_image_counters: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_backends: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_bad_image_counters: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # per SparkContext
 
 
 class Backend:
@@ -28,7 +35,7 @@ class Backend:
 
     def __init__(self, spark):
         self.spark = spark
-        self.staging = Path(spark.sparkContext._temp_dir) / "sql_dl"  # removed with the JVM
+        self.staging = spark_internals.spark_temp_dir(spark) / "sql_dl"  # removed with the JVM
         self.staging.mkdir(parents=True, exist_ok=True)
 
     def prepare(self) -> None:
@@ -37,7 +44,7 @@ class Backend:
         if ("PYSPARK_PYTHON" not in os.environ and context.master.startswith("local")
                 and context.pythonExec != sys.executable):
             logger.info("Python workers will run %s (was %s)", sys.executable, context.pythonExec)
-            context.pythonExec = sys.executable
+            spark_internals.set_python_exec(self.spark, sys.executable)
 
     def worker_reuse(self) -> bool:
         return self.spark.sparkContext.getConf().get("spark.python.worker.reuse", "true") == "true"
@@ -47,17 +54,17 @@ class Backend:
         return self.spark.sparkContext.defaultParallelism
 
     def bad_image_counter(self):
-        """The session's accumulator of images sql_dl functions could not decode."""
+        """The accumulator of images sql_dl functions could not decode, one per SparkContext."""
         context = self.spark.sparkContext
         if context not in _bad_image_counters:
             _bad_image_counters[context] = context.accumulator(0)
         return _bad_image_counters[context]
 
     def ship_model(self, plan: ModelPlan) -> None:
-        """Stages a model's file and makes it available to every executor."""
-        self.ship(stage(plan.file, plan.staged_name, self.staging))
+        """Makes a model's file available to every executor (see `sql_dl.staging`)."""
+        ship(self, plan.file, plan.staged_name)
 
-    def ship(self, path: Path) -> None:
+    def add_file(self, path: Path) -> None:
         """Makes a staged file available to every executor as ``SparkFiles.get(path.name)``."""
         self.spark.sparkContext.addFile(str(path))
 
@@ -65,13 +72,9 @@ class Backend:
         """A local path for ``uri``, copying it from its Hadoop file system when remote."""
         if is_local(uri):
             return local_path(uri)
-        context = self.spark.sparkContext
-        source = context._jvm.org.apache.hadoop.fs.Path(uri)
-        name = f"{hashlib.sha256(uri.encode()).hexdigest()[:16]}-{source.getName()}"
+        name = f"{hashlib.sha256(uri.encode()).hexdigest()[:16]}-{Path(uri).name}"
         target = self.staging / name
-        filesystem = source.getFileSystem(context._jsc.hadoopConfiguration())
-        filesystem.copyToLocalFile(False, source, context._jvm.org.apache.hadoop.fs.Path(
-            target.as_uri()), True)
+        spark_internals.copy_to_local(self.spark, uri, target)
         return str(target)
 
 
@@ -82,26 +85,34 @@ class ConnectBackend(Backend):
         self.spark = spark
         self.staging = Path(tempfile.mkdtemp(prefix="sql_dl-"))
         atexit.register(shutil.rmtree, self.staging, True)
+        self.cores: int | None = None
 
     def prepare(self) -> None:
         """Warns when the server's Python workers may not be this interpreter."""
         python = os.environ.get("PYSPARK_PYTHON") or shutil.which("python3") or "python3"
         if os.path.realpath(python) != os.path.realpath(sys.executable):
-            logger.warning("A Spark Connect server runs UDFs with its PYSPARK_PYTHON (or python3): "
-                           "if that is %s, not this interpreter (%s), they cannot import sql_dl; "
-                           "set PYSPARK_PYTHON=%s before starting the server", python,
-                           sys.executable, sys.executable)
+            warnings.warn(
+                f"a Spark Connect server runs UDFs with its PYSPARK_PYTHON (or python3), here "
+                f"{python}; if that is not this interpreter, its workers cannot import sql_dl "
+                f"and every query fails. Start the server with PYSPARK_PYTHON={sys.executable}. "
+                f"Received: PYSPARK_PYTHON={os.environ.get('PYSPARK_PYTHON')!r}",
+                SqlDlWarning, stacklevel=3)
 
     def worker_reuse(self) -> bool:
         return self.spark.conf.get("spark.python.worker.reuse", "true") == "true"
 
     def parallelism(self) -> int | None:
-        return None  # not visible from a Connect client
+        """The server's default parallelism: the number of tasks Spark splits a ``range``
+        into (one small job, once per session; a Connect client cannot read it directly)."""
+        if self.cores is None:
+            self.cores = self.spark.sql("SELECT max(spark_partition_id()) + 1 AS n "
+                                        "FROM range(0, 65536)").first().n
+        return self.cores
 
     def bad_image_counter(self):
         return None  # Spark Connect has no accumulators; executors' logs still count
 
-    def ship(self, path: Path) -> None:
+    def add_file(self, path: Path) -> None:
         from pyspark.errors import PySparkException
 
         try:
@@ -113,14 +124,21 @@ class ConnectBackend(Backend):
     def fetch(self, uri: str) -> str:
         if is_local(uri):
             return local_path(uri)
-        raise ModelLoadError(f"cannot read {uri!r} from a Spark Connect client; copy the file "
-                             "to this machine and give its local path")
+        raise ModelLoadError(f"cannot read a remote file from a Spark Connect client; copy the "
+                             f"file to this machine and give its local path. Received: {uri!r}")
 
 
 def backend_for(spark) -> Backend:
-    """The backend matching the kind of ``spark``."""
+    """The backend of ``spark``, built on first use and kept for the session's life."""
+    backend = _backends.get(spark)
+    if backend is None:
+        backend = _backends[spark] = (ConnectBackend if _is_connect(spark) else Backend)(spark)
+    return backend
+
+
+def _is_connect(spark) -> bool:
     try:
         from pyspark.sql.connect.session import SparkSession as ConnectSession
     except ImportError:  # pyspark without its Connect dependencies
-        return Backend(spark)
-    return ConnectBackend(spark) if isinstance(spark, ConnectSession) else Backend(spark)
+        return False
+    return isinstance(spark, ConnectSession)

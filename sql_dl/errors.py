@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-__all__ = ["ImageDecodeError", "ManifestError", "ModelLoadError", "SqlDlError", "SqlDlWarning"]
+__all__ = ["FunctionArgumentError", "ImageDecodeError", "ManifestError", "ModelLoadError",
+           "SparkInternalsError", "SqlDlError", "SqlDlWarning"]
 
 
 class SqlDlError(Exception):
@@ -27,3 +28,12 @@ class ImageDecodeError(SqlDlError, ValueError):
 
 class SqlDlWarning(UserWarning):
     """A setting works but costs performance or surprises; the message says what to change."""
+
+
+class SparkInternalsError(SqlDlError, RuntimeError):
+    """A feature that reaches past PySpark's public API does not work on this Spark version;
+    the message names the feature, the version and what still works."""
+
+
+class FunctionArgumentError(SqlDlError, ValueError):
+    """A SQL function was called with an argument it cannot take (such as k < 0)."""

@@ -10,11 +10,13 @@ from __future__ import annotations
 import hashlib
 import importlib
 import io
+import re
 from typing import Any, Callable
 
 import numpy as np
 from PIL import Image
 
+from sql_dl.batches import stack_valid
 from sql_dl.errors import ImageDecodeError
 from sql_dl.manifest import MAX_PIXELS, PreprocessorSpec, is_local, local_path
 
@@ -23,17 +25,25 @@ __all__ = ["decode_error", "describe_source", "preprocess_batch", "read_uri", "t
 # Spark's image struct (spark.read.format("image")) stores pixels as OpenCV does: BGR(A).
 _STRUCT_FIELDS = ("height", "width", "nChannels", "data")
 _RESAMPLING = {name.lower(): value for name, value in Image.Resampling.__members__.items()}
+_OBJECT_REPR = re.compile(r" ?<[\w.]+ object at 0x[0-9a-fA-F]+>")
 
 
 def describe_source(value: Any) -> str:
-    """Names an image for an error message: its path, or its size and content hash."""
+    """Names an image for the end of an error message: ``path='...'``, or its size and
+    content hash with the SQL that finds it."""
     if isinstance(value, str):
-        return f"path {value!r}"
+        return f"path={value!r}"
     if isinstance(value, dict) and value.get("origin"):
-        return f"path {value['origin']!r}"
+        return f"path={value['origin']!r}"
     data = bytes(value["data"]) if isinstance(value, dict) else bytes(value)
     digest = hashlib.sha256(data).hexdigest()[:16]
-    return f"{len(data)} bytes with SHA-256 {digest}... (find it with sha2(image, 256) LIKE '{digest}%')"
+    return (f"image of {len(data)} bytes with SHA-256 {digest}..., found by "
+            f"sha2(image, 256) LIKE '{digest}%'")
+
+
+def error_text(error: Exception) -> str:
+    """``Type: message`` of a decoding error, without the object addresses Pillow puts in."""
+    return f"{type(error).__name__}: {_OBJECT_REPR.sub('', str(error))}"
 
 
 def read_uri(uri: str) -> bytes:
@@ -87,7 +97,7 @@ def decode_error(value: Any, max_pixels: int = MAX_PIXELS) -> str | None:
     try:
         to_pil(value, max_pixels).convert("RGB")
     except Exception as e:  # PIL raises many types on hostile input
-        return f"{type(e).__name__}: {e}"
+        return error_text(e)
     return None
 
 
@@ -137,21 +147,17 @@ def preprocess_batch(values: list[Any], spec: PreprocessorSpec, on_error: str
         ImageDecodeError: under ``on_error="fail"``, naming the image by path or content hash.
     """
     function = resolve_function(spec.function) if spec.function else None
-    arrays, ok = [], np.zeros(len(values), dtype=bool)
-    for i, value in enumerate(values):
-        if value is None:
-            continue
+
+    def convert(value: Any) -> np.ndarray | None:
         try:
             array = load_rgb(value, spec.size, spec.interpolation, spec.max_pixels)
         except Exception as e:  # PIL raises many types on hostile input
             if on_error == "fail":
                 raise ImageDecodeError(
-                    f"cannot decode image ({describe_source(value)}): {type(e).__name__}: {e}. "
-                    "Fix or remove the file, or set on_error: null to get NULL for it.") from e
-            continue
-        arrays.append(np.asarray(function(array), dtype=np.float32) if function else array)
-        ok[i] = True
-    if not arrays:
-        return np.zeros((0, *spec.size, 3), dtype=np.float32), ok
-    batch = np.stack(arrays)
-    return (batch if function else apply_mode(batch, spec.mode)), ok
+                    f"cannot decode the image: {error_text(e)}. Fix or remove the file, or set "
+                    f"on_error: null to get NULL for it. Received: {describe_source(value)}") from e
+            return None
+        return np.asarray(function(array), dtype=np.float32) if function else array
+
+    batch, ok = stack_valid(values, convert, (*spec.size, 3))
+    return (batch if function or not len(batch) else apply_mode(batch, spec.mode)), ok

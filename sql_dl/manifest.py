@@ -23,6 +23,7 @@ __all__ = [
     "Manifest",
     "ModelSpec",
     "PreprocessorSpec",
+    "check_manifest",
     "load_manifest",
 ]
 
@@ -55,9 +56,64 @@ APPLICATIONS: dict[str, str] = {
 }
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_MISSING = object()
 _FUNCTION_REF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 _SECTIONS = ("preprocessors", "models", "images")
+
+
+# The rules below are the one definition of each value's validity: the manifest validator
+# and the Spark ML Params (sql_dl.ml) both call them. Each returns what is wrong, or None.
+
+def size_problem(value: Any) -> str | None:
+    if (not isinstance(value, (list, tuple)) or len(value) != 2
+            or any(isinstance(v, bool) or not isinstance(v, int) or v <= 0 for v in value)):
+        return "must be [height, width], two positive integers"
+    return None
+
+
+def choice_problem(value: Any, allowed: tuple[str, ...]) -> str | None:
+    return None if value in allowed else f"must be one of {', '.join(allowed)}"
+
+
+def positive_int_problem(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        return "must be a positive integer"
+    return None
+
+
+def max_pixels_problem(value: Any) -> str | None:
+    problem = positive_int_problem(value)
+    if problem is None and value > PILLOW_MAX_PIXELS:
+        return f"must be at most {PILLOW_MAX_PIXELS}, the most Pillow decodes"
+    return problem
+
+
+def sample_ratio_problem(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        return "must be a number in (0, 1]"
+    return None
+
+
+def application_problem(value: Any) -> str | None:
+    if value not in APPLICATIONS:
+        return f"must be a keras.applications image classifier (known: {', '.join(APPLICATIONS)})"
+    return None
+
+
+def default_mode(application: str | None) -> str:
+    """The preprocessing mode when none is given: the application's own, else none."""
+    return APPLICATIONS[application] if application else "none"
+
+
+def default_labels(application: str | None, weights: str | None) -> str | None:
+    """The labels when none are given: ImageNet's for an application with ImageNet weights."""
+    return "imagenet" if application is not None and weights == "imagenet" else None
+
+
+def received(key: str, value: Any) -> str:
+    """The end of every sql_dl error message: ``Received: key=value``."""
+    return f"Received: {key}={value!r}"
 
 
 @dataclass(frozen=True)
@@ -118,6 +174,12 @@ class Manifest:
     models: dict[str, ModelSpec] = field(default_factory=dict)
     images: dict[str, ImageViewSpec] = field(default_factory=dict)
 
+    def summary(self) -> str:
+        """``2 preprocessors, 1 model, 1 image view``."""
+        counts = ((len(self.preprocessors), "preprocessor"), (len(self.models), "model"),
+                  (len(self.images), "image view"))
+        return ", ".join(f"{n} {noun}{'' if n == 1 else 's'}" for n, noun in counts)
+
 
 def load_manifest(manifest: str | os.PathLike | Mapping[str, Any]) -> Manifest:
     """Reads and validates a manifest.
@@ -132,19 +194,36 @@ def load_manifest(manifest: str | os.PathLike | Mapping[str, Any]) -> Manifest:
 
     Raises:
         ManifestError: listing every problem found, each as
-            ``<source>: <section>.<entry>.<key>: <what is wrong> (received: ...)``.
+            ``<source>: <section>.<entry>.<key>: <what is wrong>. Received: <key>=<value>``.
+    """
+    loaded, problems = check_manifest(manifest)
+    if problems:
+        raise ManifestError(problems)
+    return loaded
+
+
+def check_manifest(manifest: str | os.PathLike | Mapping[str, Any], *,
+                   as_file: str | os.PathLike | None = None) -> tuple[Manifest | None, list[str]]:
+    """Validates a manifest without raising: returns the manifest of its valid entries (None
+    when the file cannot be read at all) and every problem found.
+
+    ``as_file``, for a dict, is the file it stands for: relative paths resolve against that
+    file's folder and messages name it.
     """
     if isinstance(manifest, Mapping):
+        if as_file is not None:
+            return _Validator(str(as_file), Path(as_file).resolve().parent).validate(manifest)
         return _Validator("<manifest dict>", Path.cwd()).validate(manifest)
     path = Path(manifest)
     try:
         text = path.read_text()
     except OSError as e:
-        raise ManifestError(f"{path}: cannot read the manifest: {e.strerror}") from e
+        return None, [f"{path}: cannot read the manifest: {e.strerror}; check the path. "
+                      f"{received('manifest', str(path))}"]
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise ManifestError(f"{path}: not valid YAML: {e}") from e
+        return None, [f"{path}: not valid YAML; fix the syntax: {' '.join(str(e).split())}"]
     return _Validator(str(path), path.resolve().parent).validate(data if data is not None else {})
 
 
@@ -166,42 +245,62 @@ class _Validator:
         self.base_dir = base_dir
         self.problems: list[str] = []
 
-    def problem(self, where: str, what: str) -> None:
-        self.problems.append(f"{self.source}: {where}: {what}")
+    def problem(self, where: str, what: str, value: Any = _MISSING) -> None:
+        """Records ``<source>: <where>: <what>. Received: <key>=<value>``."""
+        ending = "" if value is _MISSING else f". {received(where.rsplit('.', 1)[-1], value)}"
+        self.problems.append(f"{self.source}: {where}: {what}{ending}")
 
-    def validate(self, data: Any) -> Manifest:
+    def check(self, where: str, value: Any, problem: str | None, default: Any) -> Any:
+        """``value`` if ``problem`` is None; otherwise records it and returns ``default``."""
+        if problem is None:
+            return value
+        self.problem(where, problem, value)
+        return default
+
+    def validate(self, data: Any) -> tuple[Manifest | None, list[str]]:
+        """The manifest of the entries without problems, and every problem."""
         if not isinstance(data, Mapping):
-            raise ManifestError(
-                f"{self.source}: the manifest must be a mapping with sections "
-                f"{', '.join(_SECTIONS)} (received: {type(data).__name__})")
+            return None, [f"{self.source}: the manifest must be a mapping with sections "
+                          f"{', '.join(_SECTIONS)}. Received: {type(data).__name__}"]
         for key in data:
             if key not in _SECTIONS:
-                self.problem(str(key), f"unknown section (allowed: {', '.join(_SECTIONS)})")
+                self.problem(str(key), f"unknown section; the sections are {', '.join(_SECTIONS)}")
         sections = {name: self._section(data, name) for name in _SECTIONS}
-        preprocessors = {n: self._preprocessor(n, e) for n, e in sections["preprocessors"].items()}
-        models = {n: self._model(n, e, preprocessors) for n, e in sections["models"].items()}
-        images = {n: self._images(n, e) for n, e in sections["images"].items()}
+        preprocessors = self._valid(sections["preprocessors"], self._preprocessor)
+        models = self._valid(sections["models"],
+                             lambda n, e: self._model(n, e, sections["preprocessors"]))
+        images = self._valid(sections["images"], self._images)
         self._check_function_names(preprocessors, models)
-        if self.problems:
-            raise ManifestError(self.problems)
-        return Manifest(self.source, preprocessors, models, images)
+        return Manifest(self.source, preprocessors, models, images), self.problems
+
+    def _valid(self, entries: dict[str, Mapping], make) -> dict[str, Any]:
+        """``make(name, entry)`` for each entry, keeping those that raised no problem."""
+        specs = {}
+        for name, entry in entries.items():
+            before = len(self.problems)
+            spec = make(name, entry)
+            if len(self.problems) == before:
+                specs[name] = spec
+        return specs
 
     def _section(self, data: Mapping, name: str) -> dict[str, Mapping]:
         section = data.get(name) or {}
         if not isinstance(section, Mapping):
-            self.problem(name, f"must be a mapping of names to entries "
-                               f"(received: {type(section).__name__})")
+            self.problem(name, "must be a mapping of names to entries. "
+                               f"Received: {type(section).__name__}")
             return {}
         entries = {}
         for entry_name, entry in section.items():
             where = f"{name}.{entry_name}"
             if not isinstance(entry_name, str) or not _IDENTIFIER.match(entry_name):
                 self.problem(where, "the name must be a SQL identifier: letters, digits and "
-                                    f"underscores, not starting with a digit (received: {entry_name!r})")
+                                    f"underscores, not starting with a digit. "
+                                    f"Received: {entry_name!r}")
             elif entry_name.lower() in RESERVED_NAMES:
-                self.problem(where, f"the name {entry_name!r} is reserved by sql_dl")
+                self.problem(where, f"the name {entry_name!r} is reserved by sql_dl; choose "
+                                    "another")
             elif not isinstance(entry, Mapping):
-                self.problem(where, f"must be a mapping of keys (received: {entry!r})")
+                self.problem(where, f"must be a mapping of keys. Received: {entry!r}")
             else:
                 entries[entry_name] = entry
         return entries
@@ -209,33 +308,22 @@ class _Validator:
     def _check_keys(self, where: str, entry: Mapping, allowed: tuple[str, ...]) -> None:
         for key in entry:
             if key not in allowed:
-                self.problem(f"{where}.{key}", f"unknown key (allowed: {', '.join(allowed)})")
+                self.problem(f"{where}.{key}", f"unknown key; the keys are {', '.join(allowed)}")
 
     def _choice(self, where: str, value: Any, allowed: tuple[str, ...], default: str) -> str:
         if value is None:
             return default
-        if value not in allowed:
-            self.problem(where, f"must be one of {', '.join(allowed)} (received: {value!r})")
-            return default
-        return value
-
-    def _positive_int(self, where: str, value: Any, default: int) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            self.problem(where, f"must be a positive integer (received: {value!r})")
-            return default
-        return value
+        return self.check(where, value, choice_problem(value, allowed), default)
 
     def _bool(self, where: str, value: Any, default: bool) -> bool:
         if value is None:
             return default
-        if not isinstance(value, bool):
-            self.problem(where, f"must be true or false (received: {value!r})")
-            return default
-        return value
+        return self.check(where, value, None if isinstance(value, bool)
+                          else "must be true or false", default)
 
     def _uri(self, where: str, value: Any, must_exist: bool = True, glob: bool = False) -> str:
         if not isinstance(value, str) or not value:
-            self.problem(where, f"must be a path or URI (received: {value!r})")
+            self.problem(where, "must be a path or URI", value)
             return ""
         if not is_local(value):
             return value
@@ -243,30 +331,27 @@ class _Validator:
         path = Path(os.path.normpath(path if path.is_absolute() else self.base_dir / path))
         has_glob = glob and any(c in str(path) for c in "*?[{")
         if must_exist and not has_glob and not path.exists():
-            self.problem(where, f"no such file or directory (received: {value!r}, "
-                                f"resolved to {str(path)!r})")
+            self.problem(where, f"no such file or directory (resolved to {str(path)!r}); "
+                                "check the path", value)
         return str(path)
 
     def _preprocessor(self, name: str, entry: Mapping) -> PreprocessorSpec:
         where = f"preprocessors.{name}"
         self._check_keys(where, entry, ("size", "mode", "interpolation", "function", "max_pixels"))
-        size = entry.get("size")
-        if (not isinstance(size, (list, tuple)) or len(size) != 2
-                or any(isinstance(v, bool) or not isinstance(v, int) or v <= 0 for v in size)):
-            self.problem(f"{where}.size", f"must be [height, width], two positive integers "
-                                          f"(received: {size!r})")
-            size = (1, 1)
+        size = self.check(f"{where}.size", entry.get("size"), size_problem(entry.get("size")),
+                          (1, 1))
         function = entry.get("function")
         if function is not None and (not isinstance(function, str)
                                      or not _FUNCTION_REF.match(function)):
             self.problem(f"{where}.function", "must name a Python function as "
-                                              f"'package.module:function' (received: {function!r})")
+                                              "'package.module:function'", function)
         if function is not None and "mode" in entry:
-            self.problem(f"{where}.mode", "give either mode or function, not both "
-                                          f"(received: mode={entry['mode']!r}, function={function!r})")
+            self.problem(f"{where}.mode", "give either mode or function, not both. "
+                                          f"Received: mode={entry['mode']!r}, function={function!r}")
         if function is None and "mode" not in entry:
-            self.problem(f"{where}.mode", f"is required unless function is given "
-                                          f"(allowed: {', '.join(PREPROCESS_MODES)})")
+            self.problem(f"{where}.mode", f"is required unless function is given; the modes are "
+                                          f"{', '.join(PREPROCESS_MODES)}")
+        max_pixels = entry.get("max_pixels", MAX_PIXELS)
         return PreprocessorSpec(
             name=name,
             size=(size[0], size[1]),
@@ -274,16 +359,9 @@ class _Validator:
             interpolation=self._choice(f"{where}.interpolation", entry.get("interpolation"),
                                        INTERPOLATIONS, "bilinear"),
             function=function,
-            max_pixels=self._max_pixels(f"{where}.max_pixels", entry.get("max_pixels", MAX_PIXELS)),
+            max_pixels=self.check(f"{where}.max_pixels", max_pixels,
+                                  max_pixels_problem(max_pixels), MAX_PIXELS),
         )
-
-    def _max_pixels(self, where: str, value: Any) -> int:
-        value = self._positive_int(where, value, MAX_PIXELS)
-        if value > PILLOW_MAX_PIXELS:
-            self.problem(where, f"must be at most {PILLOW_MAX_PIXELS}, the most Pillow decodes "
-                                f"(received: {value!r})")
-            return MAX_PIXELS
-        return value
 
     def _model(self, name: str, entry: Mapping, preprocessors: Mapping[str, Any]) -> ModelSpec:
         where = f"models.{name}"
@@ -292,17 +370,17 @@ class _Validator:
         path, application = entry.get("path"), entry.get("application")
         if (path is None) == (application is None):
             self.problem(where, "give exactly one of path (a model file) or application "
-                                f"(a keras.applications name) (received: path={path!r}, "
-                                f"application={application!r})")
+                                "(a keras.applications name). "
+                                f"Received: path={path!r}, application={application!r}")
         if path is not None:
             path = self._uri(f"{where}.path", path)
-        if application is not None and application not in APPLICATIONS:
-            self.problem(f"{where}.application", f"unknown keras.applications model "
-                                                 f"{application!r} (known: {', '.join(APPLICATIONS)})")
+        if application is not None:
+            application = self.check(f"{where}.application", application,
+                                     application_problem(application), application)
         weights = entry.get("weights")
         if weights is not None and application is None:
             self.problem(f"{where}.weights", "only applies with application; a model file "
-                                             f"carries its own weights (received: {weights!r})")
+                                             "carries its own weights", weights)
         if application is not None:
             weights = "none" if weights is None and "weights" in entry else weights or "imagenet"
             if weights not in ("imagenet", "none"):
@@ -311,32 +389,22 @@ class _Validator:
         preprocessor = entry.get("preprocessor")
         if preprocessor is not None:
             if input_kind == "tensor":
-                self.problem(f"{where}.preprocessor", "does not apply to input: tensor "
-                                                      f"(received: {preprocessor!r})")
+                self.problem(f"{where}.preprocessor", "does not apply to input: tensor; remove "
+                                                      "it", preprocessor)
             elif preprocessor not in preprocessors:
                 known = ", ".join(preprocessors) or "none defined"
                 self.problem(f"{where}.preprocessor",
                              f"unknown preprocessor {preprocessor!r} (known: {known})")
         labels = entry.get("labels")
-        if labels is None and application is not None and weights == "imagenet":
-            labels = "imagenet"
-        elif labels is not None and labels != "imagenet":
+        if labels is None:
+            labels = default_labels(application, weights)
+        elif labels != "imagenet":
             labels = self._uri(f"{where}.labels", labels)
         features_layer = entry.get("features_layer")
         if features_layer is not None and not isinstance(features_layer, str):
-            self.problem(f"{where}.features_layer", f"must be a layer name (received: {features_layer!r})")
+            self.problem(f"{where}.features_layer", "must be a layer name", features_layer)
         on_error = entry.get("on_error", "null")
-        sha256 = entry.get("sha256")
-        if sha256 is not None:
-            if not isinstance(sha256, str) or not _SHA256.match(sha256):
-                self.problem(f"{where}.sha256", "must be the 64 hex digits of a SHA-256 "
-                                                f"(sha256sum FILE) (received: {sha256!r})")
-                sha256 = None
-            elif application is not None and weights in ("imagenet", "none"):
-                self.problem(f"{where}.sha256", "checks the model file (path) or the weights "
-                                                f"file (weights); weights: {weights} has no file")
-            else:
-                sha256 = sha256.lower()
+        batch_size = entry.get("batch_size", 32)
         return ModelSpec(
             name=name,
             path=path,
@@ -346,30 +414,40 @@ class _Validator:
             preprocessor=preprocessor,
             labels=labels,
             features_layer=features_layer,
-            batch_size=self._positive_int(f"{where}.batch_size", entry.get("batch_size", 32), 32),
+            batch_size=self.check(f"{where}.batch_size", batch_size,
+                                  positive_int_problem(batch_size), 32),
             on_error=self._choice(f"{where}.on_error", "null" if on_error is None else on_error,
                                   ON_ERROR, "null"),
             trust_code=self._bool(f"{where}.trust_code", entry.get("trust_code"), False),
-            sha256=sha256,
+            sha256=self._sha256(f"{where}.sha256", entry.get("sha256"), application, weights),
         )
+
+    def _sha256(self, where: str, sha256: Any, application: str | None,
+                weights: str | None) -> str | None:
+        if sha256 is None:
+            return None
+        if not isinstance(sha256, str) or not _SHA256.match(sha256):
+            self.problem(where, "must be the 64 hex digits of a SHA-256 (sha256sum FILE)", sha256)
+            return None
+        if application is not None and weights in ("imagenet", "none"):
+            self.problem(where, "checks the model file (path) or the weights file (weights), "
+                                f"and weights: {weights} has no file; remove sha256")
+        return sha256.lower()
 
     def _images(self, name: str, entry: Mapping) -> ImageViewSpec:
         where = f"images.{name}"
         self._check_keys(where, entry, ("path", "recursive", "label", "sample_ratio", "glob"))
         ratio = entry.get("sample_ratio", 1.0)
-        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio <= 1:
-            self.problem(f"{where}.sample_ratio", f"must be a number in (0, 1] (received: {ratio!r})")
-            ratio = 1.0
         glob = entry.get("glob")
         if glob is not None and not isinstance(glob, str):
-            self.problem(f"{where}.glob", f"must be a file name pattern such as '*.png' "
-                                          f"(received: {glob!r})")
+            self.problem(f"{where}.glob", "must be a file name pattern such as '*.png'", glob)
         return ImageViewSpec(
             name=name,
             path=self._uri(f"{where}.path", entry.get("path"), glob=True),
             recursive=self._bool(f"{where}.recursive", entry.get("recursive"), True),
             label=self._choice(f"{where}.label", entry.get("label"), LABEL_SOURCES, "parent_dir"),
-            sample_ratio=float(ratio),
+            sample_ratio=float(self.check(f"{where}.sample_ratio", ratio,
+                                          sample_ratio_problem(ratio), 1.0)),
             glob=glob,
         )
 
@@ -383,5 +461,5 @@ class _Validator:
                 key = function_name.lower()  # Spark function names are case-insensitive
                 if key in owners:
                     self.problem(where, f"defines SQL function {function_name!r}, "
-                                        f"already defined by {owners[key]}")
+                                        f"already defined by {owners[key]}; rename one")
                 owners.setdefault(key, where)

@@ -1,25 +1,25 @@
-"""Model loading: on the driver, check every model against its manifest entry and stage it
-for the executors; on the executors, load a staged file into a ready-to-call model.
+"""Model loading: on the driver, check every model against its manifest entry (a
+`ModelPlan`); anywhere, load a model file or SavedModel directory for inference.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import math
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from sql_dl.errors import ModelLoadError
-from sql_dl.manifest import APPLICATIONS, Manifest, ModelSpec, PreprocessorSpec
+from sql_dl.manifest import (Manifest, ModelSpec, PreprocessorSpec, default_mode, is_local,
+                             local_path)
+from sql_dl.staging import file_sha256, staged_name
 
-__all__ = ["ModelPlan", "cache_dir", "load_keras_model", "plan_model", "stage", "staged_name", "unpack"]
+__all__ = ["ModelPlan", "cache_dir", "check_offline", "load_keras_model", "plan_model"]
 
 logger = logging.getLogger(__name__)
 
@@ -67,26 +67,14 @@ def load_keras_model(path: str, trust_code: bool = False):
 
 
 def load_error(error: Exception) -> str:
-    """What to do about a Keras loading error, beyond its message."""
+    """Why a model could not be loaded and what to do, in sql_dl's terms (Keras's own advice
+    about ``safe_mode`` does not apply to manifest users)."""
     if "safe_mode" in str(error) or "Lambda" in str(error):
-        return ("The model carries Python code (a Lambda layer), which sql_dl does not run "
+        return ("the model carries Python code (a Lambda layer), which sql_dl does not run "
                 "unless its manifest entry says trust_code: true. Set it only for a model "
-                "whose author you trust: loading it runs that code.")
-    return ("Give a .keras or .h5 file (model.save) or a SavedModel directory "
-            "(model.export).")
-
-
-def file_sha256(path: str) -> str:
-    """The SHA-256 of a file, or of a directory's file names and contents, in hex."""
-    digest = hashlib.sha256()
-    root = Path(path)
-    files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
-    for file in files:
-        digest.update(str(file.relative_to(root)).encode() if root.is_dir() else b"")
-        with open(file, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
+                "whose author you trust: loading it runs that code")
+    return (f"{type(error).__name__}: {error}. Give a .keras or .h5 file (model.save) or a "
+            "SavedModel directory (model.export)")
 
 
 def _saved_model(path: str):
@@ -139,8 +127,8 @@ def plan_model(spec: ModelSpec, manifest: Manifest, fetch: Callable[[str], str])
     try:
         model = load_keras_model(file, spec.trust_code)
     except Exception as e:  # Keras raises many types for unreadable files
-        raise ModelLoadError(f"{where}.path: cannot load a Keras model from {spec.path!r}: "
-                             f"{type(e).__name__}: {e}. {load_error(e)}") from e
+        raise ModelLoadError(f"{where}.path: cannot load a Keras model: {load_error(e)}. "
+                             f"Received: path={spec.path!r}") from e
     input_shape = _single_input_shape(model, where)
     preprocessor = _preprocessor(spec, manifest, input_shape, where)
     features_layer, features_size = _features(model, spec, where)
@@ -152,15 +140,41 @@ def plan_model(spec: ModelSpec, manifest: Manifest, fetch: Callable[[str], str])
         features_size=features_size, preprocessor=preprocessor, labels=labels,
         batch_size=spec.batch_size, on_error=spec.on_error, source=source,
         sha256=None if os.path.isdir(file) else sha256, trust_code=spec.trust_code)
-    logger.info("Checked model %s (%s) in %.1f s", spec.name, source, time.monotonic() - started)
+    logger.debug("Checked model %s (%s) in %.1f s", spec.name, source, time.monotonic() - started)
     return plan
+
+
+def check_offline(manifest: Manifest, models: list[str] | None = None) -> list[str]:
+    """Checks the manifest's models (or those named) against their files on this machine,
+    as bootstrap would, without Spark; returns every problem found.
+
+    Models with remote files are skipped (bootstrap checks them), saying so in the log.
+    """
+    problems = []
+    for spec in manifest.models.values():
+        if models is not None and spec.name not in models:
+            continue
+        if spec.preprocessor is not None and spec.preprocessor not in manifest.preprocessors:
+            continue  # the preprocessor has problems of its own
+        remote = [uri for uri in (spec.path, spec.weights, spec.labels)
+                  if uri and uri not in ("imagenet", "none") and not is_local(uri)]
+        if remote:
+            logger.info("%s: models.%s: not checked here, remote files are checked at "
+                        "bootstrap: %s", manifest.source, spec.name, ", ".join(remote))
+            continue
+        try:
+            plan_model(spec, manifest, local_path)
+        except ModelLoadError as e:
+            problems.append(str(e))
+    return problems
 
 
 def _check_sha256(file: str, expected: str | None, where: str) -> str:
     """The file's SHA-256, checked against the manifest's ``sha256`` when one is given."""
     if expected is not None and os.path.isdir(file):
-        raise ModelLoadError(f"{where}: sha256 checks a single file, and {file} is a directory "
-                             "(a SavedModel); remove sha256 or give a .keras file")
+        raise ModelLoadError(f"{where}: sha256 checks a single file, and this is a directory "
+                             f"(a SavedModel); remove sha256 or give a .keras file. "
+                             f"Received: path={file!r}")
     actual = file_sha256(file)
     if expected is not None and actual != expected:
         raise ModelLoadError(f"{where}: {file} does not have the SHA-256 the manifest gives: "
@@ -173,9 +187,12 @@ def _fetch(fetch: Callable[[str], str], uri: str, where: str) -> str:
     try:
         path = fetch(uri)
     except Exception as e:  # Hadoop and OS errors alike
-        raise ModelLoadError(f"{where}: cannot read {uri!r}: {e}") from e
+        raise ModelLoadError(f"{where}: cannot read the file: {e}; check the URI and that "
+                             f"the driver can reach it. Received: {where.rsplit('.', 1)[-1]}"
+                             f"={uri!r}") from e
     if not os.path.exists(path):
-        raise ModelLoadError(f"{where}: no such file {uri!r}. Check the path in the manifest.")
+        raise ModelLoadError(f"{where}: no such file; check the path in the manifest. "
+                             f"Received: {where.rsplit('.', 1)[-1]}={uri!r}")
     return path
 
 
@@ -185,12 +202,12 @@ def _size(shape: Any) -> int:
 
 def _single_input_shape(model: Any, where: str) -> tuple[int, ...]:
     if len(model.inputs) != 1:
-        raise ModelLoadError(f"{where}: the model has {len(model.inputs)} inputs; sql_dl "
-                             "runs models with exactly one input")
+        raise ModelLoadError(f"{where}: sql_dl runs models with exactly one input; give a "
+                             f"model with one. Received: inputs={len(model.inputs)}")
     shape = tuple(model.inputs[0].shape[1:])
     if any(d is None for d in shape):
-        raise ModelLoadError(f"{where}: the model's input shape {shape} has unknown dimensions; "
-                             "save the model with a fixed input shape")
+        raise ModelLoadError(f"{where}: the model's input shape has unknown dimensions; "
+                             f"save the model with a fixed input shape. Received: shape={shape}")
     return tuple(int(d) for d in shape)
 
 
@@ -200,19 +217,27 @@ def _preprocessor(spec: ModelSpec, manifest: Manifest, input_shape: tuple[int, .
         return None
     if len(input_shape) != 3 or input_shape[2] != 3:
         raise ModelLoadError(f"{where}.input: the model's input shape {input_shape} is not an "
-                             "RGB image (H, W, 3); use input: tensor for other inputs")
+                             "RGB image (H, W, 3); use input: tensor for other inputs. "
+                             f"Received: input={spec.input!r}")
     if spec.preprocessor is not None:
         preprocessor = manifest.preprocessors[spec.preprocessor]
         if preprocessor.size is None:
             return dataclasses.replace(preprocessor, size=input_shape[:2])
         if tuple(preprocessor.size) != input_shape[:2]:
+            shared = sorted(m.name for m in manifest.models.values()
+                            if m.preprocessor == spec.preprocessor and m.name != spec.name)
+            advice = (f"set preprocessors.{spec.preprocessor}.size: {list(input_shape[:2])}"
+                      if not shared else
+                      f"give this model a preprocessor of its own with size "
+                      f"{list(input_shape[:2])} ({spec.preprocessor!r} also serves "
+                      f"{', '.join(shared)})")
             raise ModelLoadError(
                 f"{where}.preprocessor: preprocessor {spec.preprocessor!r} resizes to "
                 f"{list(preprocessor.size)} but the model takes {list(input_shape[:2])} images; "
-                f"set preprocessors.{spec.preprocessor}.size: {list(input_shape[:2])}")
+                f"{advice}. Received: size={list(preprocessor.size)}")
         return preprocessor
-    mode = APPLICATIONS[spec.application] if spec.application else "none"
-    return PreprocessorSpec(name=f"{spec.name} (default)", size=input_shape[:2], mode=mode)
+    return PreprocessorSpec(name=f"{spec.name} (default)", size=input_shape[:2],
+                            mode=default_mode(spec.application))
 
 
 def _features(model: Any, spec: ModelSpec, where: str) -> tuple[str, int]:
@@ -220,18 +245,21 @@ def _features(model: Any, spec: ModelSpec, where: str) -> tuple[str, int]:
         if spec.features_layer is not None:
             raise ModelLoadError(f"{where}.features_layer: a SavedModel's layers are not "
                                  "visible; remove features_layer (<model>_features then gives "
-                                 "the output), or save the model as a .keras file")
+                                 "the output), or save the model as a .keras file. "
+                                 f"Received: features_layer={spec.features_layer!r}")
         return model.layers[-1].name, _size(model.outputs[0].shape)
     if spec.features_layer is None:
         if len(model.layers) < 2:
             raise ModelLoadError(f"{where}: the model has a single layer, so it has no layer "
-                                 "before the output; set features_layer")
+                                 "before the output; set features_layer. Received: "
+                                 "features_layer=None")
         layer = model.layers[-2]
     else:
         names = [layer.name for layer in model.layers]
         if spec.features_layer not in names:
-            raise ModelLoadError(f"{where}.features_layer: the model has no layer "
-                                 f"{spec.features_layer!r} (layers: {', '.join(names)})")
+            raise ModelLoadError(f"{where}.features_layer: the model has no such layer; give "
+                                 f"one of {', '.join(names)}. "
+                                 f"Received: features_layer={spec.features_layer!r}")
         layer = model.get_layer(spec.features_layer)
     return layer.name, _size(layer.output.shape)
 
@@ -248,8 +276,8 @@ def _labels(spec: ModelSpec, output_size: int, where: str, fetch: Callable[[str]
         labels = tuple((line, line) for line in lines if line)
     if len(labels) != output_size:
         raise ModelLoadError(f"{where}.labels: {len(labels)} labels for a model with "
-                             f"{output_size} outputs; give one label per output, one per line "
-                             f"(received: {spec.labels!r})")
+                             f"{output_size} outputs; give one label per output, one per line. "
+                             f"Received: labels={spec.labels!r}")
     return labels
 
 
@@ -264,7 +292,8 @@ def _imagenet_labels(where: str) -> tuple[tuple[str, str], ...]:
         raise ModelLoadError(
             f"{where}.labels: cannot get the ImageNet class index {_IMAGENET_CLASS_INDEX}: "
             f"it is not in Keras's cache ({_keras_models_dir()}) and downloading it failed "
-            f"({e}). Copy the file there, or give labels: /path/to/labels.txt.") from e
+            f"({e}). Copy the file there, or give labels: /path/to/labels.txt. "
+            f"Received: labels='imagenet'") from e
     with open(path) as f:
         index = json.load(f)
     return tuple(tuple(index[str(i)]) for i in range(len(index)))
@@ -295,48 +324,13 @@ def _build_application(spec: ModelSpec, where: str, fetch: Callable[[str], str])
             raise ModelLoadError(
                 f"{where}.weights: cannot get the ImageNet weights of {spec.application}: they "
                 f"are not in Keras's cache ({_keras_models_dir()}) and downloading them failed "
-                f"({e}). Give weights: /path/to/file.h5 with the weights file instead.") from e
-        raise ModelLoadError(f"{where}.weights: cannot load weights {spec.weights!r} into "
-                             f"{spec.application}: {e}") from e
+                f"({e}). Give weights: /path/to/file.h5 with the weights file instead. "
+                f"Received: weights='imagenet'") from e
+        raise ModelLoadError(f"{where}.weights: cannot load the weights into "
+                             f"{spec.application}: {e}; give a file saved by model.save_weights "
+                             f"for this application. Received: weights={spec.weights!r}") from e
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_suffix(f".{os.getpid()}.keras")
     model.save(partial)
     os.replace(partial, target)
     return str(target)
-
-
-def staged_name(path: str, sha256: str | None = None) -> str:
-    """A name that changes with the content, so a changed model is shipped anew."""
-    base = Path(path)
-    digest = (sha256 or file_sha256(path))[:16]
-    if base.is_dir():
-        return f"{base.name}-{digest}.zip"
-    return f"{base.stem}-{digest}{base.suffix}"
-
-
-def stage(file: str, name: str, directory: Path) -> Path:
-    """Copies a model under its staged ``name`` into ``directory`` (once); directories are zipped."""
-    target = directory / name
-    if target.exists():
-        return target
-    if os.path.isdir(file):
-        archive = shutil.make_archive(str(target.with_suffix(f".{os.getpid()}")), "zip", file)
-        os.replace(archive, target)
-    else:
-        shutil.copyfile(file, target)
-    return target
-
-
-def unpack(staged: str) -> str:
-    """The model path to load from a staged file: a zipped SavedModel is extracted once."""
-    if not staged.endswith(".zip"):
-        return staged
-    target = staged[:-len(".zip")]
-    if not os.path.isdir(target):
-        partial = f"{target}.{os.getpid()}"
-        shutil.unpack_archive(staged, partial, "zip")
-        try:
-            os.replace(partial, target)
-        except OSError:  # another worker of this executor finished first
-            shutil.rmtree(partial, ignore_errors=True)
-    return target

@@ -121,17 +121,16 @@ def _relative(path: Path, base: Path) -> str:
 
 
 def _check(manifest: Path, text: str, name: str) -> None:
-    """Validates the new manifest text as if it were the file, and plans the new model."""
-    from sql_dl.manifest import load_manifest, local_path
-    from sql_dl.models import plan_model
+    """Validates the new manifest text as if it were the file, and checks the new model."""
+    import yaml
 
-    probe = manifest.with_name(f".{manifest.name}.check-{os.getpid()}")
-    probe.write_text(text)
-    try:
-        loaded = load_manifest(probe)
-    except ManifestError as e:
-        raise ManifestError([problem.replace(str(probe), str(manifest)) for problem in e.problems]
-                            ) from e
-    finally:
-        probe.unlink()
-    plan_model(loaded.models[name], loaded, local_path)
+    from sql_dl.errors import ModelLoadError
+    from sql_dl.manifest import check_manifest
+    from sql_dl.models import check_offline
+
+    loaded, problems = check_manifest(yaml.safe_load(text), as_file=manifest)
+    if problems:
+        raise ManifestError(problems)
+    problems = check_offline(loaded, [name])
+    if problems:
+        raise ModelLoadError("\n".join(problems))

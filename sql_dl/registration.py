@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import json
-import math
 import logging
 import os
 import time
 import warnings
-from typing import Any, Mapping, NamedTuple
+from typing import Any, Mapping
 
 from sql_dl.backends import backend_for
-from sql_dl.errors import ManifestError, SqlDlWarning
-from sql_dl.manifest import ImageViewSpec, Manifest, load_manifest
+from sql_dl.errors import SqlDlWarning
+from sql_dl.manifest import Manifest, load_manifest
 from sql_dl.models import ModelPlan, plan_model
+from sql_dl.sql_text import identifier
+from sql_dl.views import image_frame
 
-__all__ = ["IMAGE_ERROR_FUNCTION", "MODELS_VIEW", "bad_image_count", "bootstrap", "image_frame",
-           "registered_names", "view_options", "view_query", "view_tasks"]
+__all__ = ["IMAGE_ERROR_FUNCTION", "MODELS_VIEW", "bad_image_count", "bootstrap",
+           "registered_names", "view_tasks"]
 
 logger = logging.getLogger(__name__)
 
@@ -26,12 +27,11 @@ _REGISTERED_CONF = "sql_dl.registered"
 _ARROW_BATCH_CONF = "spark.sql.execution.arrow.maxRecordsPerBatch"
 _SPARK_DEFAULT_ARROW_BATCH = "10000"
 _ARROW_BATCH_SET_CONF = "sql_dl.arrowBatchSize"  # the value bootstrap set, to update it later
-IMAGES_PER_TASK = 1024
 _MODELS_SCHEMA = ("function string, kind string, model string, input string, "
                   "output_size int, preprocessor string, source string")
 
 
-def bootstrap(spark, manifest: str | os.PathLike | Mapping[str, Any] | Manifest,
+def bootstrap(spark, manifest: str | os.PathLike | Mapping[str, Any] | Manifest, *,
               replace: bool = True, warm_up: bool = False) -> Manifest:
     """Registers a manifest's SQL functions and image views in a Spark session.
 
@@ -67,29 +67,7 @@ def bootstrap(spark, manifest: str | os.PathLike | Mapping[str, Any] | Manifest,
              for name, spec in manifest.images.items()}
     tasks = {name: view.tasks for name, view in views.items()}
 
-    from sql_dl.udfs import image_error_udf, model_udf, preprocessor_udf, top_k_udf
-
-    counter = backend.bad_image_counter()
-    functions: dict[str, Any] = {IMAGE_ERROR_FUNCTION: image_error_udf()}
-    rows = [(IMAGE_ERROR_FUNCTION, "image_error", None, "image", None, None,
-             "why an image cannot be decoded, or NULL")]
-    for spec in manifest.preprocessors.values():
-        functions[spec.name] = preprocessor_udf(spec, counter)
-        rows.append((spec.name, "preprocessor", None, "image", spec.size[0] * spec.size[1] * 3,
-                     spec.name, spec.function or f"mode={spec.mode}"))
-    for plan in plans:
-        backend.ship_model(plan)
-        name, features_name, top_k_name = manifest.models[plan.name].function_names
-        functions[name] = model_udf(plan, counter=counter)
-        functions[features_name] = model_udf(plan, features=True, counter=counter)
-        functions[top_k_name] = top_k_udf(plan, counter)
-        preprocessor = plan.preprocessor.name if plan.preprocessor else None
-        for function_name, kind, size in ((name, "model", plan.output_size),
-                                           (features_name, "features", plan.features_size),
-                                           (top_k_name, "top_k", None)):
-            rows.append((function_name, kind, plan.name, plan.input, size, preprocessor,
-                         plan.source))
-
+    functions, rows = _functions(manifest, plans, backend)
     previous_functions, previous_views = registered_names(spark)
     if replace:
         _drop_previous(spark, set(functions), set(views))
@@ -117,60 +95,36 @@ def bootstrap(spark, manifest: str | os.PathLike | Mapping[str, Any] | Manifest,
             "noop").mode("overwrite").save()
         logger.info("Warmed up %d model(s) in %d Python worker(s) in %.1f s", len(plans),
                     parallelism, time.monotonic() - warm_started)
-    logger.info("Bootstrapped %s: %d functions, %d views in %.1f s", manifest.source,
-                len(functions), len(views), time.monotonic() - started)
+    logger.info("Bootstrapped %s (%s) in %.1f s", manifest.source, manifest.summary(),
+                time.monotonic() - started)
     return manifest
 
 
-def view_options(spec: ImageViewSpec) -> dict[str, str]:
-    """The ``binaryFile`` source options that list an image folder's files."""
-    options = {"path": spec.path, "recursiveFileLookup": str(spec.recursive).lower()}
-    if spec.glob:
-        options["pathGlobFilter"] = spec.glob
-    return options
+def _functions(manifest: Manifest, plans: list[ModelPlan], backend) -> tuple[dict[str, Any], list]:
+    """The manifest's UDFs by SQL name (models shipped), and their ``sql_dl_models`` rows."""
+    from sql_dl.udfs import image_error_udf, model_udf, preprocessor_udf, top_k_udf
 
-
-def view_query(spec: ImageViewSpec, source: str, seed: int = 0,
-               partitions: int | None = None) -> str:
-    """The SELECT that turns ``binaryFile`` rows from ``source`` into an image view."""
-    label = "element_at(split(path, '/'), -2)" if spec.label == "parent_dir" else "CAST(NULL AS STRING)"
-    sample = f" WHERE rand({int(seed)}) < {spec.sample_ratio!r}" if spec.sample_ratio < 1.0 else ""
-    hint = f"/*+ COALESCE({partitions}) */ " if partitions else ""
-    return (f"SELECT {hint}path, {label} AS label, content AS image, length, "
-            f"modificationTime AS modification_time FROM {source}{sample}")
-
-
-def image_files(spark, spec: ImageViewSpec, source: str):
-    """The ``binaryFile`` DataFrame listing an image view's files."""
-    from pyspark.errors import AnalysisException
-
-    try:
-        return spark.read.format("binaryFile").options(**view_options(spec)).load()
-    except AnalysisException as e:
-        raise ManifestError(f"{source}: images.{spec.name}.path: cannot list {spec.path!r}: "
-                            f"{e}") from e
-
-
-def view_partitions(spark, files) -> int | None:
-    """How many tasks an image view is read in: one per core at least, and more only past
-    ``IMAGES_PER_TASK`` files each. Spark's default packs at most ~32 small files per task,
-    and many short tasks leave the cores idle between model calls."""
-    parallelism = backend_for(spark).parallelism()
-    if parallelism is None:
-        return None
-    return max(parallelism, math.ceil(len(files.inputFiles()) / IMAGES_PER_TASK))
-
-
-class ImageView(NamedTuple):
-    frame: Any  # the DataFrame: path, label, image, length, modification_time
-    tasks: int | None  # how many tasks read it (see view_partitions)
-
-
-def image_frame(spark, spec: ImageViewSpec, source: str, seed: int = 0) -> ImageView:
-    """An image view's DataFrame, and the number of tasks it is read in."""
-    files = image_files(spark, spec, source)
-    tasks = view_partitions(spark, files)
-    return ImageView(spark.sql(view_query(spec, "{files}", seed, tasks), files=files), tasks)
+    counter = backend.bad_image_counter()
+    functions: dict[str, Any] = {IMAGE_ERROR_FUNCTION: image_error_udf()}
+    rows = [(IMAGE_ERROR_FUNCTION, "image_error", None, "image", None, None,
+             "why an image cannot be decoded, or NULL")]
+    for spec in manifest.preprocessors.values():
+        functions[spec.name] = preprocessor_udf(spec, counter)
+        rows.append((spec.name, "preprocessor", None, "image", spec.size[0] * spec.size[1] * 3,
+                     spec.name, spec.function or f"mode={spec.mode}"))
+    for plan in plans:
+        backend.ship_model(plan)
+        name, features_name, top_k_name = manifest.models[plan.name].function_names
+        functions[name] = model_udf(plan, counter=counter)
+        functions[features_name] = model_udf(plan, features=True, counter=counter)
+        functions[top_k_name] = top_k_udf(plan, counter)
+        preprocessor = plan.preprocessor.name if plan.preprocessor else None
+        for function_name, kind, size in ((name, "model", plan.output_size),
+                                           (features_name, "features", plan.features_size),
+                                           (top_k_name, "top_k", None)):
+            rows.append((function_name, kind, plan.name, plan.input, size, preprocessor,
+                         plan.source))
+    return functions, rows
 
 
 def bad_image_count(spark) -> int | None:
@@ -223,6 +177,6 @@ def _drop_previous(spark, functions: set[str], views: set[str]) -> None:
     """Drops what an earlier bootstrap of this session registered and this one does not."""
     previous_functions, previous_views = registered_names(spark)
     for name in set(previous_functions) - functions:
-        spark.sql(f"DROP TEMPORARY FUNCTION IF EXISTS `{name}`")
+        spark.sql(f"DROP TEMPORARY FUNCTION IF EXISTS {identifier(name)}")
     for name in set(previous_views) - views:
         spark.catalog.dropTempView(name)

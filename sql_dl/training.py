@@ -125,9 +125,9 @@ def remove(data_dir: str, spark) -> None:
     if is_local(data_dir):
         shutil.rmtree(local_path(data_dir), ignore_errors=True)
         return
-    jvm = spark.sparkContext._jvm
-    path = jvm.org.apache.hadoop.fs.Path(data_dir)
-    path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).delete(path, True)
+    from sql_dl.spark_internals import delete_path
+
+    delete_path(spark, data_dir)
 
 
 def run_jobs(spark, jobs: list[TrainingJob]) -> list[TrainingResult]:
@@ -142,8 +142,9 @@ def train(job: TrainingJob) -> TrainingResult:
     """Runs inside a task: compiles the shipped model, streams the training set into fit."""
     import keras
 
-    from sql_dl.model_cache import configure_threads, shipped_file
     from sql_dl.models import load_keras_model
+    from sql_dl.staging import shipped_file
+    from sql_dl.worker import configure_threads
 
     started = time.monotonic()
     configure_threads()

@@ -14,15 +14,15 @@ from typing import Any, Iterator
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from sql_dl.errors import ImageDecodeError
-from sql_dl.images import decode_error, describe_source, preprocess_batch
+from sql_dl.batches import chunks, column_values, float_rows, stack_valid
+from sql_dl.errors import FunctionArgumentError, ImageDecodeError
+from sql_dl.images import decode_error, describe_source, error_text, preprocess_batch
 from sql_dl.manifest import MAX_PIXELS, PreprocessorSpec
 from sql_dl.models import ModelPlan
 
-__all__ = ["FLOAT_ARRAY", "TOP_K", "column_values", "float_rows", "model_udf", "preprocessor_udf",
-           "tensor_udf", "top_k_udf"]
+__all__ = ["FLOAT_ARRAY", "TOP_K", "image_error_udf", "model_udf", "preprocessor_udf",
+           "tensor_udf", "top_k_udf", "warm_up_udf"]
 
 logger = logging.getLogger(__name__)
 
@@ -65,8 +65,8 @@ class BadImages:
 
     def close(self) -> None:
         if self.count:
-            logger.warning("%s: %d of %d images could not be decoded and gave NULL (the first: "
-                           "%s); sql_dl_image_error(image) tells why", self.function,
+            logger.warning("%s: %d of %d images could not be decoded and gave NULL, the "
+                           "first: %s; sql_dl_image_error(image) tells why", self.function,
                            self.count, self.seen, self.first)
 
 
@@ -91,7 +91,7 @@ def top_k_udf(plan: ModelPlan, counter=None):
         for outputs, ok, ks in _run(plan, batches, False, counter):
             rows: list[Any] = [None] * len(ok)
             for i, p in zip(np.flatnonzero(ok), outputs):
-                rows[i] = _top_k_row(p, ks[i], labels)
+                rows[i] = _top_k_row(plan.name, p, ks[i], labels)
             yield pa.array(rows, _TOP_K_ARROW)
 
     return _arrow_udf(top_k, TOP_K)
@@ -118,7 +118,7 @@ def _tensor_udf(convert, function: str, counter, batch_size: int):
 
         def outputs():
             for batch in batches:
-                for chunk in _chunks(column_values(batch), batch_size):
+                for chunk in chunks(column_values(batch), batch_size):
                     arrays, ok = convert(chunk)
                     bad.add(chunk, ok)
                     yield float_rows(arrays, ok)
@@ -143,7 +143,7 @@ def warm_up_udf(plans: list[ModelPlan]):
     """``id -> id``: loads every model in this worker and runs one batch through each."""
 
     def warm_up(batches: Iterator[pa.Array]) -> Iterator[pa.Array]:
-        from sql_dl.model_cache import get_model
+        from sql_dl.worker import get_model
 
         for plan in plans:
             model = get_model(plan)
@@ -162,7 +162,7 @@ def _run(plan: ModelPlan, batches: Iterator[tuple[pa.Array, pa.Array | None]], f
     A thread decodes the next chunk while the model runs on this one: PIL and TensorFlow
     both release the GIL, so the two overlap.
     """
-    from sql_dl.model_cache import get_model
+    from sql_dl.worker import get_model
 
     model = get_model(plan)
     layer = plan.features_layer if features else None
@@ -190,8 +190,8 @@ def _one_ahead(items: Iterator[Any], before_last=lambda: None) -> Iterator[Any]:
 
 def _chunked(batches: Iterator[tuple[pa.Array, pa.Array | None]], size: int):
     for batch, k in batches:
-        ks = _chunks(k.to_pylist(), size) if k is not None else None
-        for chunk in _chunks(column_values(batch), size):
+        ks = chunks(k.to_pylist(), size) if k is not None else None
+        for chunk in chunks(column_values(batch), size):
             yield chunk, next(ks) if ks is not None else None
 
 
@@ -203,46 +203,10 @@ def _predict(model, plan: ModelPlan, layer: str | None, bad: BadImages, chunk: l
     return outputs, ok, ks
 
 
-def _chunks(values, size: int):
-    return (values[start:start + size] for start in range(0, len(values), size))
-
-
-def column_values(batch: pa.Array) -> list[Any]:
-    """One Arrow batch as Python values: bytes, str, image-struct dicts or float32 arrays;
-    None for NULL (and for an image struct without data)."""
-    if pa.types.is_struct(batch.type):
-        return [None if row is None or row.get("data") is None else row
-                for row in batch.to_pylist()]
-    if pa.types.is_list(batch.type) or pa.types.is_large_list(batch.type):
-        return _tensor_rows(batch)
-    return batch.to_pylist()
-
-
-def _tensor_rows(batch: pa.Array) -> list[np.ndarray | None]:
-    """Rows of a (nested) list array as flat float32 arrays, copied once per batch."""
-    rows = np.arange(len(batch))
-    values = batch
-    while pa.types.is_list(values.type) or pa.types.is_large_list(values.type):
-        rows = rows[pc.list_parent_indices(values).to_numpy()]
-        values = pc.list_flatten(values)
-    flat = values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
-    ends = np.cumsum(np.bincount(rows, minlength=len(batch)))
-    nulls = batch.is_null().to_numpy(zero_copy_only=False)
-    return [None if null else piece for null, piece in zip(nulls, np.split(flat, ends[:-1]))]
-
-
 def _inputs(plan: ModelPlan, values: list[Any]) -> tuple[np.ndarray, np.ndarray]:
     if plan.input == "image":
         return preprocess_batch(values, plan.preprocessor, plan.on_error)
-    arrays, ok = [], np.zeros(len(values), dtype=bool)
-    for i, value in enumerate(values):
-        array = None if value is None else _tensor(plan, value)
-        if array is not None:
-            arrays.append(array)
-            ok[i] = True
-    if not arrays:
-        return np.zeros((0, *plan.input_shape), dtype=np.float32), ok
-    return np.stack(arrays), ok
+    return stack_valid(values, lambda value: _tensor(plan, value), plan.input_shape)
 
 
 def _tensor(plan: ModelPlan, value: Any) -> np.ndarray | None:
@@ -254,32 +218,27 @@ def _tensor(plan: ModelPlan, value: Any) -> np.ndarray | None:
             array = value
     except Exception as e:  # a user's loader may raise anything
         if plan.on_error == "fail":
-            raise ImageDecodeError(f"model {plan.name!r}: the image loader failed on "
-                                   f"{describe_source(value)}: {type(e).__name__}: {e}") from e
+            raise ImageDecodeError(f"model {plan.name!r}: the image loader failed: "
+                                   f"{error_text(e)}. Fix the loader or the file, or use "
+                                   f"onError='null'. Received: {describe_source(value)}") from e
         return None
     size = int(np.prod(plan.input_shape))
     if array.size != size:
         if plan.on_error == "fail":
             raise ImageDecodeError(
-                f"model {plan.name!r}: a tensor of {array.size} values (shape {array.shape}) "
-                f"does not fit the model's input {plan.input_shape} ({size} values)")
+                f"model {plan.name!r}: a tensor of {array.size} values does not fit the model's "
+                f"input {plan.input_shape} ({size} values); give arrays of {size} values. "
+                f"Received: shape={array.shape}")
         return None
     return array.reshape(plan.input_shape)
 
 
-def _top_k_row(probabilities: np.ndarray, k: Any, labels) -> list[dict] | None:
+def _top_k_row(model: str, probabilities: np.ndarray, k: Any, labels) -> list[dict] | None:
     if k is None:
         return None
-    order = np.argsort(-probabilities, kind="stable")[:max(0, int(k))]
+    if k < 0:
+        raise FunctionArgumentError(f"{model}_top_k(x, k): k must be 0 or more (0 gives an "
+                                    f"empty array). Received: k={k}")
+    order = np.argsort(-probabilities, kind="stable")[:int(k)]
     return [{"class": labels[i][0], "description": labels[i][1],
              "probability": float(probabilities[i])} for i in order]
-
-
-def float_rows(results: np.ndarray, ok: np.ndarray) -> pa.Array:
-    """An array<float> column: one row of ``results`` per row where ``ok``, NULL elsewhere."""
-    values = np.ascontiguousarray(results, dtype=np.float32).reshape(-1)
-    width = values.size // max(1, len(results))
-    offsets = np.zeros(len(ok) + 1, dtype=np.int32)
-    np.cumsum(ok * width, out=offsets[1:])
-    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values),
-                                    mask=pa.array(~ok) if not ok.all() else None)

@@ -100,53 +100,53 @@ def test_every_problem_is_reported_at_once(files):
     with pytest.raises(ManifestError) as raised:
         load_manifest(path)
     assert len(raised.value.problems) == 2
-    assert "models.digits_cnn.batch_size: must be a positive integer (received: 0)" in str(raised.value)
-    assert "preprocessors.p32.mode: must be one of caffe, tf, torch, scale, none (received: 'sepia')" in str(raised.value)
+    assert "models.digits_cnn.batch_size: must be a positive integer. Received: batch_size=0" in str(raised.value)
+    assert "preprocessors.p32.mode: must be one of caffe, tf, torch, scale, none. Received: mode='sepia'" in str(raised.value)
 
 
 CASES = [
-    ("colours: {}", r"colours: unknown section \(allowed: preprocessors, models, images\)"),
-    ("models: [a, b]", r"models: must be a mapping of names to entries \(received: list\)"),
+    ("colours: {}", r"colours: unknown section; the sections are preprocessors, models, images"),
+    ("models: [a, b]", r"models: must be a mapping of names to entries. Received: list"),
     ("models: {1abc: {path: models/x.keras}}", r"models.1abc: the name must be a SQL identifier"),
     ("models: {sql_dl_models: {path: models/x.keras}}", r"models.sql_dl_models: the name 'sql_dl_models' is reserved"),
-    ("models: {m: 3}", r"models.m: must be a mapping of keys \(received: 3\)"),
-    ("models: {m: {path: models/x.keras, colour: red}}", r"models.m.colour: unknown key \(allowed: path, application,"),
+    ("models: {m: 3}", r"models.m: must be a mapping of keys. Received: 3"),
+    ("models: {m: {path: models/x.keras, colour: red}}", r"models.m.colour: unknown key; the keys are path, application,"),
     ("models: {m: {}}", r"models.m: give exactly one of path .* or application"),
     ("models: {m: {path: models/x.keras, application: VGG16}}", r"models.m: give exactly one of path"),
-    ("models: {m: {path: models/missing.keras}}", r"models.m.path: no such file or directory \(received: 'models/missing.keras'"),
-    ("models: {m: {application: VGG17}}", r"models.m.application: unknown keras.applications model 'VGG17' \(known: Xception,"),
+    ("models: {m: {path: models/missing.keras}}", r"models.m.path: no such file or directory \(resolved to .*/models/missing.keras'\); check the path. Received: path='models/missing.keras'"),
+    ("models: {m: {application: VGG17}}", r"models.m.application: must be a keras.applications image classifier \(known: Xception,.*Received: application='VGG17'"),
     ("models: {m: {path: models/x.keras, weights: none}}", r"models.m.weights: only applies with application"),
-    ("models: {m: {application: VGG16, weights: w.h5}}", r"models.m.weights: no such file or directory \(received: 'w.h5'"),
-    ("models: {m: {path: models/x.keras, input: audio}}", r"models.m.input: must be one of image, tensor \(received: 'audio'\)"),
+    ("models: {m: {application: VGG16, weights: w.h5}}", r"models.m.weights: no such file or directory .*Received: weights='w.h5'"),
+    ("models: {m: {path: models/x.keras, input: audio}}", r"models.m.input: must be one of image, tensor. Received: input='audio'"),
     ("preprocessors: {p: {size: [2, 2], mode: tf}}\nmodels: {m: {path: models/x.keras, input: tensor, preprocessor: p}}",
      r"models.m.preprocessor: does not apply to input: tensor"),
     ("models: {m: {path: models/x.keras, preprocessor: p}}", r"models.m.preprocessor: unknown preprocessor 'p' \(known: none defined\)"),
-    ("models: {m: {path: models/x.keras, labels: nope.txt}}", r"models.m.labels: no such file or directory \(received: 'nope.txt'"),
-    ("models: {m: {path: models/x.keras, features_layer: 3}}", r"models.m.features_layer: must be a layer name \(received: 3\)"),
-    ("models: {m: {path: models/x.keras, batch_size: true}}", r"models.m.batch_size: must be a positive integer \(received: True\)"),
-    ("models: {m: {path: models/x.keras, batch_size: 2.5}}", r"models.m.batch_size: must be a positive integer \(received: 2.5\)"),
-    ("models: {m: {path: models/x.keras, on_error: skip}}", r"models.m.on_error: must be one of null, fail \(received: 'skip'\)"),
-    ("preprocessors: {p: {mode: tf}}", r"preprocessors.p.size: must be \[height, width\], two positive integers \(received: None\)"),
-    ("preprocessors: {p: {size: [0, 3], mode: tf}}", r"preprocessors.p.size: must be \[height, width\].*\(received: \[0, 3\]\)"),
-    ("preprocessors: {p: {size: [3, 3]}}", r"preprocessors.p.mode: is required unless function is given \(allowed: caffe"),
+    ("models: {m: {path: models/x.keras, labels: nope.txt}}", r"models.m.labels: no such file or directory .*Received: labels='nope.txt'"),
+    ("models: {m: {path: models/x.keras, features_layer: 3}}", r"models.m.features_layer: must be a layer name. Received: features_layer=3"),
+    ("models: {m: {path: models/x.keras, batch_size: true}}", r"models.m.batch_size: must be a positive integer. Received: batch_size=True"),
+    ("models: {m: {path: models/x.keras, batch_size: 2.5}}", r"models.m.batch_size: must be a positive integer. Received: batch_size=2.5"),
+    ("models: {m: {path: models/x.keras, on_error: skip}}", r"models.m.on_error: must be one of null, fail. Received: on_error='skip'"),
+    ("preprocessors: {p: {mode: tf}}", r"preprocessors.p.size: must be \[height, width\], two positive integers. Received: size=None"),
+    ("preprocessors: {p: {size: [0, 3], mode: tf}}", r"preprocessors.p.size: must be \[height, width\].*Received: size=\[0, 3\]"),
+    ("preprocessors: {p: {size: [3, 3]}}", r"preprocessors.p.mode: is required unless function is given; the modes are caffe"),
     ("preprocessors: {p: {size: [3, 3], mode: tf, function: 'a.b:c'}}", r"preprocessors.p.mode: give either mode or function, not both"),
     ("preprocessors: {p: {size: [3, 3], function: 'not a function'}}", r"preprocessors.p.function: must name a Python function as 'package.module:function'"),
-    ("preprocessors: {p: {size: [3, 3], mode: tf, interpolation: cubic}}", r"preprocessors.p.interpolation: must be one of nearest, bilinear, bicubic, hamming, box, lanczos \(received: 'cubic'\)"),
-    ("preprocessors: {p: {size: [3, 3], mode: tf, colour: red}}", r"preprocessors.p.colour: unknown key \(allowed: size, mode, interpolation, function, max_pixels\)"),
-    ("preprocessors: {p: {size: [3, 3], mode: tf, max_pixels: 0}}", r"preprocessors.p.max_pixels: must be a positive integer \(received: 0\)"),
-    ("preprocessors: {p: {size: [3, 3], mode: tf, max_pixels: 200000000}}", r"preprocessors.p.max_pixels: must be at most 178956970, the most Pillow decodes \(received: 200000000\)"),
+    ("preprocessors: {p: {size: [3, 3], mode: tf, interpolation: cubic}}", r"preprocessors.p.interpolation: must be one of nearest, bilinear, bicubic, hamming, box, lanczos. Received: interpolation='cubic'"),
+    ("preprocessors: {p: {size: [3, 3], mode: tf, colour: red}}", r"preprocessors.p.colour: unknown key; the keys are size, mode, interpolation, function, max_pixels"),
+    ("preprocessors: {p: {size: [3, 3], mode: tf, max_pixels: 0}}", r"preprocessors.p.max_pixels: must be a positive integer. Received: max_pixels=0"),
+    ("preprocessors: {p: {size: [3, 3], mode: tf, max_pixels: 200000000}}", r"preprocessors.p.max_pixels: must be at most 178956970, the most Pillow decodes. Received: max_pixels=200000000"),
     ("models: {sql_dl_image_error: {path: models/x.keras}}", r"models.sql_dl_image_error: the name 'sql_dl_image_error' is reserved"),
-    ("models: {m: {path: models/x.keras, trust_code: yes please}}", r"models.m.trust_code: must be true or false \(received: 'yes please'\)"),
-    ("models: {m: {path: models/x.keras, sha256: abc}}", r"models.m.sha256: must be the 64 hex digits of a SHA-256 \(sha256sum FILE\) \(received: 'abc'\)"),
-    (f"models: {{m: {{application: VGG16, sha256: {'a' * 64}}}}}", r"models.m.sha256: checks the model file \(path\) or the weights file \(weights\); weights: imagenet has no file"),
-    ("images: {v: {recursive: true}}", r"images.v.path: must be a path or URI \(received: None\)"),
-    ("images: {v: {path: nowhere}}", r"images.v.path: no such file or directory \(received: 'nowhere'"),
-    ("images: {v: {path: data, recursive: yes please}}", r"images.v.recursive: must be true or false \(received: 'yes please'\)"),
-    ("images: {v: {path: data, label: folder}}", r"images.v.label: must be one of parent_dir, none \(received: 'folder'\)"),
-    ("images: {v: {path: data, sample_ratio: 0}}", r"images.v.sample_ratio: must be a number in \(0, 1\] \(received: 0\)"),
-    ("images: {v: {path: data, sample_ratio: 1.5}}", r"images.v.sample_ratio: must be a number in \(0, 1\] \(received: 1.5\)"),
+    ("models: {m: {path: models/x.keras, trust_code: yes please}}", r"models.m.trust_code: must be true or false. Received: trust_code='yes please'"),
+    ("models: {m: {path: models/x.keras, sha256: abc}}", r"models.m.sha256: must be the 64 hex digits of a SHA-256 \(sha256sum FILE\). Received: sha256='abc'"),
+    (f"models: {{m: {{application: VGG16, sha256: {'a' * 64}}}}}", r"models.m.sha256: checks the model file \(path\) or the weights file \(weights\), and weights: imagenet has no file; remove sha256"),
+    ("images: {v: {recursive: true}}", r"images.v.path: must be a path or URI. Received: path=None"),
+    ("images: {v: {path: nowhere}}", r"images.v.path: no such file or directory .*Received: path='nowhere'"),
+    ("images: {v: {path: data, recursive: yes please}}", r"images.v.recursive: must be true or false. Received: recursive='yes please'"),
+    ("images: {v: {path: data, label: folder}}", r"images.v.label: must be one of parent_dir, none. Received: label='folder'"),
+    ("images: {v: {path: data, sample_ratio: 0}}", r"images.v.sample_ratio: must be a number in \(0, 1\]. Received: sample_ratio=0"),
+    ("images: {v: {path: data, sample_ratio: 1.5}}", r"images.v.sample_ratio: must be a number in \(0, 1\]. Received: sample_ratio=1.5"),
     ("images: {v: {path: data, glob: [a]}}", r"images.v.glob: must be a file name pattern"),
-    ("images: {v: {path: data, colour: red}}", r"images.v.colour: unknown key \(allowed: path, recursive, label, sample_ratio, glob\)"),
+    ("images: {v: {path: data, colour: red}}", r"images.v.colour: unknown key; the keys are path, recursive, label, sample_ratio, glob"),
     ("preprocessors: {m: {size: [3, 3], mode: tf}}\nmodels: {m: {path: models/x.keras}}",
      r"models.m: defines SQL function 'm', already defined by preprocessors.m"),
     ("models: {m: {path: models/x.keras}, m_top: {path: models/x.keras}, m_top_k: {path: models/x.keras}}",
@@ -168,7 +168,7 @@ def test_not_yaml(files):
 
 
 def test_not_a_mapping(files):
-    with pytest.raises(ManifestError, match=r"the manifest must be a mapping .* \(received: list\)"):
+    with pytest.raises(ManifestError, match=r"the manifest must be a mapping .*. Received: list"):
         load_manifest(write(files, "- a\n- b\n"))
 
 

@@ -162,7 +162,7 @@ def test_transfer_learning_on_digit_classes_the_base_never_saw(spark, tmp_path):
     from pyspark.ml.evaluation import MulticlassClassificationEvaluator
     from pyspark.sql import functions as F
 
-    from sql_dl.demo import render_digits
+    from sql_dl.cli.demo import render_digits
 
     render_digits(tmp_path / "digits")
     seen = sorted(f for d in "01234" for f in (tmp_path / "digits" / d).glob("*.png"))

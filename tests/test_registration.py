@@ -271,7 +271,7 @@ def worker_stats(spark) -> dict:
 
 
 def test_model_loads_once_per_worker_across_tasks_and_queries(registered, cnn_file):
-    from sql_dl.models import staged_name
+    from sql_dl.staging import staged_name
 
     query = "SELECT cnn(image) FROM (SELECT /*+ REPARTITION(6) */ * FROM photos)"
     for _ in range(3):
@@ -290,7 +290,7 @@ def test_warm_up_at_bootstrap(spark, registered, photos, tmp_path):
     sql_dl.bootstrap(spark, {"preprocessors": {"pw": {"size": [32, 32], "mode": "tf"}},
                              "models": {"warmed": {"path": str(model_file), "preprocessor": "pw"}}},
                      replace=False, warm_up=True)
-    from sql_dl.models import staged_name
+    from sql_dl.staging import staged_name
 
     key = staged_name(str(model_file))
     assert sum(s["loads"].get(key, 0) for s in worker_stats(spark).values()) >= 1  # before any query

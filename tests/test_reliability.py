@@ -17,7 +17,7 @@ from test_registration import TOLERANCE, local
 import sql_dl
 from sql_dl import ModelLoadError
 from sql_dl.ml import read_images
-from sql_dl.shell import SqlShell
+from sql_dl.cli.shell import SqlShell
 
 # Spark's file sources never list empty files, so empty.jpg is in no view.
 UNDECODABLE = ("random.jpg", "truncated.jpg", "text.png", "bomb.png")
@@ -176,7 +176,7 @@ def shipped_copy(spark, model_file: Path) -> Path:
     """Where executors of this local session read a model bootstrap shipped."""
     from pyspark import SparkFiles
 
-    from sql_dl.models import staged_name
+    from sql_dl.staging import staged_name
 
     return Path(SparkFiles.getRootDirectory()) / staged_name(str(model_file))
 

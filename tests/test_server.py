@@ -320,7 +320,7 @@ def test_public_address_without_authentication_is_refused(own_manifest, tmp_path
 
 
 def test_bind_check_accepts_loopback_authentication_or_insecure():
-    from sql_dl.server import ServerError, check_bind_address
+    from sql_dl.cli.server import ServerError, check_bind_address
 
     check_bind_address("127.0.0.1", {}, insecure=False)
     check_bind_address("localhost", {}, insecure=False)

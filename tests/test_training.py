@@ -13,7 +13,7 @@ from test_cli import sql_dl as run_cli
 from test_registration import TOLERANCE, local
 
 import sql_dl
-from sql_dl.demo import render_digits
+from sql_dl.cli.demo import render_digits
 from sql_dl.ml import AccuracyEvaluator, KerasImageFileEstimator, read_images
 
 CLASSES = ("0", "1", "2", "3", "4")

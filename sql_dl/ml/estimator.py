@@ -19,8 +19,8 @@ from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.param.shared import HasLabelCol, HasSeed
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 
-from sql_dl.ml.keras_transformers import (KerasImageFileTransformer, _ImageLoaderParams,
-                                          _LoaderReader, _LoaderWriter)
+from sql_dl.ml._params import ImageLoaderParams, LoaderReader, LoaderWriter
+from sql_dl.ml.keras_transformers import KerasImageFileTransformer
 from sql_dl.models import cache_dir
 
 __all__ = ["KerasImageFileEstimator"]
@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 _DATA_PARAMS = ("inputCol", "labelCol", "imageLoader", "modelFile", "stagingDir")
 
 
-class KerasImageFileEstimator(Estimator, _ImageLoaderParams, HasLabelCol, HasSeed,
+class KerasImageFileEstimator(Estimator, ImageLoaderParams, HasLabelCol, HasSeed,
                               DefaultParamsReadable, DefaultParamsWritable):
     """Fits a Keras model on images named by URI, loaded by ``imageLoader``, in Spark tasks.
 
@@ -118,13 +118,11 @@ class KerasImageFileEstimator(Estimator, _ImageLoaderParams, HasLabelCol, HasSee
 
         name = type(self).__name__
         for required in ("inputCol", "outputCol", "labelCol", "modelFile"):
-            if self._optional(required) is None:
-                raise ValueError(f"{name}: {required} is required. Received: {required}=None")
+            self._checked(required, lambda v: "is required" if v is None else None)
         self._image_loader()
-        fit_params = self._optional("kerasFitParams")
-        if not isinstance(fit_params, dict):
-            raise ValueError(f"{name}: kerasFitParams must be a dict of model.fit arguments. "
-                             f"Received: kerasFitParams={fit_params!r}")
+        self._output_mode()
+        self._checked("kerasFitParams", lambda v: None if isinstance(v, dict)
+                      else "must be a dict of model.fit arguments")
         for param, check in (("kerasOptimizer", keras.optimizers.get),
                              ("kerasLoss", keras.losses.get)):
             try:
@@ -175,11 +173,11 @@ class KerasImageFileEstimator(Estimator, _ImageLoaderParams, HasLabelCol, HasSee
         return model
 
     def write(self):
-        return _LoaderWriter(self)
+        return LoaderWriter(self)
 
     @classmethod
     def read(cls):
-        return _LoaderReader(cls)
+        return LoaderReader(cls)
 
 
 class _ModelIterator:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from sql_dl.manifest import MAX_PIXELS, ImageViewSpec
+from sql_dl.manifest import (MAX_PIXELS, ImageViewSpec, max_pixels_problem, positive_int_problem,
+                             sample_ratio_problem)
 
 __all__ = ["read_images"]
 
@@ -31,15 +32,13 @@ def read_images(spark, path: str, recursive: bool = True, sample_ratio: float = 
     Raises:
         ValueError: an argument is out of range; the message names it.
     """
-    from sql_dl.registration import image_frame
+    from sql_dl.ml._params import check
+    from sql_dl.views import image_frame
 
-    if not 0 < sample_ratio <= 1:
-        raise ValueError(f"sample_ratio must be in (0, 1]. Received: sample_ratio={sample_ratio!r}")
-    if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1:
-        raise ValueError(f"max_pixels must be a positive integer. Received: max_pixels={max_pixels!r}")
-    if num_partitions is not None and num_partitions < 1:
-        raise ValueError(f"num_partitions must be a positive integer. "
-                         f"Received: num_partitions={num_partitions!r}")
+    check("read_images", "sample_ratio", sample_ratio, sample_ratio_problem(sample_ratio))
+    check("read_images", "max_pixels", max_pixels, max_pixels_problem(max_pixels))
+    if num_partitions is not None:
+        check("read_images", "num_partitions", num_partitions, positive_int_problem(num_partitions))
     spec = ImageViewSpec(name="images", path=path, recursive=recursive, sample_ratio=sample_ratio)
     frame = image_frame(spark, spec, "read_images", seed or 0).frame
     if drop_invalid:

@@ -11,7 +11,7 @@ from pyspark.ml import Transformer
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 
-from sql_dl.udfs import column_values, float_rows
+from sql_dl.batches import chunks, column_values, float_rows
 
 __all__ = ["TFTransformer"]
 
@@ -50,29 +50,26 @@ class TFTransformer(Transformer, DefaultParamsReadable, DefaultParamsWritable):
         from pyspark.sql.functions import arrow_udf
 
         from sql_dl.backends import backend_for
-        from sql_dl.models import stage, staged_name
+        from sql_dl.staging import ship
 
         model_dir = self.getOrDefault(self.modelDir)
         signature = self.getOrDefault(self.signature)
         inputs, outputs = self.getOrDefault(self.inputMapping), self.getOrDefault(self.outputMapping)
         shapes = _check_signature(model_dir, signature, inputs, outputs)
-        name = staged_name(model_dir)
-        backend = backend_for(dataset.sparkSession)
-        backend.ship(stage(model_dir, name, backend.staging))
+        name = ship(backend_for(dataset.sparkSession), model_dir)
         input_names = list(inputs.values())
         output_names = list(outputs)
         batch_size = self.getOrDefault(self.batchSize)
         schema = ", ".join(f"`o{i}` array<float>" for i in range(len(output_names)))
 
         def run(batches: Iterator[Tuple[pa.Array, ...]]) -> Iterator[pa.Array]:
-            from sql_dl.model_cache import get_signature
+            from sql_dl.worker import get_signature
 
             function = get_signature(model_dir, name, signature)
             for batch in batches:
                 columns = [column_values(c) for c in ([batch] if isinstance(batch, pa.Array)
                                                       else batch)]
-                for start in range(0, len(columns[0]), batch_size):
-                    chunk = [c[start:start + batch_size] for c in columns]
+                for chunk in zip(*(chunks(c, batch_size) for c in columns)):
                     yield _run_chunk(function, chunk, input_names, output_names, shapes)
 
         udf = arrow_udf(run, schema)

@@ -10,19 +10,15 @@ from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.param.shared import HasInputCol, HasOutputCol
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 
-from sql_dl.manifest import (APPLICATIONS, ON_ERROR, PREPROCESS_MODES, Manifest, ModelSpec,
-                             PreprocessorSpec)
+from sql_dl.manifest import (ON_ERROR, PREPROCESS_MODES, Manifest, ModelSpec, PreprocessorSpec,
+                             application_problem, choice_problem, default_labels, default_mode,
+                             positive_int_problem, size_problem)
+from sql_dl.ml._params import OptionalParams, shipped_plan, with_vector_column
 
 __all__ = ["DeepImageFeaturizer", "DeepImagePredictor"]
 
 
-class _OptionalParams(Params):
-    def _optional(self, param: Param | str) -> Any:
-        """The Param's value, or None when it is neither set nor defaulted."""
-        return self.getOrDefault(param) if self.isDefined(param) else None
-
-
-class _ImageModelParams(HasInputCol, HasOutputCol, _OptionalParams):
+class _ImageModelParams(HasInputCol, HasOutputCol, OptionalParams):
     modelName = Param(Params._dummy(), "modelName",
                       "a keras.applications image classifier, e.g. InceptionV3",
                       typeConverter=TypeConverters.toString)
@@ -61,59 +57,25 @@ class _ImageModelTransformer(Transformer, _ImageModelParams, DefaultParamsReadab
         if (model_name is None) == (model_file is None):
             raise ValueError(f"{name}: give exactly one of modelName or modelFile. "
                              f"Received: modelName={model_name!r}, modelFile={model_file!r}")
-        if model_name is not None and model_name not in APPLICATIONS:
-            raise ValueError(f"{name}: modelName must be a keras.applications image classifier "
-                             f"({', '.join(APPLICATIONS)}). Received: modelName={model_name!r}")
-        size = self._optional(self.imageSize)
-        if size is not None and (len(size) != 2 or min(size) <= 0):
-            raise ValueError(f"{name}: imageSize must be [height, width]. Received: imageSize={size!r}")
-        mode = self._optional(self.preprocessMode)
-        if mode is not None and mode not in PREPROCESS_MODES:
-            raise ValueError(f"{name}: preprocessMode must be one of {', '.join(PREPROCESS_MODES)}. "
-                             f"Received: preprocessMode={mode!r}")
-        batch_size = self.getOrDefault(self.batchSize)
-        if batch_size <= 0:
-            raise ValueError(f"{name}: batchSize must be positive. Received: batchSize={batch_size!r}")
-        on_error = self.getOrDefault(self.onError)
-        if on_error not in ON_ERROR:
-            raise ValueError(f"{name}: onError must be one of {', '.join(ON_ERROR)}. "
-                             f"Received: onError={on_error!r}")
+        if model_name is not None:
+            self._checked(self.modelName, application_problem)
+        size = self._checked(self.imageSize, lambda v: None if v is None else size_problem(v))
+        mode = self._checked(self.preprocessMode,
+                             lambda v: None if v is None else choice_problem(v, PREPROCESS_MODES))
         preprocessors = {}
         if size is not None or mode is not None:
-            default_mode = APPLICATIONS[model_name] if model_name else "none"
             preprocessors["p"] = PreprocessorSpec("p", tuple(size) if size else None,
-                                                  mode or default_mode)
+                                                  mode or default_mode(model_name))
         spec = ModelSpec(name=model_name or "modelFile", path=model_file, application=model_name,
                          weights=self.getOrDefault(self.weights) if model_name else None,
-                         preprocessor="p" if preprocessors else None, batch_size=batch_size,
-                         on_error=on_error, **extra)
+                         preprocessor="p" if preprocessors else None,
+                         batch_size=self._checked(self.batchSize, positive_int_problem),
+                         on_error=self._checked(self.onError, lambda v: choice_problem(v, ON_ERROR)),
+                         **extra)
         return spec, Manifest(source=name, preprocessors=preprocessors, models={spec.name: spec})
 
     def _plan(self, dataset, **extra: Any):
         return shipped_plan(self, dataset, *self._model_spec(**extra))
-
-
-def with_vector_column(dataset, name: str, array):
-    """Adds ``array`` (array<float>) as the dense-vector column ``name``; NULL stays NULL."""
-    from pyspark.ml.functions import array_to_vector
-    from pyspark.sql import functions as F
-
-    dataset = dataset.withColumn(name, array)
-    return dataset.withColumn(name, F.when(F.col(name).isNotNull(), array_to_vector(F.col(name))))
-
-
-def shipped_plan(transformer: Transformer, dataset, spec: ModelSpec, manifest: Manifest):
-    """The model's plan, checked on the driver and shipped once per distinct setting."""
-    from sql_dl.backends import backend_for
-    from sql_dl.models import plan_model
-
-    cache = transformer.__dict__.setdefault("_plans", {})
-    if spec not in cache:
-        backend = backend_for(dataset.sparkSession)
-        plan = plan_model(spec, manifest, backend.fetch)
-        backend.ship_model(plan)
-        cache[spec] = plan
-    return cache[spec]
 
 
 class DeepImageFeaturizer(_ImageModelTransformer):
@@ -182,9 +144,8 @@ class DeepImagePredictor(_ImageModelTransformer):
         from sql_dl.udfs import model_udf, top_k_udf
 
         labels = self._optional(self.labels)
-        model_name = self._optional(self.modelName)
-        if labels is None and model_name and self.getOrDefault(self.weights) == "imagenet":
-            labels = "imagenet"
+        if labels is None:
+            labels = default_labels(self._optional(self.modelName), self.getOrDefault(self.weights))
         plan = self._plan(dataset, labels=labels)
         images = dataset[self.getInputCol()]
         if self.getOrDefault(self.decodePredictions):

@@ -15,7 +15,7 @@ __all__ = ["run_demo", "render_digits", "train_digits_cnn"]
 logger = logging.getLogger(__name__)
 
 IMAGE_SIZE = (32, 32)
-DEFAULT_SQL = Path(__file__).resolve().parent.parent / "sql" / "demo.sql"
+DEFAULT_SQL = Path(__file__).resolve().parents[2] / "sql" / "demo.sql"
 
 
 def render_digits(directory: Path) -> int:
@@ -92,7 +92,7 @@ def demo_manifest() -> dict:
 
 def run_demo(directory: Path, sql_file: Path | None, make_session: Callable) -> int:
     """Prepares the demo in ``directory`` (reusing earlier work) and runs its SQL."""
-    from sql_dl.shell import SqlShell
+    from sql_dl.cli.shell import SqlShell
 
     started = time.monotonic()
     directory = directory.resolve()
@@ -107,7 +107,7 @@ def run_demo(directory: Path, sql_file: Path | None, make_session: Callable) -> 
     if model_file.exists():
         logger.info("Using the trained model %s (delete it to train again)", model_file)
     else:
-        logger.info("Training a small CNN on 80%% of the digits")
+        logger.info("Training a small CNN on 80% of the digits")
         accuracy = train_digits_cnn(directory / "digits", model_file)
         logger.info("  held-out accuracy %.3f, saved to %s", accuracy, model_file)
     (directory / "labels.txt").write_text("".join(f"{i}\n" for i in range(10)))

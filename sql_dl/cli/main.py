@@ -7,9 +7,10 @@ import argparse
 import logging
 import os
 import sys
+import traceback
 from pathlib import Path
 
-from sql_dl.errors import ManifestError, ModelLoadError, SqlDlError
+from sql_dl.errors import ManifestError, SqlDlError
 
 __all__ = ["main"]
 
@@ -20,7 +21,11 @@ CLI_CONF = {"spark.ui.showConsoleProgress": "true"}
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``sql-dl``; returns the exit code."""
+    """Entry point of ``sql-dl``; returns the exit code.
+
+    A failure is reported as one line on stderr (one per problem of a manifest) with exit
+    code 1; ``SQL_DL_DEBUG=1`` adds the traceback.
+    """
     parser = _parser()
     args = parser.parse_args(argv)
     _quiet_libraries()
@@ -30,22 +35,44 @@ def main(argv: list[str] | None = None) -> int:
     logger.setLevel(logging.WARNING if getattr(args, "silent", False) else logging.INFO)
     try:
         return args.run(args)
-    except SqlDlError as e:
-        print(f"Error: {e}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("Interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # every failure ends as one line, never a traceback
+        if os.environ.get("SQL_DL_DEBUG") == "1":
+            traceback.print_exc()
+        print(f"Error: {failure_message(e)}", file=sys.stderr)
         return 1
 
 
+def failure_message(error: BaseException) -> str:
+    """What a user reads about a failure: sql_dl's own message whole (a manifest's problems
+    one per line), anything else as its type and first line."""
+    if isinstance(error, SqlDlError):
+        return str(error)
+    text = str(error).strip()
+    first = text.splitlines()[0] if text else ""
+    if isinstance(error, OSError) and error.filename is not None:
+        first = f"{error.strerror}: {error.filename}"
+    hint = "" if os.environ.get("SQL_DL_DEBUG") == "1" else " (SQL_DL_DEBUG=1 shows the traceback)"
+    return f"{type(error).__name__}: {first}{hint}"
+
+
 def _parser() -> argparse.ArgumentParser:
+    from sql_dl import __version__
+
     parser = argparse.ArgumentParser(
         prog="sql-dl", description="Deep-learning models over images as Spark SQL functions.")
+    parser.add_argument("--version", action="version", version=f"sql-dl {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     sql = commands.add_parser("sql", help="run SQL (a spark-sql work-alike)",
                               description="Runs SQL given with -e or -f, or at a prompt.")
     source = sql.add_mutually_exclusive_group()
     source.add_argument("-e", dest="execute", metavar="SQL", help="SQL statements to run")
-    source.add_argument("-f", dest="file", metavar="FILE", help="a SQL script to run")
-    sql.add_argument("-i", dest="init", metavar="FILE", action="append", default=[],
+    source.add_argument("-f", dest="file", metavar="FILE", type=_script,
+                        help="a SQL script to run")
+    sql.add_argument("-i", dest="init", metavar="FILE", action="append", default=[], type=_script,
                      help="a SQL script to run first, without printing results (repeatable)")
     sql.add_argument("--header", action="store_true", help="print column names first")
     sql.add_argument("-S", "--silent", action="store_true",
@@ -95,8 +122,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=int, default=32, help="rows per step (default 32)")
     train.add_argument("--learning-rate", type=float, default=0.001,
                        help="Adam's learning rate (default 0.001)")
-    train.add_argument("--held-out", type=float, default=0.2,
-                       help="share of images kept out of training to score it (default 0.2)")
+    train.add_argument("--held-out", type=_fraction, default=0.2,
+                       help="share of images kept out of training to score it, in (0, 1) "
+                            "(default 0.2)")
     train.add_argument("--seed", type=int, default=0, help="split and training seed (default 0)")
     train.add_argument("--replace", action="store_true", help="replace an entry of that name")
     _add_session_arguments(train, manifest_required=True)
@@ -107,7 +135,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Copies a model file (or SavedModel directory) to models/ beside the "
                     "manifest and adds its entry; the next bootstrap or SIGHUP serves it.")
     publish.add_argument("--manifest", metavar="M", required=True, help="the manifest to add to")
-    publish.add_argument("--model", required=True, type=Path, help="the model file to publish")
+    publish.add_argument("--model", required=True, type=_existing_path,
+                         help="the model file (or SavedModel directory) to publish")
     publish.add_argument("--name", required=True, help="the entry's name (its SQL functions' prefix)")
     publish.add_argument("--preprocessor", help="a preprocessor of the manifest to use")
     publish.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
@@ -146,8 +175,33 @@ def _add_session_arguments(parser: argparse.ArgumentParser, manifest: bool = Tru
 def _key_value(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE (received: {text!r})")
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE. Received: {text!r}")
     return key.strip(), value.strip()
+
+
+def _script(path: str) -> str:
+    """A SQL script's text, read before Spark starts."""
+    try:
+        return Path(path).read_text()
+    except OSError as e:
+        raise argparse.ArgumentTypeError(f"cannot read the script: {e.strerror}. "
+                                         f"Received: {path!r}") from e
+
+
+def _existing_path(path: str) -> Path:
+    if not Path(path).exists():
+        raise argparse.ArgumentTypeError(f"no such file or directory. Received: {path!r}")
+    return Path(path)
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be a number in (0, 1). Received: {text!r}")
+    return value
 
 
 def _quiet_libraries() -> None:
@@ -163,8 +217,8 @@ def _session(args, manifest=None):
 
 
 def _run_sql(args) -> int:
+    from sql_dl.cli.shell import SqlShell
     from sql_dl.registration import bootstrap
-    from sql_dl.shell import SqlShell
 
     spark = _session(args)
     shell = SqlShell(spark, header=args.header, silent=args.silent)
@@ -172,12 +226,11 @@ def _run_sql(args) -> int:
         if args.manifest:
             bootstrap(spark, args.manifest, warm_up=args.warm_up)
         for init in args.init:
-            if not shell.run_script(Path(init).read_text(), print_results=False):
+            if not shell.run_script(init, print_results=False):
                 return 1
-        if args.execute is not None:
-            return 0 if shell.run_script(args.execute) else 1
-        if args.file is not None:
-            return 0 if shell.run_script(Path(args.file).read_text()) else 1
+        script = args.execute if args.execute is not None else args.file
+        if script is not None:
+            return 0 if shell.run_script(script) else 1
         shell.interact()
         return 0
     finally:
@@ -185,38 +238,22 @@ def _run_sql(args) -> int:
 
 
 def _run_validate(args) -> int:
-    from sql_dl.manifest import is_local, load_manifest, local_path
-    from sql_dl.models import plan_model
+    from sql_dl.manifest import check_manifest
+    from sql_dl.models import check_offline
 
-    try:
-        manifest = load_manifest(args.manifest)
-    except ManifestError as e:
-        for problem in e.problems:
-            print(problem)
-        return 1
-    problems = []
-    for spec in manifest.models.values():
-        remote = [uri for uri in (spec.path, spec.weights, spec.labels)
-                  if uri and uri not in ("imagenet", "none") and not is_local(uri)]
-        if remote:
-            logger.info("%s: models.%s: not checked here, remote files are checked at "
-                        "bootstrap: %s", manifest.source, spec.name, ", ".join(remote))
-            continue
-        try:
-            plan_model(spec, manifest, local_path)
-        except ModelLoadError as e:
-            problems.append(str(e))
+    manifest, problems = check_manifest(args.manifest)
+    if manifest is not None:
+        problems += check_offline(manifest)
     for problem in problems:
-        print(problem)
+        print(problem, file=sys.stderr)
     if problems:
         return 1
-    print(f"{manifest.source}: OK ({len(manifest.preprocessors)} preprocessors, "
-          f"{len(manifest.models)} models, {len(manifest.images)} image views)")
+    print(f"{manifest.source}: OK ({manifest.summary()})")
     return 0
 
 
 def _run_serve(args) -> int:
-    from sql_dl.server import serve
+    from sql_dl.cli.server import serve
 
     return serve(args.manifest, host=args.host, port=args.port, master=args.master,
                  conf={**CLI_CONF, **dict(args.conf)}, hive_conf=dict(args.hiveconf),
@@ -224,7 +261,7 @@ def _run_serve(args) -> int:
 
 
 def _run_train(args) -> int:
-    from sql_dl.transfer import train_head
+    from sql_dl.cli.train import train_head
 
     spark = _session(args)
     try:
@@ -255,10 +292,7 @@ def _run_publish(args) -> int:
 
 
 def _run_demo(args) -> int:
-    from sql_dl.demo import run_demo
+    from sql_dl.cli.demo import run_demo
 
     return run_demo(args.dir, args.sql, lambda manifest: _session(args, manifest))
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -3,17 +3,16 @@ view's labels, trained in a Spark task and published as a new model of the manif
 
 from __future__ import annotations
 
-import logging
+import dataclasses
 import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from sql_dl.errors import ManifestError
+from sql_dl.sql_text import identifier, string_literal
 
 __all__ = ["TransferReport", "train_head"]
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -45,9 +44,11 @@ def train_head(spark, manifest: str | os.PathLike, base: str, view: str, out: st
     import keras
 
     from sql_dl.backends import backend_for
-    from sql_dl.models import load_keras_model, plan_model, stage, staged_name
+    from sql_dl.manifest import load_manifest
+    from sql_dl.models import load_keras_model, plan_model
     from sql_dl.publish import publish
     from sql_dl.registration import bootstrap
+    from sql_dl.staging import ship
     from sql_dl.training import (TrainingJob, remove, run_jobs, staging_dir,
                                  write_training_set)
 
@@ -56,23 +57,24 @@ def train_head(spark, manifest: str | os.PathLike, base: str, view: str, out: st
     loaded = bootstrap(spark, manifest)
     for kind, name, known in (("models", base, loaded.models), ("images", view, loaded.images)):
         if name not in known:
-            raise ManifestError(f"{manifest}: no {kind} entry {name!r} (entries: "
-                                f"{', '.join(known) or 'none'})")
+            raise ManifestError(f"{manifest}: no {kind} entry {name!r}; give one of "
+                                f"{', '.join(known) or 'none'}. Received: {name!r}")
     spec = loaded.models[base]
     backend = backend_for(spark)
     plan = plan_model(spec, loaded, backend.fetch)
-    labels = [r.label for r in spark.sql(f"SELECT DISTINCT label FROM `{view}` WHERE label IS NOT "
-                                         "NULL ORDER BY label").collect()]
+    labels = [r.label for r in spark.sql(f"SELECT DISTINCT label FROM {identifier(view)} WHERE "
+                                         "label IS NOT NULL ORDER BY label").collect()]
     if len(labels) < 2:
         raise ManifestError(f"{manifest}: images.{view}: a classifier needs at least two labels "
-                            f"(parent folder names); the view has {labels or 'none'}")
+                            f"(parent folder names); give a folder of one folder per class. "
+                            f"Received: labels={labels}")
     kept_out = f"pmod(xxhash64(path, {int(seed)}), 1000) < {round(held_out * 1000)}"
-    names = ", ".join("'" + label.replace("'", "\\'") + "'" for label in labels)
+    names = ", ".join(string_literal(label) for label in labels)
     one_hot = (f"transform(sequence(1, {len(labels)}), "
                f"i -> CAST(i = array_position(array({names}), label) AS FLOAT))")
     features = spec.function_names[1]
-    frame = spark.sql(f"SELECT `{features}`(image) AS x, {one_hot} AS y FROM `{view}` "
-                      f"WHERE label IS NOT NULL AND NOT {kept_out}")
+    frame = spark.sql(f"SELECT {identifier(features)}(image) AS x, {one_hot} AS y "
+                      f"FROM {identifier(view)} WHERE label IS NOT NULL AND NOT {kept_out}")
     data_dir = staging_dir(spark, None)
     with tempfile.TemporaryDirectory(prefix="sql_dl-head-") as directory:
         keras.utils.set_random_seed(seed)
@@ -81,8 +83,7 @@ def train_head(spark, manifest: str | os.PathLike, base: str, view: str, out: st
                                 name=f"{register}_head")
         head_file = Path(directory) / "head.keras"
         head.save(head_file)
-        name = staged_name(str(head_file))
-        backend.ship(stage(str(head_file), name, backend.staging))
+        name = ship(backend, str(head_file))
         try:
             rows = write_training_set(frame, data_dir)
             job = TrainingJob(index=0, model_file=str(head_file), staged_name=name,
@@ -106,10 +107,10 @@ def train_head(spark, manifest: str | os.PathLike, base: str, view: str, out: st
         "interpolation": plan.preprocessor.interpolation}
     model_file = publish(full, manifest, register, preprocessor=preprocessor, labels=labels,
                          path=out, replace=replace)
-    bootstrap(spark, manifest)
-    score = spark.sql(f"SELECT count(*) AS n, avg(CAST(`{register}_top_k`(image, 1)[0].class = "
-                      f"label AS DOUBLE)) AS accuracy FROM `{view}` "
+    published = load_manifest(manifest)
+    bootstrap(spark, dataclasses.replace(published, models={register: published.models[register]},
+                                         images={}), replace=False)
+    score = spark.sql(f"SELECT count(*) AS n, avg(CAST({identifier(register + '_top_k')}(image, 1)"
+                      f"[0].class = label AS DOUBLE)) AS accuracy FROM {identifier(view)} "
                       f"WHERE label IS NOT NULL AND {kept_out}").first()
-    logger.info("Trained %s on %d images; held-out accuracy %.3f on %d", register, rows,
-                score.accuracy or 0.0, score.n)
     return TransferReport(model_file, labels, rows, score.n, score.accuracy, result.history)

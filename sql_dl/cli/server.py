@@ -5,12 +5,13 @@ each sees the manifest without running anything first:
 
 - functions: the Python UDFs registered in the root session are injected into the root
   session's ``SparkSessionExtensions``, which every session created later applies;
-- views: image views and ``sql_dl_models`` become persistent views in the metastore, over
-  ``binaryFile`` tables kept in the ``sql_dl_internal`` database, recreated at start.
+- views: image views and ``sql_dl_models`` become persistent views in the metastore (see
+  `SharedCatalog`).
 """
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import logging
 import os
@@ -18,17 +19,22 @@ import signal
 import socket
 import threading
 import time
+import uuid
 from typing import Mapping
 
-from sql_dl.errors import SqlDlError
+from sql_dl import spark_internals
+from sql_dl.errors import SparkInternalsError, SqlDlError
 from sql_dl.manifest import Manifest, load_manifest
 from sql_dl.registration import bad_image_count
+from sql_dl.sql_text import identifier, string_literal
+from sql_dl.views import view_options, view_query
 
 __all__ = ["ServerError", "check_bind_address", "serve"]
 
 logger = logging.getLogger(__name__)
 
 INTERNAL_DATABASE = "sql_dl_internal"
+_PUBLISHED_CONF = "sql_dl.publishedViews"
 READY_TIMEOUT = 120.0
 _NO_AUTH = ("NONE", "NOSASL")
 
@@ -81,114 +87,120 @@ def server_conf(host: str, port: int, hive_conf: Mapping[str, str]) -> dict[str,
     return settings
 
 
-class Publisher:
-    """Makes a bootstrapped manifest visible to every Thrift Server session."""
+class SharedCatalog:
+    """Makes a bootstrapped manifest visible to every Thrift Server session, open ones
+    included.
+
+    Functions are injected into sessions created from now on. Views are persistent views in
+    the metastore, which every session reads anew at each query. A reload never replaces a
+    table in place: each publication reads its folders through new ``binaryFile`` tables and
+    only then drops the previous ones, because open sessions cache the file listing of a
+    table they have read. ``sql_dl_models`` holds its rows in its own definition.
+    """
 
     def __init__(self, spark):
         self.spark = spark
-        self.jvm = spark.sparkContext._jvm
 
-    def publish(self, manifest: Manifest, previous_views: list[str]) -> None:
+    def publish(self, manifest: Manifest) -> None:
         from sql_dl.registration import MODELS_VIEW, registered_names
 
         functions, views = registered_names(self.spark)
-        self._injected_functions().clear()
+        spark_internals.injected_functions(self.spark).clear()
         for name in functions:
-            self._inject_function(name)
-        self.spark.sql(f"CREATE DATABASE IF NOT EXISTS {INTERNAL_DATABASE}")
-        for name in set(previous_views) - set(views):
-            self.spark.sql(f"DROP VIEW IF EXISTS default.`{name}`")
-            self.spark.sql(f"DROP TABLE IF EXISTS {INTERNAL_DATABASE}.`files_{name}`")
+            spark_internals.inject_session_function(self.spark, name)
+        if not self.spark.catalog.databaseExists(INTERNAL_DATABASE):
+            self.spark.sql(f"CREATE DATABASE {INTERNAL_DATABASE}")
+        old_tables = [t.name for t in self.spark.catalog.listTables(INTERNAL_DATABASE)]
+        for name in self._published_views() - set(views):
+            self.spark.sql(f"DROP VIEW IF EXISTS default.{identifier(name)}")
         for spec in manifest.images.values():
             self._publish_view(spec)
-        (self.spark.table(MODELS_VIEW).write.mode("overwrite")
-         .saveAsTable(f"{INTERNAL_DATABASE}.models"))
         self.spark.sql(f"CREATE OR REPLACE VIEW default.{MODELS_VIEW} AS "
-                       f"SELECT * FROM {INTERNAL_DATABASE}.models")
+                       f"{_rows_query(self.spark.table(MODELS_VIEW))}")
+        self.spark.conf.set(_PUBLISHED_CONF, ",".join(sorted(views)))
+        for table in old_tables:
+            self.spark.sql(f"DROP TABLE IF EXISTS {INTERNAL_DATABASE}.{identifier(table)}")
 
-    def _injected_functions(self):
-        """The extensions' list of injected functions, so a reload can also remove some.
-
-        Spark offers no public way to take an injected function back; the list is a
-        private field, reached through Java reflection.
-        """
-        extensions = self.spark._jsparkSession.extensions()
-        for field in extensions.getClass().getDeclaredFields():
-            if field.getName().endswith("injectedFunctions"):
-                field.setAccessible(True)
-                return field.get(extensions)
-        raise ServerError("this Spark version keeps no injectedFunctions list in "
-                          "SparkSessionExtensions; sql-dl serve cannot publish functions")
-
-    def _inject_function(self, name: str) -> None:
-        """Makes sessions created from now on apply the root session's function ``name``."""
-        jvm = self.jvm
-        session = self.spark._jsparkSession
-        registry = session.sessionState().functionRegistry()
-        qualified = jvm.org.apache.spark.sql.catalyst.FunctionIdentifier(
-            name, jvm.scala.Some("session"), jvm.scala.Some("system"))
-        info = registry.lookupFunction(qualified).get()
-        builder = registry.lookupFunctionBuilder(qualified).get()
-        unqualified = jvm.org.apache.spark.sql.catalyst.FunctionIdentifier(
-            name, jvm.scala.Option.empty(), jvm.scala.Option.empty())
-        session.extensions().injectFunction(jvm.scala.Tuple3(unqualified, info, builder))
+    def _published_views(self) -> set[str]:
+        return set(filter(None, self.spark.conf.get(_PUBLISHED_CONF, "").split(",")))
 
     def _publish_view(self, spec) -> None:
-        from sql_dl.registration import view_options, view_query, view_tasks
+        from sql_dl.registration import view_tasks
 
-        table = f"{INTERNAL_DATABASE}.`files_{spec.name}`"
-        options = ", ".join(f"`{k}` '{_quote(v)}'" for k, v in view_options(spec).items())
-        self.spark.sql(f"DROP TABLE IF EXISTS {table}")
+        table = f"{INTERNAL_DATABASE}.{identifier(f'files_{spec.name}_{uuid.uuid4().hex[:8]}')}"
+        options = ", ".join(f"{identifier(k)} {string_literal(v)}"
+                            for k, v in view_options(spec).items())
         self.spark.sql(f"CREATE TABLE {table} USING binaryFile OPTIONS ({options})")
         self.spark.catalog.dropTempView(spec.name)
         tasks = view_tasks(self.spark).get(spec.name)  # as bootstrap counted: no new listing
-        self.spark.sql(f"CREATE OR REPLACE VIEW default.`{spec.name}` AS "
-                       f"{view_query(spec, table, partitions=tasks)}")
+        self.spark.sql(f"CREATE OR REPLACE VIEW default.{identifier(spec.name)} AS "
+                       f"{view_query(spec, table, tasks=tasks)}")
+
+
+def _rows_query(frame) -> str:
+    """A SELECT that yields ``frame``'s rows (strings and integers) from literals alone."""
+    def literal(value) -> str:
+        if value is None:
+            return "NULL"
+        return str(int(value)) if isinstance(value, int) else string_literal(str(value))
+
+    fields = frame.schema.fields
+    rows = [f"({', '.join(literal(v) for v in row)})" for row in frame.collect()]
+    columns = ", ".join(f"CAST({identifier(f.name)} AS {f.dataType.simpleString()}) AS "
+                        f"{identifier(f.name)}" for f in fields)
+    names = ", ".join(identifier(f.name) for f in fields)
+    return f"SELECT {columns} FROM VALUES {', '.join(rows)} AS t({names})"
 
 
 class QueryLog(threading.Thread):
     """Logs each statement the server runs with the name of the user who sent it, and when
     it ends, how many images could not be decoded since the previous query ended.
 
-    Reads the Thrift Server's own records of executions (as its UI does) once a second.
-    Counts are exact when queries run one at a time; concurrent queries share them.
+    Reads the Thrift Server's own records of executions (as its UI does) once a second, in
+    the order statements started. Counts are exact when queries run one at a time;
+    concurrent queries share them.
     """
 
     def __init__(self, spark, interval: float = 1.0):
         super().__init__(name="sql_dl-query-log", daemon=True)
-        jvm = spark.sparkContext._jvm
         self.spark = spark
-        self.store = jvm.org.apache.spark.sql.hive.thriftserver.ui.HiveThriftServer2AppStatusStore(
-            spark.sparkContext._jsc.sc().statusStore().store())
-        self.to_java = jvm.scala.jdk.javaapi.CollectionConverters.asJava
         self.interval = interval
         self.stopped = threading.Event()
         self.started: set[str] = set()
         self.finished: set[str] = set()
         self.bad_images = bad_image_count(spark) or 0
 
+    @classmethod
+    def start_if_possible(cls, spark) -> QueryLog | None:
+        """Starts the log, or says once why there is none (the server serves either way)."""
+        try:
+            spark_internals.thrift_server_executions(spark)
+        except SparkInternalsError as e:
+            logger.warning("No query log: %s", e)
+            return None
+        log = cls(spark)
+        log.start()
+        return log
+
     def run(self) -> None:
         while not self.stopped.wait(self.interval):
             self.poll()
 
     def poll(self) -> None:
-        for execution in self.to_java(self.store.getExecutionList()):
-            query = execution.execId()
-            if query not in self.started:
-                self.started.add(query)
-                logger.info("query %s by user %s: %s", query, execution.userName(),
-                            " ".join(execution.statement().split()))
-            if query not in self.finished and execution.finishTimestamp() > 0:
-                self.finished.add(query)
+        executions = sorted(spark_internals.thrift_server_executions(self.spark),
+                            key=lambda e: e.started)
+        for execution in executions:
+            if execution.id not in self.started:
+                self.started.add(execution.id)
+                logger.info("query %s by user %s: %s", execution.id, execution.user,
+                            " ".join(execution.statement.split()))
+            if execution.id not in self.finished and execution.finished:
+                self.finished.add(execution.id)
                 total = bad_image_count(self.spark) or 0
                 if total > self.bad_images:
                     logger.warning("query %s: %d image(s) could not be decoded and gave NULL",
-                                   query, total - self.bad_images)
+                                   execution.id, total - self.bad_images)
                 self.bad_images = total
-
-
-def _quote(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("'", "\\'")
 
 
 def serve(manifest: str | os.PathLike, host: str = "127.0.0.1", port: int = 10000,
@@ -203,7 +215,7 @@ def serve(manifest: str | os.PathLike, host: str = "127.0.0.1", port: int = 1000
     Returns:
         The exit code: 0 after a clean stop.
     """
-    from sql_dl.registration import bootstrap, registered_names
+    from sql_dl.registration import bootstrap
     from sql_dl.session import session
 
     hive_conf = dict(hive_conf or {})
@@ -211,13 +223,11 @@ def serve(manifest: str | os.PathLike, host: str = "127.0.0.1", port: int = 1000
     loaded = load_manifest(manifest)
     spark = session(master=master, conf={**server_conf(host, port, hive_conf), **(conf or {})},
                     home=home)
-    publisher = Publisher(spark)
+    catalog = SharedCatalog(spark)
     bootstrap(spark, loaded, warm_up=True)
-    publisher.publish(loaded, [])
-    server = spark._jvm.org.apache.spark.sql.hive.thriftserver.HiveThriftServer2.startWithContext(
-        spark._jsparkSession.sqlContext())
-    query_log = QueryLog(spark)
-    query_log.start()
+    catalog.publish(loaded)
+    server = spark_internals.start_thrift_server(spark)
+    query_log = QueryLog.start_if_possible(spark)
     _wait_until_listening(host, port)
     announce(f"ready: {jdbc_url(host, port, hive_conf)}", flush=True)
 
@@ -229,17 +239,19 @@ def serve(manifest: str | os.PathLike, host: str = "127.0.0.1", port: int = 1000
     while not stop.is_set():
         if reload.wait(0.5):
             reload.clear()
-            ok = _reload(spark, publisher, manifest, registered_names(spark)[1])
+            ok = _reload(spark, catalog, manifest)
             announce(f"{'reloaded' if ok else 'reload failed'}: {manifest}", flush=True)
     logger.info("Stopping: cancelling running queries")
-    query_log.stopped.set()
+    if query_log is not None:
+        query_log.stopped.set()
+    spark.sparkContext.setLogLevel("FATAL")  # the cancelled queries' traces are expected
     spark.sparkContext.cancelAllJobs()
     server.stop()
     spark.stop()
     return 0
 
 
-def _reload(spark, publisher: Publisher, manifest, previous_views: list[str]) -> bool:
+def _reload(spark, catalog: SharedCatalog, manifest) -> bool:
     from sql_dl.registration import bootstrap
 
     try:
@@ -247,19 +259,24 @@ def _reload(spark, publisher: Publisher, manifest, previous_views: list[str]) ->
     except Exception as e:  # a bad manifest must never stop a running server
         logger.error("Reload failed; the previous definitions stay:\n%s", e)
         return False
-    publisher.publish(loaded, previous_views)
+    catalog.publish(loaded)
     logger.info("Reloaded %s: new connections see the new functions; views changed for all",
                 manifest)
     return True
 
 
 def _wait_until_listening(host: str, port: int) -> None:
+    """Waits until the port is taken, without connecting to it (a plain connection to a TLS
+    port would make the server log a failed handshake)."""
     deadline = time.monotonic() + READY_TIMEOUT
     while time.monotonic() < deadline:
-        try:
-            with socket.create_connection((host, port), timeout=1):
-                return
-        except OSError:
-            time.sleep(0.2)
-    raise ServerError(f"the Thrift Server did not accept connections on {host}:{port} within "
-                      f"{READY_TIMEOUT:.0f} s; see the Spark log above")
+        with socket.socket() as probe:
+            try:
+                probe.bind((host, port))
+            except OSError as e:
+                if e.errno == errno.EADDRINUSE:
+                    return
+                raise
+        time.sleep(0.2)
+    raise ServerError(f"the Thrift Server did not listen on {host}:{port} within "
+                      f"{READY_TIMEOUT:.0f} s; see the Spark log above. Received: --port {port}")

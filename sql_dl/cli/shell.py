@@ -9,6 +9,7 @@ from typing import Iterable, TextIO
 
 import sqlparse
 
+from sql_dl import spark_internals
 from sql_dl.errors import SqlDlError
 from sql_dl.registration import IMAGE_ERROR_FUNCTION, bad_image_count
 
@@ -59,7 +60,7 @@ class SqlShell:
         bad_before = bad_image_count(self.spark)
         try:
             frame = self.spark.sql(statement)
-            lines = self._format(frame)
+            lines = spark_internals.hive_result_lines(frame)
         except (PySparkException, SqlDlError) as e:
             print(f"Error: {_error_message(e)}", file=self.err)
             return False
@@ -82,17 +83,18 @@ class SqlShell:
             print(f"Warning: {bad} image(s) could not be decoded and gave NULL; "
                   f"{IMAGE_ERROR_FUNCTION}(image) tells why", file=self.err)
 
-    def _format(self, frame) -> list[str]:
-        jvm = self.spark.sparkContext._jvm
-        plan = frame._jdf.queryExecution().executedPlan()
-        lines = jvm.org.apache.spark.sql.execution.HiveResult.hiveResultString(plan)
-        return list(jvm.scala.jdk.javaapi.CollectionConverters.asJava(lines))
-
     def interact(self, lines: Iterable[str] | None = None) -> None:
         """Reads ``;``-terminated statements at a prompt, with history, until quit or EOF."""
         readline = _readline()
-        buffer: list[str] = []
-        for line in lines if lines is not None else _prompt_lines(buffer):
+        buffer: list[str] = []  # the statement being typed
+        try:
+            self._read_statements(lines if lines is not None else _prompt_lines(buffer), buffer)
+        finally:
+            if readline is not None:
+                readline.write_history_file(HISTORY_FILE)
+
+    def _read_statements(self, lines: Iterable[str], buffer: list[str]) -> None:
+        for line in lines:
             buffer.append(line)
             if not line.rstrip().endswith(";"):
                 continue
@@ -101,8 +103,6 @@ class SqlShell:
                 if statement.lower() in _EXIT_STATEMENTS:
                     return
                 self.run(statement)
-        if readline is not None:
-            readline.write_history_file(HISTORY_FILE)
 
 
 def _prompt_lines(buffer: list[str]) -> Iterable[str]:
@@ -129,11 +129,21 @@ def _readline():
 
 
 def _error_message(error: Exception) -> str:
-    """The message a user needs: for a worker's error, its exception line, not the traceback."""
+    """The message a user needs: for a worker's error, its exception line, not the
+    traceback; for an analysis or parse error, its first line and the caret block."""
     from pyspark.errors import PythonException
 
-    if not isinstance(error, PythonException):
-        return str(error).strip()
     lines = [line for line in str(error).splitlines() if line.strip()]
-    ours = [line for line in lines if line.startswith("sql_dl.errors.")]
-    return ours[-1].removeprefix("sql_dl.errors.") if ours else lines[-1]
+    if not lines:
+        return type(error).__name__
+    if isinstance(error, PythonException):
+        ours = [line for line in lines if line.startswith("sql_dl.errors.")]
+        return ours[-1].removeprefix("sql_dl.errors.") if ours else lines[-1]
+    message = [lines[0]]
+    if any(line.startswith("== SQL") for line in lines):  # the statement with a caret under it
+        start = next(i for i, line in enumerate(lines) if line.startswith("== SQL"))
+        for line in lines[start:]:
+            message.append(line)
+            if set(line.strip()) <= {"-", "^"}:
+                break
+    return "\n".join(message)

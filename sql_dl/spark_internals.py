@@ -1,0 +1,192 @@
+"""Every use of Spark or PySpark beyond their public Python API, fenced in one place.
+
+Each function names the class or field it relies on and the Spark version it was checked
+on. When one fails on another Spark version it raises `SparkInternalsError`, which names
+the feature, the Spark version and what still works, instead of a bare Py4J error.
+Errors raised by the JVM code itself (a missing file, a failed query) pass through.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any, Callable, NamedTuple, TypeVar
+
+from sql_dl.errors import SparkInternalsError
+
+__all__ = ["FENCED", "Execution", "copy_to_local", "delete_path", "hive_result_lines",
+           "inject_session_function", "injected_functions", "set_python_exec",
+           "spark_temp_dir", "start_thrift_server", "thrift_server_executions"]
+
+CHECKED_ON = "4.3.0"
+FENCED: list[str] = []  # the fenced functions' names, for the test that calls each of them
+
+_T = TypeVar("_T")
+
+
+def _fenced(feature: str, still_works: str) -> Callable[[Callable[..., _T]], Callable[..., _T]]:
+    """Turns a failed reach past the public API into a `SparkInternalsError`."""
+
+    def decorate(function: Callable[..., _T]) -> Callable[..., _T]:
+        FENCED.append(function.__name__)
+
+        @functools.wraps(function)
+        def fenced(*args: Any, **kwargs: Any) -> _T:
+            from py4j.protocol import Py4JError, Py4JJavaError
+
+            try:
+                return function(*args, **kwargs)
+            except Py4JJavaError:  # the JVM code ran and failed: not a version problem
+                raise
+            except (AttributeError, TypeError, Py4JError) as e:
+                import pyspark
+
+                raise SparkInternalsError(
+                    f"sql_dl cannot {feature} on this Spark version: {type(e).__name__}: "
+                    f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}. {still_works} "
+                    f"Use PySpark {CHECKED_ON}, the version this was checked on, to get it "
+                    f"back. Received: pyspark=={pyspark.__version__}") from e
+
+        return fenced
+
+    return decorate
+
+
+@_fenced("find the temporary directory of the SparkContext",
+         "Nothing of sql_dl works in this session without it.")
+def spark_temp_dir(spark) -> Path:
+    """The driver's temporary directory, removed when the JVM stops.
+
+    Relies on ``SparkContext._temp_dir`` (PySpark, checked on 4.3.0).
+    """
+    return Path(spark.sparkContext._temp_dir)
+
+
+@_fenced("set the Python interpreter of the Python workers",
+         "Set PYSPARK_PYTHON to this interpreter before starting Spark instead.")
+def set_python_exec(spark, python: str) -> None:
+    """Makes the session's Python workers run ``python`` from now on.
+
+    Relies on the ``SparkContext.pythonExec`` attribute, which PySpark reads when it
+    starts a Python worker (checked on 4.3.0).
+    """
+    spark.sparkContext.pythonExec = python
+
+
+@_fenced("read a Hadoop file system from the driver",
+         "Local model, weights and labels files still work; copy the file to this machine.")
+def copy_to_local(spark, uri: str, target: Path) -> None:
+    """Copies ``uri`` from its Hadoop file system (HDFS, S3A, ...) to the local ``target``.
+
+    Relies on ``SparkContext._jvm`` and ``_jsc.hadoopConfiguration()`` to reach
+    ``org.apache.hadoop.fs.FileSystem`` (checked on 4.3.0).
+    """
+    context = spark.sparkContext
+    source = context._jvm.org.apache.hadoop.fs.Path(uri)
+    filesystem = source.getFileSystem(context._jsc.hadoopConfiguration())
+    filesystem.copyToLocalFile(False, source, context._jvm.org.apache.hadoop.fs.Path(
+        target.as_uri()), True)
+
+
+@_fenced("delete a path on a Hadoop file system",
+         "Training still works with a local stagingDir; delete remote staging folders by hand.")
+def delete_path(spark, uri: str) -> None:
+    """Deletes ``uri`` (recursively) on its Hadoop file system.
+
+    Relies on ``SparkContext._jvm`` and ``_jsc.hadoopConfiguration()`` (checked on 4.3.0).
+    """
+    context = spark.sparkContext
+    path = context._jvm.org.apache.hadoop.fs.Path(uri)
+    path.getFileSystem(context._jsc.hadoopConfiguration()).delete(path, True)
+
+
+@_fenced("format results as spark-sql does",
+         "Queries still run; DataFrame.show() and collect() format them another way.")
+def hive_result_lines(frame) -> list[str]:
+    """A DataFrame's rows as the tab-separated lines ``spark-sql`` prints.
+
+    Relies on ``org.apache.spark.sql.execution.HiveResult.hiveResultString`` and
+    ``DataFrame._jdf`` (checked on 4.3.0).
+    """
+    jvm = frame.sparkSession.sparkContext._jvm
+    plan = frame._jdf.queryExecution().executedPlan()
+    lines = jvm.org.apache.spark.sql.execution.HiveResult.hiveResultString(plan)
+    return list(jvm.scala.jdk.javaapi.CollectionConverters.asJava(lines))
+
+
+@_fenced("list the functions injected into new Spark sessions",
+         "sql-dl serve cannot publish the manifest's functions; sql-dl sql and bootstrap work.")
+def injected_functions(spark):
+    """The root session's ``SparkSessionExtensions.injectedFunctions`` buffer (a Java object
+    with ``clear()``), so that a reload can also take functions back.
+
+    Spark offers no public way to remove an injected function; the buffer is a private
+    field of ``org.apache.spark.sql.SparkSessionExtensions``, reached through Java
+    reflection (checked on 4.3.0).
+    """
+    extensions = spark._jsparkSession.extensions()
+    for field in extensions.getClass().getDeclaredFields():
+        if field.getName().endswith("injectedFunctions"):
+            field.setAccessible(True)
+            return field.get(extensions)
+    raise AttributeError("SparkSessionExtensions has no injectedFunctions field")
+
+
+@_fenced("inject a function into new Spark sessions",
+         "sql-dl serve cannot publish the manifest's functions; sql-dl sql and bootstrap work.")
+def inject_session_function(spark, name: str) -> None:
+    """Makes every session created from now on apply the root session's temporary function
+    ``name``, as the Thrift Server creates one session per connection.
+
+    Relies on ``SessionState.functionRegistry()`` lookups by a ``FunctionIdentifier`` in the
+    ``system.session`` namespace and on ``SparkSessionExtensions.injectFunction``
+    (checked on 4.3.0).
+    """
+    jvm = spark.sparkContext._jvm
+    session = spark._jsparkSession
+    registry = session.sessionState().functionRegistry()
+    identifier = jvm.org.apache.spark.sql.catalyst.FunctionIdentifier
+    qualified = identifier(name, jvm.scala.Some("session"), jvm.scala.Some("system"))
+    info = registry.lookupFunction(qualified).get()
+    builder = registry.lookupFunctionBuilder(qualified).get()
+    unqualified = identifier(name, jvm.scala.Option.empty(), jvm.scala.Option.empty())
+    session.extensions().injectFunction(jvm.scala.Tuple3(unqualified, info, builder))
+
+
+@_fenced("start the Spark Thrift Server in this session",
+         "sql-dl sql and bootstrap work; only sql-dl serve needs the Thrift Server.")
+def start_thrift_server(spark):
+    """Starts HiveServer2 on the session (a Java object with ``stop()``).
+
+    Relies on ``org.apache.spark.sql.hive.thriftserver.HiveThriftServer2.startWithContext``,
+    shipped in the pyspark wheel, and ``SparkSession._jsparkSession`` (checked on 4.3.0).
+    """
+    thriftserver = spark.sparkContext._jvm.org.apache.spark.sql.hive.thriftserver
+    return thriftserver.HiveThriftServer2.startWithContext(spark._jsparkSession.sqlContext())
+
+
+class Execution(NamedTuple):
+    """One statement the Thrift Server ran or is running."""
+
+    id: str
+    user: str
+    statement: str
+    started: int  # epoch milliseconds
+    finished: bool
+
+
+@_fenced("read the Thrift Server's records of statements",
+         "The server serves; only its query log (user names, per-query bad-image counts) is off.")
+def thrift_server_executions(spark) -> list[Execution]:
+    """The statements the Thrift Server ran or is running, as its UI page lists them.
+
+    Relies on ``HiveThriftServer2AppStatusStore`` over the SparkContext's status store
+    (``_jsc.sc().statusStore().store()``) and its ``ExecutionInfo`` records
+    (checked on 4.3.0).
+    """
+    jvm = spark.sparkContext._jvm
+    store = jvm.org.apache.spark.sql.hive.thriftserver.ui.HiveThriftServer2AppStatusStore(
+        spark.sparkContext._jsc.sc().statusStore().store())
+    records = jvm.scala.jdk.javaapi.CollectionConverters.asJava(store.getExecutionList())
+    return [Execution(r.execId(), r.userName(), r.statement(), r.startTimestamp(),
+                      r.finishTimestamp() > 0) for r in records]

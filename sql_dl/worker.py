@@ -1,0 +1,113 @@
+"""The executor side of a model: thread setup, loading a shipped file (checked against the
+hash taken at bootstrap) and calling it in batches. Loaded models are kept by `model_cache`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from sql_dl import model_cache
+from sql_dl.errors import ModelLoadError
+from sql_dl.models import ModelPlan, load_error, load_keras_model
+from sql_dl.staging import file_sha256, shipped_file
+
+__all__ = ["LoadedModel", "configure_threads", "get_model", "get_signature"]
+
+logger = logging.getLogger(__name__)
+
+_threads_configured = False
+
+
+@dataclass
+class LoadedModel:
+    """A model and the sub-models of its feature layers, called through Keras's compiled
+    predict step."""
+
+    model: Any
+    sub_models: dict[str, Any] = field(default_factory=dict)
+
+    def predict(self, batch: np.ndarray, batch_size: int, layer: str | None = None) -> np.ndarray:
+        """Runs a float32 batch through the model, or up to ``layer``.
+
+        A short batch is padded to the next power of two (at most ``batch_size``), so the
+        compiled step is traced for a few shapes only, wasting at most half a batch.
+        """
+        model = self.model if layer is None else self._sub_model(layer)
+        n = len(batch)
+        padded = min(batch_size, 1 << max(0, n - 1).bit_length())
+        if n < padded:
+            padding = np.zeros((padded - n, *batch.shape[1:]), dtype=np.float32)
+            batch = np.concatenate([batch, padding])
+        outputs = model.predict_on_batch(batch)
+        return np.asarray(outputs, dtype=np.float32)[:n].reshape(n, -1)
+
+    def _sub_model(self, layer: str):
+        if layer not in self.sub_models:
+            import keras
+
+            self.sub_models[layer] = keras.Model(self.model.inputs,
+                                                 self.model.get_layer(layer).output)
+        return self.sub_models[layer]
+
+
+def get_model(plan: ModelPlan) -> LoadedModel:
+    """Returns the model of ``plan``, loading it on first use in this process."""
+    return model_cache.get(plan.staged_name, lambda: _load(plan))
+
+
+def get_signature(file: str, name: str, signature: str):
+    """Returns a SavedModel's signature function (``file`` staged as ``name``), loaded once."""
+    return model_cache.get(f"{name}#{signature}", lambda: _load_signature(file, name, signature))
+
+
+def _load_signature(file: str, name: str, signature: str):
+    configure_threads()
+    import tensorflow as tf
+
+    return tf.saved_model.load(shipped_file(file, name)).signatures[signature]
+
+
+def _load(plan: ModelPlan) -> LoadedModel:
+    configure_threads()
+    started = time.monotonic()
+    path = shipped_file(plan.file, plan.staged_name)
+    if plan.sha256 is not None and file_sha256(path) != plan.sha256:
+        raise ModelLoadError(f"model {plan.name!r}: the copy of {plan.source!r} shipped to this "
+                             f"executor ({path}) is not the file bootstrap checked (its SHA-256 "
+                             "differs): it was changed or corrupted after bootstrap. Run "
+                             f"bootstrap again (sql-dl serve: send SIGHUP). Received: "
+                             f"sha256={file_sha256(path)}")
+    try:
+        model = load_keras_model(path, plan.trust_code)
+    except Exception as e:  # a file changed or corrupted after bootstrap
+        raise ModelLoadError(f"model {plan.name!r}: cannot load the copy shipped to this "
+                             f"executor ({path}): {load_error(e)}. Received: "
+                             f"source={plan.source!r}") from e
+    logger.info("Loaded model %s in %.1f s", plan.name, time.monotonic() - started)
+    return LoadedModel(model)
+
+
+def configure_threads() -> None:
+    """Gives TensorFlow the cores of one task, so parallel tasks do not oversubscribe."""
+    global _threads_configured
+    if _threads_configured:
+        return
+    _threads_configured = True
+    from pyspark import TaskContext
+
+    context = TaskContext.get()
+    if context is None:
+        return
+    import tensorflow as tf
+
+    cpus = max(1, int(context.cpus()))
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(cpus)
+        tf.config.threading.set_inter_op_parallelism_threads(cpus)
+    except RuntimeError:  # TensorFlow already initialised in this process
+        pass
