@@ -105,8 +105,8 @@ class ConnectBackend(Backend):
         """The server's default parallelism: the number of tasks Spark splits a ``range``
         into (one small job, once per session; a Connect client cannot read it directly)."""
         if self.cores is None:
-            self.cores = self.spark.sql("SELECT max(spark_partition_id()) + 1 AS n "
-                                        "FROM range(0, 65536)").first().n
+            self.cores = self.spark.sql("SELECT count(DISTINCT p) AS n FROM (SELECT "
+                                        "spark_partition_id() AS p FROM range(0, 65536))").first().n
         return self.cores
 
     def bad_image_counter(self):

@@ -43,7 +43,7 @@ def describe_source(value: Any) -> str:
 
 def error_text(error: Exception) -> str:
     """``Type: message`` of a decoding error, without the object addresses Pillow puts in."""
-    return f"{type(error).__name__}: {_OBJECT_REPR.sub('', str(error))}"
+    return f"{type(error).__name__}: {_OBJECT_REPR.sub('', str(error)).rstrip('.')}"
 
 
 def read_uri(uri: str) -> bytes:

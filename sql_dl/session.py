@@ -32,9 +32,9 @@ def with_retries(master: str) -> str:
 
 
 def session(manifest: str | os.PathLike | Mapping[str, Any] | None = None,
-            master: str | None = None,
+            master: str | None = None, *,
             conf: Mapping[str, str] | None = None,
-            home: str | os.PathLike | None = None):
+            home: str | os.PathLike | None = None, warm_up: bool = False):
     """Builds (or gets) a SparkSession configured for sql_dl and bootstraps ``manifest``.
 
     The session runs Python workers with this interpreter, reuses them (so models stay
@@ -51,6 +51,8 @@ def session(manifest: str | os.PathLike | Mapping[str, Any] | None = None,
         conf: extra Spark settings; they override sql_dl's defaults.
         home: directory of the metastore and warehouse; default ``$SQL_DL_HOME`` or
             ``~/.sql_dl``.
+        warm_up: load the manifest's models in a Python worker per core now (see
+            `bootstrap`).
 
     Returns:
         The SparkSession.
@@ -62,15 +64,19 @@ def session(manifest: str | os.PathLike | Mapping[str, Any] | None = None,
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     if "SPARK_CONF_DIR" not in os.environ and _SOURCE_CONF_DIR.is_dir():
         os.environ["SPARK_CONF_DIR"] = str(_SOURCE_CONF_DIR)
+    java_options = [f"-Dderby.system.home={home}"]
+    if os.environ.get("TMPDIR"):  # the JVM's temporary files go where Python's go
+        java_options.append(f"-Djava.io.tmpdir={os.environ['TMPDIR']}")
     settings = {
         **DEFAULT_CONF,
         "spark.pyspark.python": os.environ["PYSPARK_PYTHON"],
         "spark.sql.warehouse.dir": str(home / "warehouse"),
         "spark.hadoop.javax.jdo.option.ConnectionURL":
             f"jdbc:derby:;databaseName={home / 'metastore_db'};create=true",
-        "spark.driver.extraJavaOptions": f"-Dderby.system.home={home}",
         **(conf or {}),
     }
+    settings["spark.driver.extraJavaOptions"] = " ".join(
+        java_options + [(conf or {}).get("spark.driver.extraJavaOptions", "")]).strip()
     builder = SparkSession.builder
     master = master or settings.pop("spark.master", None) or os.environ.get("MASTER") or "local[*]"
     builder = builder.master(with_retries(master))
@@ -80,5 +86,5 @@ def session(manifest: str | os.PathLike | Mapping[str, Any] | None = None,
     if manifest is not None:
         from sql_dl.registration import bootstrap
 
-        bootstrap(spark, manifest)
+        bootstrap(spark, manifest, warm_up=warm_up)
     return spark

@@ -7,6 +7,7 @@ bytes and its history.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -44,6 +45,7 @@ class TrainingJob:
     fit_params: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
     trust_code: bool = False
+    rows: int | None = None  # in the training set: tells Keras how many steps an epoch has
 
 
 @dataclass(frozen=True)
@@ -157,7 +159,10 @@ def train(job: TrainingJob) -> TrainingResult:
         optimizer["config"]["learning_rate"] = float(params.pop("learning_rate"))
     model.compile(optimizer=keras.optimizers.get(optimizer), loss=job.loss)
     sparse = job.loss.startswith("sparse_")
-    history = model.fit(_dataset(job, batch_size, sparse), **{"verbose": 0, **params})
+    # The pipeline shuffles (seeded, bounded) and knows its length, so Keras neither warns
+    # that shuffle=True is ignored for datasets nor that the input "ran out of data".
+    history = model.fit(_dataset(job, batch_size, sparse), **{"verbose": 0, **params,
+                                                              "shuffle": False})
     with tempfile.TemporaryDirectory(prefix="sql_dl-trained-") as directory:
         path = Path(directory) / "model.keras"
         model.save(path)
@@ -176,9 +181,13 @@ def _dataset(job: TrainingJob, batch_size: int, sparse: bool):
     signature = (tf.TensorSpec((None, *job.input_shape), tf.float32), labels)
     dataset = tf.data.Dataset.from_generator(
         lambda: _parquet_batches(job, sparse), output_signature=signature)
-    return (dataset.unbatch()
-            .shuffle(SHUFFLE_BUFFER, seed=job.seed, reshuffle_each_iteration=True)
-            .batch(batch_size))
+    dataset = (dataset.unbatch()
+               .shuffle(SHUFFLE_BUFFER, seed=job.seed, reshuffle_each_iteration=True)
+               .batch(batch_size))
+    if job.rows is not None:
+        dataset = dataset.apply(tf.data.experimental.assert_cardinality(
+            math.ceil(job.rows / batch_size)))
+    return dataset
 
 
 def _parquet_batches(job: TrainingJob, sparse: bool) -> Iterator[tuple[np.ndarray, np.ndarray]]:

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# The suite's own temporary directory, Keras home and model cache, for the driver, the JVM
+# (sql_dl.session passes TMPDIR on as java.io.tmpdir) and the Python workers (they inherit
+# the environment): nothing depends on, or is disturbed by, what else runs on the machine.
+SUITE_TMP = Path(tempfile.mkdtemp(prefix="sql_dl-tests-"))
+os.environ.update({"TMPDIR": str(SUITE_TMP), "SPARK_LOCAL_DIRS": str(SUITE_TMP),
+                   "KERAS_HOME": str(SUITE_TMP / "keras"), "SQL_DL_CACHE": str(SUITE_TMP / "cache"),
+                   "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")})
+tempfile.tempdir = None  # re-read TMPDIR
 
 PHOTO_SIZE = (32, 32)
 NUM_CLASSES = 5

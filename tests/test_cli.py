@@ -80,7 +80,7 @@ def test_sql_file_init_and_header(manifest_file, cnn_file, photos, tmp_path):
     check_query_output("\n".join(lines[1:-2]), cnn_file, photos)
     assert lines[-2:] == ["text\tnothing", "a;b\tNULL"]
     assert "Fetched 9 row(s)" in result.stderr
-    assert "Checked model cnn" in result.stderr  # progress on stderr, results alone on stdout
+    assert f"Bootstrapped {manifest_file}" in result.stderr  # progress on stderr, results on stdout
 
 
 def test_sql_interactive_prompt_and_errors(manifest_file, tmp_path):
@@ -103,7 +103,7 @@ def test_sql_error_exit_code_and_worker_error_message(manifest_file, tmp_path):
 def test_validate_ok_and_problems(manifest_file, tmp_path):
     result = sql_dl("validate", str(manifest_file))
     assert result.returncode == 0, result.stderr
-    assert result.stdout == f"{manifest_file}: OK (1 preprocessors, 1 models, 1 image views)\n"
+    assert result.stdout == f"{manifest_file}: OK (1 preprocessor, 1 model, 1 image view)\n"
 
     bad = tmp_path / "bad.yaml"
     bad.write_text(manifest_file.read_text().replace("mode: caffe", "mode: sepia")
@@ -111,17 +111,26 @@ def test_validate_ok_and_problems(manifest_file, tmp_path):
                    .replace("labels:", "batch_size: -1\n    labels:"))
     result = sql_dl("validate", str(bad))
     assert result.returncode == 1
-    assert result.stdout.splitlines() == [
-        f"{bad}: preprocessors.p32.mode: must be one of caffe, tf, torch, scale, none (received: 'sepia')",
-        f"{bad}: models.cnn.batch_size: must be a positive integer (received: -1)",
+    assert result.stderr.splitlines() == [
+        f"{bad}: preprocessors.p32.mode: must be one of caffe, tf, torch, scale, none. Received: mode='sepia'",
+        f"{bad}: models.cnn.batch_size: must be a positive integer. Received: batch_size=-1",
     ]
 
-    wrong_size = tmp_path / "wrong_size.yaml"
-    wrong_size.write_text(manifest_file.read_text().replace("[32, 32]", "[64, 64]")
-                          .replace("- 32\n    - 32", "- 64\n    - 64")
-                          .replace("models/cnn.keras", str(manifest_file.parent / "models" / "cnn.keras")))
-    result = sql_dl("validate", str(wrong_size))
+
+def test_validate_reports_every_problem_in_one_round(manifest_file, tmp_path):
+    """A missing image folder does not hide the models' problems, nor one model another's."""
+    model = manifest_file.parent / "models" / "cnn.keras"
+    manifest = tmp_path / "many.yaml"
+    manifest.write_text(yaml.safe_dump({
+        "preprocessors": {"p64": {"size": [64, 64], "mode": "caffe"}},
+        "models": {"sized": {"path": str(model), "preprocessor": "p64"},
+                   "layered": {"path": str(model), "features_layer": "nope"}},
+        "images": {"gone": {"path": str(tmp_path / "no_such_folder")}}}))
+    result = sql_dl("validate", str(manifest))
     assert result.returncode == 1
-    assert result.stdout == (f"{wrong_size}: models.cnn.preprocessor: preprocessor 'p32' resizes to "
-                             "[64, 64] but the model takes [32, 32] images; set "
-                             "preprocessors.p32.size: [32, 32]\n")
+    assert result.stdout == ""
+    problems = [line for line in result.stderr.splitlines() if line.startswith(f"{manifest}: ")]
+    assert len(problems) == 3, result.stderr
+    assert problems[0].startswith(f"{manifest}: images.gone.path: no such file or directory")
+    assert problems[1].startswith(f"{manifest}: models.layered.features_layer: the model has no such layer")
+    assert problems[2].startswith(f"{manifest}: models.sized.preprocessor: preprocessor 'p64' resizes to [64, 64]")

@@ -73,8 +73,9 @@ def test_undecodable_images_are_skipped_under_null(bad_images, photos):
 def test_undecodable_image_under_fail_names_its_content_hash(bad_images, name):
     data = bad_images[name]
     digest = hashlib.sha256(data).hexdigest()[:16]
-    message = (rf"cannot decode image \({len(data)} bytes with SHA-256 {digest}\.\.\. "
-               rf"\(find it with sha2\(image, 256\) LIKE '{digest}%'\)\)")
+    message = (rf"^cannot decode the image: \w+: .*\. Fix or remove the file, or set on_error: "
+               rf"null to get NULL for it\. Received: image of {len(data)} bytes with SHA-256 "
+               rf"{digest}\.\.\., found by sha2\(image, 256\) LIKE '{digest}%'$")
     with pytest.raises(ImageDecodeError, match=message):
         preprocess_batch([data], PreprocessorSpec("p", (8, 8), "none"), "fail")
 
@@ -82,8 +83,9 @@ def test_undecodable_image_under_fail_names_its_content_hash(bad_images, name):
 def test_undecodable_path_under_fail_names_the_path(tmp_path):
     path = tmp_path / "notes.png"
     path.write_text("not a png")
-    with pytest.raises(ImageDecodeError, match=rf"cannot decode image \(path '{path}'\): "
-                                               r"UnidentifiedImageError.*set on_error: null"):
+    with pytest.raises(ImageDecodeError, match=r"^cannot decode the image: UnidentifiedImageError: "
+                                               r"cannot identify image file\. .*set on_error: null.*"
+                                               rf"Received: path='{path}'$"):
         preprocess_batch([str(path)], PreprocessorSpec("p", (8, 8), "none"), "fail")
 
 

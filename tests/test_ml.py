@@ -56,13 +56,13 @@ def test_read_images(spark, photos_dir, photos, tmp_path, cnn_file):
     from pyspark.errors import PythonException
 
     strict = featurizer.copy().setParams(inputCol="path", onError="fail")
-    with pytest.raises(PythonException, match=r"ImageDecodeError: cannot decode image \(path "
-                                              r"'file:.*/cats/(bad|truncated).jpg'\)"):
+    with pytest.raises(PythonException, match=r"ImageDecodeError: cannot decode the image: .*"
+                                              r"Received: path='file:.*/cats/(bad|truncated).jpg'"):
         strict.transform(everything).collect()
 
 
 @pytest.mark.parametrize("argument, message", [
-    ({"sample_ratio": 0}, r"sample_ratio must be in \(0, 1\]. Received: sample_ratio=0"),
+    ({"sample_ratio": 0}, r"sample_ratio must be a number in \(0, 1\]. Received: sample_ratio=0"),
     ({"num_partitions": 0}, r"num_partitions must be a positive integer. Received: num_partitions=0"),
 ])
 def test_read_images_bad_arguments(spark, photos_dir, argument, message):
@@ -144,10 +144,11 @@ def test_pipeline_with_transformers_saves_and_loads(spark, photos_dir, cnn_file,
 @pytest.mark.parametrize("params, message", [
     ({}, r"DeepImageFeaturizer: give exactly one of modelName or modelFile. Received: modelName=None, modelFile=None"),
     ({"modelName": "InceptionV3", "modelFile": "x.keras"}, r"give exactly one of modelName or modelFile"),
-    ({"modelName": "InceptionV4"}, r"modelName must be a keras.applications image classifier .* Received: modelName='InceptionV4'"),
+    ({"modelName": "InceptionV4"}, r"modelName must be a keras.applications image classifier \(known: .*\). Received: modelName='InceptionV4'"),
     ({"modelFile": "x.keras", "preprocessMode": "sepia"}, r"preprocessMode must be one of caffe, tf, torch, scale, none. Received: preprocessMode='sepia'"),
-    ({"modelFile": "x.keras", "imageSize": [3]}, r"imageSize must be \[height, width\]. Received: imageSize=\[3\]"),
-    ({"modelFile": "x.keras", "batchSize": 0}, r"batchSize must be positive. Received: batchSize=0"),
+    ({"modelFile": "x.keras", "imageSize": [3]}, r"imageSize must be \[height, width\], two positive integers. Received: imageSize=\[3\]"),
+    ({"modelFile": "x.keras", "batchSize": 0}, r"batchSize must be a positive integer. Received: batchSize=0"),
+    ({"modelFile": "x.keras", "onError": "skip"}, r"onError must be one of null, fail. Received: onError='skip'"),
 ])
 def test_featurizer_bad_params(spark, photos_dir, params, message):
     featurizer = DeepImageFeaturizer(inputCol="image", outputCol="f", **params)

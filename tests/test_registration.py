@@ -111,7 +111,8 @@ def test_top_k_schema_and_unlabelled_model(registered):
     schema = registered.sql("SELECT cnn_top_k(image, 2) AS t FROM photos").schema["t"].dataType
     assert schema.simpleString() == "array<struct<class:string,description:string,probability:float>>"
     row = registered.sql("SELECT cnn_tf_top_k(image, 2) AS t FROM photos LIMIT 1").first()
-    assert all(e["class"] == e["description"] and e["class"] in "01234" for e in row.t)
+    assert all(e["class"] == e["description"] and e["class"] in {"0", "1", "2", "3", "4"}
+               for e in row.t)
 
 
 def test_spark_image_struct_input(registered, photos_dir, photos, reference):
@@ -159,11 +160,11 @@ def test_on_error_fail_names_the_image(registered):
 
     data = b"definitely not an image"
     digest = hashlib.sha256(data).hexdigest()[:16]
-    with pytest.raises(PythonException, match=rf"ImageDecodeError: cannot decode image \({len(data)} "
-                                              rf"bytes with SHA-256 {digest}"):
+    with pytest.raises(PythonException, match=rf"ImageDecodeError: cannot decode the image: .*Received: "
+                                              rf"image of {len(data)} bytes with SHA-256 {digest}"):
         registered.sql("SELECT cnn_tf(image) FROM mixed").collect()
-    with pytest.raises(PythonException, match=r"ImageDecodeError: cannot decode image \(path "
-                                              r"'/no/such/file.png'\)"):
+    with pytest.raises(PythonException, match=r"ImageDecodeError: cannot decode the image: .*"
+                                              r"Received: path='/no/such/file.png'"):
         registered.sql("SELECT cnn_tf('/no/such/file.png')").collect()
 
 
@@ -226,16 +227,17 @@ def broken_model(tmp_path):
 
 @pytest.mark.parametrize("entry, error, message", [
     ({"path": "{broken}", "preprocessor": "p32"}, ModelLoadError,
-     r"models.m.path: cannot load a Keras model from '.*broken.keras'"),
+     r"models.m.path: cannot load a Keras model: .* Received: path='.*broken.keras'"),
     ({"path": "{cnn}", "preprocessor": "p64"}, ModelLoadError,
      r"models.m.preprocessor: preprocessor 'p64' resizes to \[64, 64\] but the model takes \[32, 32\] "
-     r"images; set preprocessors.p64.size: \[32, 32\]"),
+     r"images; set preprocessors.p64.size: \[32, 32\]. Received: size=\[64, 64\]"),
     ({"path": "{cnn}", "preprocessor": "p32", "features_layer": "nope"}, ModelLoadError,
-     r"models.m.features_layer: the model has no layer 'nope' \(layers: input_layer, conv2d, pool, embed, probs\)"),
+     r"models.m.features_layer: the model has no such layer; give one of input_layer, conv2d, pool, "
+     r"embed, probs. Received: features_layer='nope'"),
     ({"path": "{cnn}", "preprocessor": "p32", "labels": "{labels}"}, ModelLoadError,
      r"models.m.labels: 2 labels for a model with 5 outputs"),
     ({"path": "{cnn}", "input": "tensor", "preprocessor": "p32"}, ManifestError,
-     r"models.m.preprocessor: does not apply to input: tensor"),
+     r"models.m.preprocessor: does not apply to input: tensor; remove it. Received: preprocessor='p32'"),
     ({"path": "{missing}"}, ManifestError, r"models.m.path: no such file or directory"),
 ])
 def test_bootstrap_errors_leave_the_session_as_it_was(spark, registered, cnn_file, broken_model,

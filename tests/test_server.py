@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pyhive.exc import OperationalError
 from conftest import CLASS_NAMES
 from test_cli import expected_best
 from test_registration import local
@@ -126,7 +127,7 @@ def test_connections_are_isolated_and_all_see_the_manifest(server, cnn_file, pho
     alice.execute("SELECT current_database(), (SELECT one FROM alices)")
     assert alice.fetchall() == [("alice_db", 1)]
 
-    with pytest.raises(Exception, match="TABLE_OR_VIEW_NOT_FOUND"):
+    with pytest.raises(OperationalError, match="TABLE_OR_VIEW_NOT_FOUND"):
         bob.execute("SELECT * FROM alices")
     bob.execute("SELECT current_database()")
     assert bob.fetchall() == [("default",)]
@@ -263,48 +264,64 @@ def wait_for_line(server: Server, prefix: str, after: int) -> str:
     raise AssertionError(f"no {prefix!r} line; stdout: {server.lines}")
 
 
-def test_sighup_reload(server, manifest_file, cnn_file, photos, labels_file, photos_dir):
+def reload(server: Server, manifest: Path, data) -> str:
+    """Writes ``data`` (a manifest dict, or text) and sends SIGHUP; returns the reload line."""
+    manifest.write_text(data if isinstance(data, str) else yaml.safe_dump(data))
+    seen = len(server.lines)
+    server.process.send_signal(signal.SIGHUP)
+    return wait_for_line(server, "reload", seen)
+
+
+def test_sighup_reloads_keep_open_connections_working(own_manifest, tmp_path, cnn_file, photos,
+                                                      labels_file, photos_dir):
     from pyhive import hive
 
-    def connect():
-        return hive.connect(host="127.0.0.1", port=server.port).cursor()
+    server = Server(own_manifest, tmp_path / "home")
+    server.wait_ready()
+    kept = hive.connect(host="127.0.0.1", port=server.port).cursor()  # open across reloads
 
-    manifest_file.write_text(yaml.safe_dump({
-        "preprocessors": {"p32": {"size": [32, 32], "mode": "caffe"}},
-        "models": {"cnn2": {"path": str(cnn_file), "preprocessor": "p32", "labels": str(labels_file)}},
-        "images": {"pngs": {"path": str(photos_dir), "glob": "*.png"}},
-    }))
-    seen = len(server.lines)
-    server.process.send_signal(signal.SIGHUP)
-    assert wait_for_line(server, "reload", seen) == f"reloaded: {manifest_file}"
+    def functions(cursor) -> list[str]:
+        cursor.execute("SELECT function FROM sql_dl_models ORDER BY function")
+        return [r[0] for r in cursor.fetchall()]
 
-    cursor = connect()
-    cursor.execute("SELECT path, cnn2_top_k(image, 1)[0].description FROM pngs ORDER BY path")
-    rows = cursor.fetchall()
+    assert functions(kept) == ["cnn", "cnn_features", "cnn_top_k", "p32", "sql_dl_image_error"]
     pngs = [f for f in photos if f.suffix == ".png"]
-    assert [local(p) for p, _ in rows] == pngs
-    assert [best for _, best in rows] == expected_best(cnn_file, pngs)
-    with pytest.raises(Exception, match="UNRESOLVED_ROUTINE"):
-        cursor.execute("SELECT cnn_top_k(image, 1) FROM pngs")
-    with pytest.raises(Exception, match="TABLE_OR_VIEW_NOT_FOUND"):
-        cursor.execute("SELECT * FROM photos")
+    second = {"preprocessors": {"p32": {"size": [32, 32], "mode": "caffe"}},
+              "models": {"cnn2": {"path": str(cnn_file), "preprocessor": "p32",
+                                  "labels": str(labels_file)}},
+              "images": {"pngs": {"path": str(photos_dir), "glob": "*.png"}}}
+    try:
+        first = yaml.safe_load(own_manifest.read_text())
+        for data in (second, first, second):  # several reloads, one open connection throughout
+            assert reload(server, own_manifest, data) == f"reloaded: {own_manifest}"
+            name, view, files = ("cnn2", "pngs", pngs) if data is second else ("cnn", "photos", photos)
+            assert functions(kept) == sorted([name, f"{name}_features", f"{name}_top_k", "p32",
+                                              "sql_dl_image_error"])
+            kept.execute(f"SELECT path FROM {view} ORDER BY path")
+            assert [local(p) for (p,) in kept.fetchall()] == files
 
-    manifest_file.write_text("models: {broken: {}}\n")
-    seen = len(server.lines)
-    server.process.send_signal(signal.SIGHUP)
-    assert wait_for_line(server, "reload", seen) == f"reload failed: {manifest_file}"
-    cursor = connect()
-    cursor.execute("SELECT count(cnn2(image)) FROM pngs")
-    assert cursor.fetchall() == [(len(pngs),)]
-    cursor.execute("SELECT function FROM sql_dl_models ORDER BY function")
-    assert [r[0] for r in cursor.fetchall()] == ["cnn2", "cnn2_features", "cnn2_top_k", "p32",
-                                                 "sql_dl_image_error"]
+            fresh = hive.connect(host="127.0.0.1", port=server.port).cursor()
+            fresh.execute(f"SELECT path, {name}_top_k(image, 1)[0].description FROM {view} "
+                          "ORDER BY path")
+            rows = fresh.fetchall()
+            assert [local(p) for p, _ in rows] == files
+            assert [best for _, best in rows] == expected_best(cnn_file, files)
+            other, other_view = ("cnn", "photos") if data is second else ("cnn2", "pngs")
+            with pytest.raises(OperationalError, match="UNRESOLVED_ROUTINE"):
+                fresh.execute(f"SELECT {other}_top_k(image, 1) FROM {view}")
+            with pytest.raises(OperationalError, match="TABLE_OR_VIEW_NOT_FOUND"):
+                fresh.execute(f"SELECT * FROM {other_view}")
+        errors = [line for line in Path(server.log.name).read_text().splitlines() if " ERROR " in line]
+        assert len(errors) == 6, errors  # a clean start and reloads: only the 6 failed statements
+        assert all("SparkExecuteStatementOperation: Error executing query" in e for e in errors)
 
-
-def test_sigterm_stops_cleanly(server):
-    code, seconds = server.stop()
-    assert code == 0
-    assert seconds < 15
+        assert reload(server, own_manifest, "models: {broken: {}}\n") == f"reload failed: {own_manifest}"
+        assert functions(kept) == ["cnn2", "cnn2_features", "cnn2_top_k", "p32", "sql_dl_image_error"]
+        kept.execute("SELECT count(cnn2(image)) FROM pngs")
+        assert kept.fetchall() == [(len(pngs),)]
+    finally:
+        code, seconds = server.stop()
+    assert (code, seconds < 15) == (0, True)  # SIGTERM stops it cleanly, within seconds
 
 
 def test_public_address_without_authentication_is_refused(own_manifest, tmp_path):

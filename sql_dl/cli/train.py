@@ -88,7 +88,7 @@ def train_head(spark, manifest: str | os.PathLike, base: str, view: str, out: st
             rows = write_training_set(frame, data_dir)
             job = TrainingJob(index=0, model_file=str(head_file), staged_name=name,
                               data_dir=data_dir, input_shape=(plan.features_size,),
-                              output_size=len(labels), seed=seed,
+                              output_size=len(labels), seed=seed, rows=rows,
                               fit_params={"epochs": epochs, "batch_size": batch_size,
                                           "learning_rate": learning_rate})
             (result,) = run_jobs(spark, [job])

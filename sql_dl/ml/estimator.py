@@ -104,9 +104,9 @@ class KerasImageFileEstimator(Estimator, ImageLoaderParams, HasLabelCol, HasSeed
         jobs, data_dirs = [], []
         try:
             for indices in groups.values():
-                data_dir, plan = estimators[indices[0]]._training_set(dataset)
+                data_dir, plan, rows = estimators[indices[0]]._training_set(dataset)
                 data_dirs.append(data_dir)
-                jobs += [estimators[i]._job(i, data_dir, plan) for i in indices]
+                jobs += [estimators[i]._job(i, data_dir, plan, rows) for i in indices]
             results = run_jobs(spark, jobs)
         finally:
             for data_dir in data_dirs:
@@ -147,9 +147,9 @@ class KerasImageFileEstimator(Estimator, ImageLoaderParams, HasLabelCol, HasSeed
             raise ValueError(f"{name}: no training rows: every image failed to load or had a "
                              "NULL label")
         logger.info("%s: wrote %d training rows to %s", name, rows, data_dir)
-        return data_dir, plan
+        return data_dir, plan, rows
 
-    def _job(self, index: int, data_dir: str, plan):
+    def _job(self, index: int, data_dir: str, plan, rows: int):
         from sql_dl.training import TrainingJob
 
         return TrainingJob(index=index, model_file=plan.file, staged_name=plan.staged_name,
@@ -157,7 +157,8 @@ class KerasImageFileEstimator(Estimator, ImageLoaderParams, HasLabelCol, HasSeed
                            output_size=plan.output_size,
                            optimizer=self._optional("kerasOptimizer"),
                            loss=self._optional("kerasLoss"),
-                           fit_params=self._optional("kerasFitParams"), seed=self.getSeed())
+                           fit_params=self._optional("kerasFitParams"), seed=self.getSeed(),
+                           rows=rows)
 
     def _model(self, result) -> KerasImageFileTransformer:
         directory = Path(self._optional("modelDir") or cache_dir() / "trained")

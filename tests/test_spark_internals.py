@@ -1,0 +1,138 @@
+"""Every reach past PySpark's public API, exercised on the installed Spark, and what a user
+reads when one does not work on another version."""
+
+from __future__ import annotations
+
+import socket
+import sys
+import time
+
+import pytest
+
+import pyspark
+from sql_dl import spark_internals
+from sql_dl.errors import SparkInternalsError
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def check_temp_dir(spark, tmp_path):
+    assert spark_internals.spark_temp_dir(spark).is_dir()
+
+
+def check_python_exec(spark, tmp_path):
+    spark_internals.set_python_exec(spark, sys.executable)
+    assert spark.sparkContext.pythonExec == sys.executable
+
+
+def check_copy_and_delete(spark, tmp_path):
+    source = tmp_path / "source.bin"
+    source.write_bytes(b"model bytes")
+    target = tmp_path / "copy.bin"
+    spark_internals.copy_to_local(spark, source.as_uri(), target)
+    assert target.read_bytes() == b"model bytes"
+    spark_internals.delete_path(spark, source.as_uri())
+    assert not source.exists()
+
+
+def check_hive_result_lines(spark, tmp_path):
+    frame = spark.sql("SELECT 1 AS n, 'a' AS s, array(1, 2) AS xs, CAST(NULL AS STRING) AS z")
+    assert spark_internals.hive_result_lines(frame) == ["1\ta\t[1,2]\tNULL"]
+
+
+def check_injected_functions(spark, tmp_path):
+    from pyspark.errors import AnalysisException
+
+    spark.udf.register("sql_dl_probe", lambda x: x + 1, "int")
+    injected = spark_internals.injected_functions(spark)
+    before = injected.size()
+    spark_internals.inject_session_function(spark, "sql_dl_probe")
+    try:
+        assert injected.size() == before + 1
+        assert spark.newSession().sql("SELECT sql_dl_probe(41) AS n").first().n == 42
+    finally:
+        injected.remove(injected.size() - 1)
+        spark.sql("DROP TEMPORARY FUNCTION sql_dl_probe")
+    with pytest.raises(AnalysisException, match="UNRESOLVED_ROUTINE"):
+        spark.newSession().sql("SELECT sql_dl_probe(41)").collect()
+
+
+def check_thrift_server(spark, tmp_path):
+    port = free_port()
+    hadoop = spark.sparkContext._jsc.hadoopConfiguration()  # where sql-dl serve puts them
+    hadoop.set("hive.server2.thrift.bind.host", "127.0.0.1")
+    hadoop.set("hive.server2.thrift.port", str(port))
+    server = spark_internals.start_thrift_server(spark)
+    try:
+        from pyhive import hive
+
+        from thrift.transport.TTransport import TTransportException
+
+        for _ in range(60):  # the server binds its port in a thread of its own
+            try:
+                cursor = hive.connect(host="127.0.0.1", port=port, username="probe").cursor()
+                break
+            except TTransportException:
+                time.sleep(0.5)
+        cursor.execute("SELECT 42")
+        assert cursor.fetchall() == [(42,)]
+        executions = spark_internals.thrift_server_executions(spark)
+        assert [(e.user, e.statement, e.finished) for e in executions
+                if e.statement == "SELECT 42"] == [("probe", "SELECT 42", True)]
+    finally:
+        server.stop()
+        hadoop.unset("hive.server2.thrift.port")
+        hadoop.unset("hive.server2.thrift.bind.host")
+
+
+CHECKS = {
+    "spark_temp_dir": check_temp_dir,
+    "set_python_exec": check_python_exec,
+    "copy_to_local": check_copy_and_delete,
+    "delete_path": check_copy_and_delete,
+    "hive_result_lines": check_hive_result_lines,
+    "injected_functions": check_injected_functions,
+    "inject_session_function": check_injected_functions,
+    "start_thrift_server": check_thrift_server,
+    "thrift_server_executions": check_thrift_server,
+}
+
+
+def test_every_fenced_function_has_a_check():
+    assert sorted(spark_internals.FENCED) == sorted(CHECKS)
+
+
+@pytest.mark.parametrize("check", sorted(set(CHECKS.values()), key=lambda c: c.__name__),
+                         ids=lambda c: c.__name__)
+def test_fenced_functions_work_on_the_installed_spark(spark, tmp_path, check):
+    check(spark, tmp_path)
+
+
+class _OtherSpark:
+    """A session of a Spark whose private fields are not where sql_dl looks for them."""
+
+    class sparkContext:  # noqa: N801 - mirrors the attribute it stands in for
+        pass
+
+
+@pytest.mark.parametrize("function, args, feature, still_works", [
+    (spark_internals.injected_functions, (), "list the functions injected into new Spark sessions",
+     "sql-dl serve cannot publish the manifest's functions; sql-dl sql and bootstrap work."),
+    (spark_internals.thrift_server_executions, (), "read the Thrift Server's records of statements",
+     "The server serves; only its query log"),
+    (spark_internals.spark_temp_dir, (), "find the temporary directory of the SparkContext",
+     "Nothing of sql_dl works in this session without it."),
+])
+def test_a_different_spark_gets_an_error_naming_feature_version_and_what_works(
+        function, args, feature, still_works):
+    with pytest.raises(SparkInternalsError) as raised:
+        function(_OtherSpark(), *args)
+    message = str(raised.value)
+    assert message.startswith(f"sql_dl cannot {feature} on this Spark version: AttributeError")
+    assert still_works in message
+    assert message.endswith(f"Received: pyspark=={pyspark.__version__}")
+    assert isinstance(raised.value, RuntimeError)
