@@ -317,8 +317,9 @@ def test_sighup_reloads_keep_open_connections_working(own_manifest, tmp_path, cn
 
         assert reload(server, own_manifest, "models: {broken: {}}\n") == f"reload failed: {own_manifest}"
         assert functions(kept) == ["cnn2", "cnn2_features", "cnn2_top_k", "p32", "sql_dl_image_error"]
-        kept.execute("SELECT count(cnn2(image)) FROM pngs")
-        assert kept.fetchall() == [(len(pngs),)]
+        fresh = hive.connect(host="127.0.0.1", port=server.port).cursor()  # functions: new ones
+        fresh.execute("SELECT count(cnn2(image)) FROM pngs")
+        assert fresh.fetchall() == [(len(pngs),)]
     finally:
         code, seconds = server.stop()
     assert (code, seconds < 15) == (0, True)  # SIGTERM stops it cleanly, within seconds
