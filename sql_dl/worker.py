@@ -76,12 +76,13 @@ def _load(plan: ModelPlan) -> LoadedModel:
     configure_threads()
     started = time.monotonic()
     path = shipped_file(plan.file, plan.staged_name)
-    if plan.sha256 is not None and file_sha256(path) != plan.sha256:
+    actual = None if plan.sha256 is None else file_sha256(path)
+    if actual != plan.sha256:
         raise ModelLoadError(f"model {plan.name!r}: the copy of {plan.source!r} shipped to this "
                              f"executor ({path}) is not the file bootstrap checked (its SHA-256 "
                              "differs): it was changed or corrupted after bootstrap. Run "
                              f"bootstrap again (sql-dl serve: send SIGHUP). Received: "
-                             f"sha256={file_sha256(path)}")
+                             f"sha256={actual}")
     try:
         model = load_keras_model(path, plan.trust_code)
     except Exception as e:  # a file changed or corrupted after bootstrap

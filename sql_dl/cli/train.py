@@ -31,8 +31,9 @@ def train_head(spark, manifest: str | os.PathLike, base: str, view: str, out: st
                replace: bool = False) -> TransferReport:
     """Trains ``Dense(softmax)`` on ``<base>_features(image)`` for ``view``'s labels.
 
-    Rows are split by a hash of the path and ``seed``: ``held_out`` of them are kept out of
-    training and scored after publishing, through the new model's SQL function. The model
+    Rows are split by a hash of the path and ``seed``: ``held_out`` of them (in (0, 1), as
+    ``sql-dl train`` checks before Spark starts) are kept out of training and scored after
+    publishing, through the new model's SQL function. The model
     written to ``out`` is the base up to its features layer plus the head, so it takes images
     as the base does; it is added to ``manifest`` as ``register`` with the base's
     preprocessing and the view's labels.
@@ -52,8 +53,6 @@ def train_head(spark, manifest: str | os.PathLike, base: str, view: str, out: st
     from sql_dl.training import (TrainingJob, remove, run_jobs, staging_dir,
                                  write_training_set)
 
-    if not 0 < held_out < 1:
-        raise ValueError(f"held_out must be in (0, 1). Received: held_out={held_out!r}")
     loaded = bootstrap(spark, manifest)
     for kind, name, known in (("models", base, loaded.models), ("images", view, loaded.images)):
         if name not in known:
