@@ -134,3 +134,19 @@ def test_validate_reports_every_problem_in_one_round(manifest_file, tmp_path):
     assert problems[0].startswith(f"{manifest}: images.gone.path: no such file or directory")
     assert problems[1].startswith(f"{manifest}: models.layered.features_layer: the model has no such layer")
     assert problems[2].startswith(f"{manifest}: models.sized.preprocessor: preprocessor 'p64' resizes to [64, 64]")
+
+
+@pytest.mark.parametrize("args, message", [
+    (("sql", "-f", "nosuch.sql"), "Error: sql-dl sql: argument -f: cannot read the script: No such "
+                                  "file or directory. Received: 'nosuch.sql' (see sql-dl sql --help)"),
+    (("publish", "--manifest", "m.yaml", "--model", "nosuch.keras", "--name", "n"),
+     "Error: sql-dl publish: argument --model: no such file or directory. Received: 'nosuch.keras' "
+     "(see sql-dl publish --help)"),
+    (("train", "--manifest", "m.yaml", "--base", "b", "--view", "v", "--out", "o.keras",
+      "--register", "r", "--held-out", "1.5"),
+     "Error: sql-dl train: argument --held-out: must be a number in (0, 1). Received: '1.5' "
+     "(see sql-dl train --help)"),
+])
+def test_command_line_mistakes_are_one_line_before_spark_starts(tmp_path, args, message):
+    result = sql_dl(*args)
+    assert (result.returncode, result.stdout, result.stderr) == (1, "", message + "\n")

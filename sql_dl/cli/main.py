@@ -58,10 +58,17 @@ def failure_message(error: BaseException) -> str:
     return f"{type(error).__name__}: {first}{hint}"
 
 
+class _Parser(argparse.ArgumentParser):
+    """Reports a bad command line as one line on stderr with exit code 1, like any failure."""
+
+    def error(self, message: str):
+        self.exit(1, f"Error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
     from sql_dl import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="sql-dl", description="Deep-learning models over images as Spark SQL functions.")
     parser.add_argument("--version", action="version", version=f"sql-dl {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
