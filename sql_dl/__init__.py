@@ -2,9 +2,16 @@
 
 ``bootstrap(spark, "conf/models.yaml")`` registers a manifest's models, preprocessors and
 image folders in a Spark session; ``session(...)`` builds a configured session and does it.
+
+Importing sql_dl (as its Python workers do) keeps TensorFlow's two absl start-up lines off
+stderr when TensorFlow is imported later (see `sql_dl.native_logs`).
 """
 
 from __future__ import annotations
+
+from sql_dl.native_logs import quiet_tensorflow_import
+
+quiet_tensorflow_import()
 
 from sql_dl.errors import ImageDecodeError, ManifestError, ModelLoadError, SqlDlError
 from sql_dl.manifest import Manifest, load_manifest

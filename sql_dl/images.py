@@ -18,7 +18,8 @@ from PIL import Image
 
 from sql_dl.batches import stack_valid
 from sql_dl.errors import ImageDecodeError
-from sql_dl.manifest import MAX_PIXELS, PreprocessorSpec, is_local, local_path
+from sql_dl.manifest import PreprocessorSpec, is_local, local_path
+from sql_dl.rules import MAX_PIXELS
 
 __all__ = ["decode_error", "describe_source", "preprocess_batch", "read_uri", "to_pil"]
 

@@ -16,6 +16,11 @@ from urllib.parse import urlparse
 import yaml
 
 from sql_dl.errors import ManifestError
+from sql_dl.rules import (
+    APPLICATIONS, INPUT_KINDS, INTERPOLATIONS, LABEL_SOURCES, MAX_PIXELS, ON_ERROR,
+    PREPROCESS_MODES, RESERVED_NAMES, application_problem, choice_problem, default_labels,
+    max_pixels_problem, positive_int_problem, received, sample_ratio_problem, size_problem,
+)
 
 __all__ = [
     "APPLICATIONS",
@@ -27,93 +32,11 @@ __all__ = [
     "load_manifest",
 ]
 
-PREPROCESS_MODES = ("caffe", "tf", "torch", "scale", "none")
-INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "hamming", "box", "lanczos")
-INPUT_KINDS = ("image", "tensor")
-LABEL_SOURCES = ("parent_dir", "none")
-ON_ERROR = ("null", "fail")
-# Pillow's own default limit; images over it are refused before their pixels are decoded.
-MAX_PIXELS = 89_478_485
-# Pillow refuses images over twice its limit whatever sql_dl allows.
-PILLOW_MAX_PIXELS = 2 * MAX_PIXELS
-RESERVED_NAMES = ("sql_dl_models", "sql_dl_image_error")
-
-# keras.applications image classifiers and the preprocessing their preprocess_input applies
-# ("none": the model rescales 0..255 input itself).
-APPLICATIONS: dict[str, str] = {
-    **dict.fromkeys(["Xception", "InceptionV3", "InceptionResNetV2", "MobileNet",
-                     "MobileNetV2", "NASNetMobile", "NASNetLarge",
-                     "ResNet50V2", "ResNet101V2", "ResNet152V2"], "tf"),
-    **dict.fromkeys(["VGG16", "VGG19", "ResNet50", "ResNet101", "ResNet152"], "caffe"),
-    **dict.fromkeys(["DenseNet121", "DenseNet169", "DenseNet201"], "torch"),
-    **dict.fromkeys(
-        ["MobileNetV3Small", "MobileNetV3Large"]
-        + [f"EfficientNetB{i}" for i in range(8)]
-        + [f"EfficientNetV2{v}" for v in ("B0", "B1", "B2", "B3", "S", "M", "L")]
-        + [f"ConvNeXt{v}" for v in ("Tiny", "Small", "Base", "Large", "XLarge")],
-        "none",
-    ),
-}
-
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _MISSING = object()
 _FUNCTION_REF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 _SECTIONS = ("preprocessors", "models", "images")
-
-
-# The rules below are the one definition of each value's validity: the manifest validator
-# and the Spark ML Params (sql_dl.ml) both call them. Each returns what is wrong, or None.
-
-def size_problem(value: Any) -> str | None:
-    if (not isinstance(value, (list, tuple)) or len(value) != 2
-            or any(isinstance(v, bool) or not isinstance(v, int) or v <= 0 for v in value)):
-        return "must be [height, width], two positive integers"
-    return None
-
-
-def choice_problem(value: Any, allowed: tuple[str, ...]) -> str | None:
-    return None if value in allowed else f"must be one of {', '.join(allowed)}"
-
-
-def positive_int_problem(value: Any) -> str | None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        return "must be a positive integer"
-    return None
-
-
-def max_pixels_problem(value: Any) -> str | None:
-    problem = positive_int_problem(value)
-    if problem is None and value > PILLOW_MAX_PIXELS:
-        return f"must be at most {PILLOW_MAX_PIXELS}, the most Pillow decodes"
-    return problem
-
-
-def sample_ratio_problem(value: Any) -> str | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
-        return "must be a number in (0, 1]"
-    return None
-
-
-def application_problem(value: Any) -> str | None:
-    if value not in APPLICATIONS:
-        return f"must be a keras.applications image classifier (known: {', '.join(APPLICATIONS)})"
-    return None
-
-
-def default_mode(application: str | None) -> str:
-    """The preprocessing mode when none is given: the application's own, else none."""
-    return APPLICATIONS[application] if application else "none"
-
-
-def default_labels(application: str | None, weights: str | None) -> str | None:
-    """The labels when none are given: ImageNet's for an application with ImageNet weights."""
-    return "imagenet" if application is not None and weights == "imagenet" else None
-
-
-def received(key: str, value: Any) -> str:
-    """The end of every sql_dl error message: ``Received: key=value``."""
-    return f"Received: {key}={value!r}"
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from sql_dl.errors import ModelLoadError
-from sql_dl.manifest import (Manifest, ModelSpec, PreprocessorSpec, default_mode, is_local,
-                             local_path)
+from sql_dl.manifest import Manifest, ModelSpec, PreprocessorSpec, is_local, local_path
+from sql_dl.rules import default_mode
 from sql_dl.staging import file_sha256, staged_name
 
 __all__ = ["ModelPlan", "cache_dir", "check_offline", "load_keras_model", "plan_model"]

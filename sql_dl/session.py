@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import subprocess
 import sys
+import threading
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, BinaryIO, Mapping
 
-__all__ = ["DEFAULT_CONF", "session"]
+__all__ = ["DEFAULT_CONF", "home_dir", "session"]
 
 # Applied under the caller's own conf, which wins.
 DEFAULT_CONF: dict[str, str] = {
@@ -16,6 +19,8 @@ DEFAULT_CONF: dict[str, str] = {
     "spark.python.worker.reuse": "true",
     "spark.sql.execution.arrow.pyspark.enabled": "true",
     "spark.sql.catalogImplementation": "hive",
+    # TensorFlow's C++ INFO lines (CPU features, …) stay out of the workers' stderr.
+    "spark.executorEnv.TF_CPP_MIN_LOG_LEVEL": "1",
 }
 
 _SOURCE_CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
@@ -31,10 +36,16 @@ def with_retries(master: str) -> str:
     return f"local[{match.group(1) or 1},{LOCAL_TASK_ATTEMPTS}]" if match else master
 
 
+def home_dir(home: str | os.PathLike | None = None) -> Path:
+    """``home``, else ``$SQL_DL_HOME``, else ``~/.sql_dl``."""
+    return Path(home or os.environ.get("SQL_DL_HOME", Path.home() / ".sql_dl")).expanduser()
+
+
 def session(manifest: str | os.PathLike | Mapping[str, Any] | None = None,
             master: str | None = None, *,
             conf: Mapping[str, str] | None = None,
-            home: str | os.PathLike | None = None, warm_up: bool = False):
+            home: str | os.PathLike | None = None, warm_up: bool = False,
+            jvm_log: str | os.PathLike | None = None):
     """Builds (or gets) a SparkSession configured for sql_dl and bootstraps ``manifest``.
 
     The session runs Python workers with this interpreter, reuses them (so models stay
@@ -53,13 +64,17 @@ def session(manifest: str | os.PathLike | Mapping[str, Any] | None = None,
             ``~/.sql_dl``.
         warm_up: load the manifest's models in a Python worker per core now (see
             `bootstrap`).
+        jvm_log: a file for the driver JVM's stderr (Spark's log, the Python workers'
+            stderr, executor errors) instead of the terminal; Spark's progress bar still
+            goes to the terminal. The previous file is kept with the suffix ``.1``. Only
+            when this call starts the JVM.
 
     Returns:
         The SparkSession.
     """
     from pyspark.sql import SparkSession
 
-    home = Path(home or os.environ.get("SQL_DL_HOME", Path.home() / ".sql_dl")).expanduser()
+    home = home_dir(home)
     home.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     if "SPARK_CONF_DIR" not in os.environ and _SOURCE_CONF_DIR.is_dir():
@@ -77,9 +92,11 @@ def session(manifest: str | os.PathLike | Mapping[str, Any] | None = None,
     }
     settings["spark.driver.extraJavaOptions"] = " ".join(
         java_options + [(conf or {}).get("spark.driver.extraJavaOptions", "")]).strip()
-    builder = SparkSession.builder
     master = master or settings.pop("spark.master", None) or os.environ.get("MASTER") or "local[*]"
-    builder = builder.master(with_retries(master))
+    settings["spark.master"] = with_retries(master)
+    if jvm_log is not None and SparkSession.getActiveSession() is None:
+        _start_logging_jvm(settings, Path(jvm_log))
+    builder = SparkSession.builder
     for key, value in settings.items():
         builder = builder.config(key, value)
     spark = builder.enableHiveSupport().getOrCreate()
@@ -88,3 +105,58 @@ def session(manifest: str | os.PathLike | Mapping[str, Any] | None = None,
 
         bootstrap(spark, manifest, warm_up=warm_up)
     return spark
+
+
+def _start_logging_jvm(settings: Mapping[str, str], log: Path) -> None:
+    """Starts the SparkContext on a driver JVM whose stderr goes to ``log``, except Spark's
+    progress bar, which goes on to this process's stderr."""
+    from pyspark import SparkConf, SparkContext
+
+    from sql_dl.errors import SparkInternalsError
+    from sql_dl.spark_internals import launch_gateway
+
+    log.parent.mkdir(parents=True, exist_ok=True)
+    if log.exists():
+        log.replace(log.with_name(log.name + ".1"))
+    conf = SparkConf(loadDefaults=False).setAll(list(settings.items()))
+    try:
+        gateway = launch_gateway(conf, subprocess.PIPE)
+    except SparkInternalsError as e:
+        logging.getLogger(__name__).warning("%s", e)
+        return
+    threading.Thread(target=_route_stderr, args=(gateway.proc.stderr, log),
+                     name="sql_dl-jvm-stderr", daemon=True).start()
+    SparkContext(conf=conf, gateway=gateway)
+    for name in ("SQLQueryContextLogger", "DataFrameQueryContextLogger"):  # PySpark's JSON
+        _python_logger_to(name, log)                                       # error lines
+
+
+# Spark's console progress bar: "\r[Stage 1:=>   (3 + 2) / 8]", cleared with "\r   \r".
+_PROGRESS = re.compile(rb"\r(?:\[Stage [^\r\n]*\]| *)(?=\r|\n|$)")
+
+
+def _route_stderr(source: BinaryIO, log: Path) -> None:
+    """Copies the JVM's stderr to ``log``, but its progress bar to this process's stderr."""
+    pending = b""
+    with open(log, "ab", buffering=0) as out:
+        while chunk := source.read1(65536):
+            data, position = pending + chunk, 0
+            for bar in _PROGRESS.finditer(data):
+                out.write(data[position:bar.start()])
+                os.write(2, bar.group(0))
+                position = bar.end()
+            rest = data[position:]
+            cut = rest.rfind(b"\r")  # maybe a progress bar still being written
+            pending = rest[cut:] if cut != -1 and b"\n" not in rest[cut:] else b""
+            out.write(rest[:len(rest) - len(pending)])
+        out.write(pending)
+
+
+def _python_logger_to(name: str, log: Path) -> None:
+    from pyspark.logger import PySparkLogger
+
+    logger = PySparkLogger.getLogger(name)
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+    logger.addHandler(logging.FileHandler(log))
+    logger.propagate = False

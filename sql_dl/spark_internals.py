@@ -15,7 +15,7 @@ from typing import Any, Callable, NamedTuple, TypeVar
 from sql_dl.errors import SparkInternalsError
 
 __all__ = ["FENCED", "Execution", "copy_to_local", "delete_path", "hive_result_lines",
-           "inject_session_function", "injected_functions", "set_python_exec",
+           "inject_session_function", "injected_functions", "launch_gateway", "set_python_exec",
            "spark_temp_dir", "start_thrift_server", "thrift_server_executions"]
 
 CHECKED_ON = "4.3.0"
@@ -50,6 +50,20 @@ def _fenced(feature: str, still_works: str) -> Callable[[Callable[..., _T]], Cal
         return fenced
 
     return decorate
+
+
+@_fenced("send the driver JVM's output to a log file",
+         "Spark's log and the workers' output go to the terminal instead.")
+def launch_gateway(conf, stderr):
+    """Starts the driver JVM (``spark-submit`` with ``conf``) with its stderr on ``stderr``,
+    a file object or ``subprocess.PIPE``; returns the Py4J gateway, its process in ``.proc``.
+
+    Relies on ``pyspark.java_gateway.launch_gateway(conf, popen_kwargs)``, PySpark's developer
+    hook for capturing the JVM's output (checked on 4.3.0).
+    """
+    from pyspark.java_gateway import launch_gateway as launch
+
+    return launch(conf, popen_kwargs={"stderr": stderr})
 
 
 @_fenced("find the temporary directory of the SparkContext",

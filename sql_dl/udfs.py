@@ -18,7 +18,8 @@ import pyarrow as pa
 from sql_dl.batches import chunks, column_values, float_rows, stack_valid
 from sql_dl.errors import FunctionArgumentError, ImageDecodeError
 from sql_dl.images import decode_error, describe_source, error_text, preprocess_batch
-from sql_dl.manifest import MAX_PIXELS, PreprocessorSpec
+from sql_dl.manifest import PreprocessorSpec
+from sql_dl.rules import MAX_PIXELS
 from sql_dl.models import ModelPlan
 
 __all__ = ["FLOAT_ARRAY", "TOP_K", "image_error_udf", "model_udf", "preprocessor_udf",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -17,9 +18,9 @@ TIMEOUT = 300
 
 
 def sql_dl(*args, stdin: str | None = None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TF_CPP_")}
     return subprocess.run([sys.executable, "-m", "sql_dl.cli", *map(str, args)], input=stdin,
-                          capture_output=True, text=True, timeout=TIMEOUT,
-                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+                          capture_output=True, text=True, timeout=TIMEOUT, env=env)
 
 
 @pytest.fixture(scope="module")
@@ -94,10 +95,54 @@ def test_sql_interactive_prompt_and_errors(manifest_file, tmp_path):
     assert "Error: [UNRESOLVED_ROUTINE] Cannot resolve routine `nope`" in result.stderr
 
 
-def test_sql_error_exit_code_and_worker_error_message(manifest_file, tmp_path):
-    result = sql_dl("sql", "--home", tmp_path, "--master", "local[1]", "-e", "SELECT * FROM no_such_table")
+def test_sql_error_exit_code_and_analysis_error_message(manifest_file, tmp_path):
+    result = sql_dl("sql", "--home", tmp_path, "--master", "local[1]", "-e",
+                    "SELECT path FROM no_such_table")
     assert result.returncode == 1
-    assert "Error: [TABLE_OR_VIEW_NOT_FOUND]" in result.stderr
+    log = tmp_path / "logs" / "spark.log"
+    assert result.stderr.splitlines() == [
+        "Error: [TABLE_OR_VIEW_NOT_FOUND] The table or view `no_such_table` cannot be found. "
+        "Verify the spelling and correctness of the schema and catalog.",
+        "== SQL (line 1, position 18) ==",
+        "SELECT path FROM no_such_table",
+        "                 ^^^^^^^^^^^^^",
+        f"(Spark's log, with the details of errors: {log})"]
+    assert "TABLE_OR_VIEW_NOT_FOUND" in log.read_text()  # PySpark's JSON error line
+
+
+def test_a_model_query_prints_nothing_but_results(manifest_file, tmp_path):
+    """No TensorFlow/absl, JVM or Spark start-up lines: -S leaves stderr empty."""
+    result = sql_dl("sql", "--home", tmp_path, "--manifest", str(manifest_file), "--master",
+                    "local[2]", "-S", "-e", "SELECT size(cnn(image)) FROM photos LIMIT 2")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "5\n5\n"
+    assert result.stderr == ""
+    log = (tmp_path / "logs" / "spark.log").read_text()
+    assert "oneDNN custom operations" not in log  # filtered in the workers too
+
+
+def test_a_worker_error_reaches_the_shell_as_one_line(manifest_file, photos_dir, tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    (folder / "broken.jpg").write_bytes(b"not an image")
+    manifest = yaml.safe_load(manifest_file.read_text())
+    manifest["models"]["cnn"].update(path=str(manifest_file.parent / "models" / "cnn.keras"),
+                                     on_error="fail")
+    manifest["images"]["photos"]["path"] = str(folder)
+    strict = tmp_path / "strict.yaml"
+    strict.write_text(yaml.safe_dump(manifest))
+    result = sql_dl("sql", "--home", tmp_path, "--manifest", strict, "--master", "local[2]", "-S",
+                    "-e", "SELECT cnn(image) FROM photos")
+    assert result.returncode == 1
+    log = tmp_path / "logs" / "spark.log"
+    error, where = result.stderr.splitlines()
+    sha = hashlib.sha256(b"not an image").hexdigest()[:16]
+    assert error == ("Error: ImageDecodeError: cannot decode the image: UnidentifiedImageError: "
+                     "cannot identify image file. Fix or remove the file, or set on_error: null to "
+                     f"get NULL for it. Received: image of 12 bytes with SHA-256 {sha}..., found "
+                     f"by sha2(image, 256) LIKE '{sha}%'")
+    assert where == f"(Spark's log, with the details of errors: {log})"
+    assert "Traceback" in log.read_text()  # the executor's stack trace went to the log
 
 
 def test_validate_ok_and_problems(manifest_file, tmp_path):

@@ -11,7 +11,8 @@ from conftest import png_bomb
 
 from sql_dl import ImageDecodeError
 from sql_dl.images import preprocess_batch
-from sql_dl.manifest import INTERPOLATIONS, PREPROCESS_MODES, PreprocessorSpec
+from sql_dl.manifest import PreprocessorSpec
+from sql_dl.rules import INTERPOLATIONS, PREPROCESS_MODES
 
 
 def keras_tensor(path, size, interpolation="bilinear", mode="none"):

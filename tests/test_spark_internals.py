@@ -78,12 +78,31 @@ def check_thrift_server(spark, tmp_path):
         hadoop.unset("hive.server2.thrift.bind.host")
 
 
+def check_launch_gateway(spark, tmp_path):
+    """A second driver JVM, without a SparkContext: its stderr lands in the file given."""
+    from pyspark import SparkConf
+
+    log = tmp_path / "jvm.log"
+    with open(log, "wb") as stderr:
+        gateway = spark_internals.launch_gateway(SparkConf(loadDefaults=False), stderr)
+    try:
+        gateway.jvm.System.err.println("to the log file")
+        gateway.jvm.System.err.flush()
+        assert gateway.jvm.System.getProperty("java.version")
+    finally:
+        gateway.shutdown()
+        gateway.proc.stdin.close()
+        gateway.proc.wait(timeout=60)
+    assert "to the log file" in log.read_text()
+
+
 CHECKS = {
     "spark_temp_dir": check_temp_dir,
     "set_python_exec": check_python_exec,
     "copy_to_local": check_copy_and_delete,
     "delete_path": check_copy_and_delete,
     "hive_result_lines": check_hive_result_lines,
+    "launch_gateway": check_launch_gateway,
     "injected_functions": check_injected_functions,
     "inject_session_function": check_injected_functions,
     "start_thrift_server": check_thrift_server,

@@ -16,8 +16,8 @@ __all__ = ["main"]
 
 logger = logging.getLogger("sql_dl")
 
-# Shown by the sql shell: Spark's stage progress bar on stderr.
-CLI_CONF = {"spark.ui.showConsoleProgress": "true"}
+# Spark's stage progress bar, on a terminal only.
+CLI_CONF = {"spark.ui.showConsoleProgress": str(sys.stderr.isatty()).lower()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -220,7 +220,14 @@ def _session(args, manifest=None):
     from sql_dl.session import session
 
     return session(manifest=manifest, master=args.master, conf={**CLI_CONF, **dict(args.conf)},
-                   home=args.home)
+                   home=args.home, jvm_log=_jvm_log(args))
+
+
+def _jvm_log(args) -> Path:
+    """Where Spark's log and the workers' stderr go: ``<home>/logs/spark.log``."""
+    from sql_dl.session import home_dir
+
+    return home_dir(args.home) / "logs" / "spark.log"
 
 
 def _run_sql(args) -> int:
@@ -228,7 +235,7 @@ def _run_sql(args) -> int:
     from sql_dl.registration import bootstrap
 
     spark = _session(args)
-    shell = SqlShell(spark, header=args.header, silent=args.silent)
+    shell = SqlShell(spark, header=args.header, silent=args.silent, details=_jvm_log(args))
     try:
         if args.manifest:
             bootstrap(spark, args.manifest, warm_up=args.warm_up)

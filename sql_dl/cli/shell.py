@@ -35,11 +35,14 @@ class SqlShell:
     """Runs statements against a session and prints results as tab-separated lines.
 
     Results are formatted by Spark's own ``HiveResult``, exactly as ``spark-sql`` prints them.
+    An error is one message; the first also names ``details``, the file of Spark's log.
     """
 
     def __init__(self, spark, header: bool = False, silent: bool = False, echo: bool = False,
-                 out: TextIO = sys.stdout, err: TextIO = sys.stderr):
+                 out: TextIO = sys.stdout, err: TextIO = sys.stderr,
+                 details: Path | None = None):
         self.spark = spark
+        self.details = details
         self.header = header
         self.echo = echo
         self.silent = silent
@@ -62,7 +65,12 @@ class SqlShell:
             frame = self.spark.sql(statement)
             lines = spark_internals.hive_result_lines(frame)
         except (PySparkException, SqlDlError) as e:
+            if self.err.isatty():  # a failed job leaves its progress bar on the line
+                self.err.write("\r\x1b[K")
             print(f"Error: {_error_message(e)}", file=self.err)
+            if self.details is not None:
+                print(f"(Spark's log, with the details of errors: {self.details})", file=self.err)
+                self.details = None
             return False
         finally:
             self._report_bad_images(bad_before)
@@ -130,8 +138,9 @@ def _readline():
 
 def _error_message(error: Exception) -> str:
     """The message a user needs: for a worker's error, its exception line, not the
-    traceback; for an analysis or parse error, its first line and the caret block."""
-    from pyspark.errors import PythonException
+    traceback; for an analysis or parse error, its first line and the statement with a
+    caret under the culprit."""
+    from pyspark.errors import PySparkException, PythonException
 
     lines = [line for line in str(error).splitlines() if line.strip()]
     if not lines:
@@ -140,7 +149,11 @@ def _error_message(error: Exception) -> str:
         ours = [line for line in lines if line.startswith("sql_dl.errors.")]
         return ours[-1].removeprefix("sql_dl.errors.") if ours else lines[-1]
     message = [lines[0]]
-    if any(line.startswith("== SQL") for line in lines):  # the statement with a caret under it
+    contexts = error.getQueryContext() if isinstance(error, PySparkException) else []
+    sql = [c for c in contexts if c.contextType().name == "SQL"]
+    if sql:  # an analysis error: Spark's own summary of where it is
+        message += [line for line in sql[0].summary().splitlines() if line.strip()]
+    elif any(line.startswith("== SQL") for line in lines):  # a parse error: its caret block
         start = next(i for i, line in enumerate(lines) if line.startswith("== SQL"))
         for line in lines[start:]:
             message.append(line)

@@ -12,7 +12,8 @@ from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.param.shared import HasInputCol, HasOutputCol
 from pyspark.ml.util import DefaultParamsReader, DefaultParamsWriter
 
-from sql_dl.manifest import Manifest, ModelSpec, choice_problem, positive_int_problem, received
+from sql_dl.manifest import Manifest, ModelSpec
+from sql_dl.rules import choice_problem, positive_int_problem, received
 
 OUTPUT_MODES = ("vector", "array")
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from sql_dl.manifest import (MAX_PIXELS, ImageViewSpec, max_pixels_problem, positive_int_problem,
-                             sample_ratio_problem)
+from sql_dl.manifest import ImageViewSpec
+from sql_dl.rules import MAX_PIXELS, max_pixels_problem, positive_int_problem, sample_ratio_problem
 
 __all__ = ["read_images"]
 

@@ -11,7 +11,7 @@ from pyspark.ml import Transformer
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 
-from sql_dl.batches import chunks, column_values, float_rows
+from sql_dl.batches import chunks, column_values, float_rows, stack_valid
 
 __all__ = ["TFTransformer"]
 
@@ -104,16 +104,19 @@ def _check_signature(model_dir, signature, inputs, outputs) -> dict[str, tuple]:
 
 
 def _run_chunk(function, chunk, input_names, output_names, shapes) -> pa.Array:
+    """One chunk through the signature: a row with a NULL input gives NULL outputs."""
     import tensorflow as tf
 
-    n = len(chunk[0])
-    ok = np.array([all(c[i] is not None for c in chunk) for i in range(n)], dtype=bool)
+    rows = [None if any(value is None for value in row) else row for row in zip(*chunk)]
+    feed = {}
+    for i, input_name in enumerate(input_names):
+        shape = shapes[input_name]
+        feed[input_name], ok = stack_valid(rows, lambda row, i=i, shape=shape:
+                                           row[i].reshape(shape),
+                                           tuple(max(d, 0) for d in shape))
     outputs = [np.zeros((0, 0), dtype=np.float32)] * len(output_names)
     if ok.any():
-        feed = {input_name: tf.constant(np.stack([v for v, good in zip(values, ok) if good])
-                                        .reshape(-1, *shapes[input_name]))
-                for values, input_name in zip(chunk, input_names)}
-        results = function(**feed)
+        results = function(**{k: tf.constant(v) for k, v in feed.items()})
         outputs = [np.asarray(results[output_name], dtype=np.float32).reshape(int(ok.sum()), -1)
                    for output_name in output_names]
     columns = [float_rows(output, ok) for output in outputs]

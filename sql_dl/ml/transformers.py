@@ -10,9 +10,11 @@ from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.param.shared import HasInputCol, HasOutputCol
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 
-from sql_dl.manifest import (ON_ERROR, PREPROCESS_MODES, Manifest, ModelSpec, PreprocessorSpec,
-                             application_problem, choice_problem, default_labels, default_mode,
-                             positive_int_problem, size_problem)
+from sql_dl.manifest import Manifest, ModelSpec, PreprocessorSpec
+from sql_dl.rules import (
+    ON_ERROR, PREPROCESS_MODES, application_problem, choice_problem, default_labels,
+    default_mode, positive_int_problem, size_problem,
+)
 from sql_dl.ml._params import OptionalParams, shipped_plan, with_vector_column
 
 __all__ = ["DeepImageFeaturizer", "DeepImagePredictor"]
