@@ -55,9 +55,11 @@ class Backend:
 
     def bad_image_counter(self):
         """The accumulator of images sql_dl functions could not decode, one per SparkContext."""
+        from sql_dl.udfs import BadImageSets
+
         context = self.spark.sparkContext
         if context not in _bad_image_counters:
-            _bad_image_counters[context] = context.accumulator(0)
+            _bad_image_counters[context] = context.accumulator({}, BadImageSets())
         return _bad_image_counters[context]
 
     def ship_model(self, plan: ModelPlan) -> None:

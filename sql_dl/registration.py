@@ -131,11 +131,14 @@ def bad_image_count(spark) -> int | None:
     """How many images sql_dl's functions could not decode (each gave NULL) in this session.
 
     A running total over all queries since the session started: read it before and after a
-    query for that query's count. An image read by two functions counts twice. None on
-    Spark Connect, which has no accumulators (each task still logs its count).
+    query for that query's count. Within one query each image counts once per function that
+    read it, even when Spark's plan reads it twice. None on Spark Connect, which has no
+    accumulators (each task still logs its count).
     """
+    from sql_dl.udfs import BadImageSets
+
     counter = backend_for(spark).bad_image_counter()
-    return None if counter is None else counter.value
+    return None if counter is None else BadImageSets.total(counter.value)
 
 
 def _size_arrow_batches(spark, plans: list[ModelPlan]) -> None:

@@ -14,6 +14,7 @@ from typing import Any, Iterator
 
 import numpy as np
 import pyarrow as pa
+from pyspark.accumulators import AccumulatorParam
 
 from sql_dl.batches import chunks, column_values, float_rows, stack_valid
 from sql_dl.errors import FunctionArgumentError, ImageDecodeError
@@ -44,8 +45,10 @@ def _arrow_udf(function, return_type: str):
 class BadImages:
     """Counts the non-NULL inputs one task of a function could not decode.
 
-    Each count goes to the session's accumulator, if any, which the driver reads
-    (``sql_dl.bad_image_count``); ``close`` logs one line per task in the executor's log.
+    Each bad input goes to the session's accumulator (a `BadImageSets`), if any, under its
+    SQL execution: a statement whose plan reads the same images twice (``ORDER BY`` samples
+    its input first) counts each bad image once. ``close`` logs one line per task in the
+    executor's log.
     """
 
     def __init__(self, function: str, counter=None):
@@ -56,19 +59,60 @@ class BadImages:
         self.first: str | None = None
 
     def add(self, values: list[Any], ok: np.ndarray) -> None:
-        bad = [v for v, good in zip(values, ok) if v is not None and not good]
+        bad = [describe_source(v) for v, good in zip(values, ok) if v is not None and not good]
         self.seen += len(values)
         if bad:
             self.count += len(bad)
-            self.first = self.first or describe_source(bad[0])
+            self.first = self.first or bad[0]
             if self.counter is not None:
-                self.counter.add(len(bad))
+                self.counter.add({_execution(): {(self.function, b) for b in bad}})
 
     def close(self) -> None:
         if self.count:
             logger.warning("%s: %d of %d images could not be decoded and gave NULL, the "
                            "first: %s; sql_dl_image_error(image) tells why", self.function,
                            self.count, self.seen, self.first)
+
+
+def _execution() -> str | None:
+    """The SQL execution (or job group) the running task belongs to."""
+    from pyspark import TaskContext
+
+    context = TaskContext.get()
+    if context is None:
+        return None
+    return (context.getLocalProperty("spark.sql.execution.id")
+            or context.getLocalProperty("spark.jobGroup.id"))
+
+
+class BadImageSets(AccumulatorParam):
+    """An accumulator of the distinct bad (function, image) pairs of each SQL execution;
+    executions beyond the latest `KEPT` are folded into a count (key ``None`` is the
+    tasks that ran outside any)."""
+
+    KEPT = 64
+
+    def zero(self, value):
+        return {}
+
+    def addInPlace(self, value1, value2):
+        for execution, pairs in value2.items():
+            if isinstance(pairs, int):  # a folded count
+                value1["folded"] = value1.get("folded", 0) + pairs
+            else:
+                value1.setdefault(execution, set()).update(pairs)
+        executions = [e for e in value1 if e not in ("folded", None)]
+        for execution in sorted(executions, key=_order)[:max(0, len(executions) - self.KEPT)]:
+            value1["folded"] = value1.get("folded", 0) + len(value1.pop(execution))
+        return value1
+
+    @staticmethod
+    def total(value) -> int:
+        return sum(v if isinstance(v, int) else len(v) for v in value.values())
+
+
+def _order(execution: str):
+    return (0, int(execution), "") if execution.isdigit() else (1, 0, execution)
 
 
 def model_udf(plan: ModelPlan, features: bool = False, counter=None):
