@@ -95,6 +95,32 @@ def test_sql_interactive_prompt_and_errors(manifest_file, tmp_path):
     assert "Error: [UNRESOLVED_ROUTINE] Cannot resolve routine `nope`" in result.stderr
 
 
+def test_history_is_kept_after_quit(tmp_path):
+    """At a terminal (a pseudo-terminal here), statements reach ~/.sql_dl_history on quit;."""
+    import pty
+
+    main, terminal = pty.openpty()
+    env = {**os.environ, "HOME": str(tmp_path)}
+    process = subprocess.Popen([sys.executable, "-m", "sql_dl.cli", "sql", "--home", tmp_path / "h",
+                                "--master", "local[1]"], stdin=terminal, stdout=terminal,
+                               stderr=subprocess.DEVNULL, env=env)
+    os.close(terminal)
+    os.write(main, b"SELECT 40 + 2 AS answer;\nquit;\n")
+    output = b""
+    while True:  # read the terminal until the shell exits (EIO once it is closed)
+        try:
+            chunk = os.read(main, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        output += chunk
+    assert process.wait(timeout=TIMEOUT) == 0
+    assert b"42" in output
+    history = (tmp_path / ".sql_dl_history").read_text().splitlines()
+    assert history[-2:] == ["SELECT 40 + 2 AS answer;", "quit;"]
+
+
 def test_sql_error_exit_code_and_analysis_error_message(manifest_file, tmp_path):
     result = sql_dl("sql", "--home", tmp_path, "--master", "local[1]", "-e",
                     "SELECT path FROM no_such_table")

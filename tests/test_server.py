@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -31,14 +32,13 @@ def free_port() -> int:
 class Server:
     """A `sql-dl serve` subprocess; ``url`` is set once it printed its ready line."""
 
-    def __init__(self, manifest: Path, home: Path, *args: str):
+    def __init__(self, manifest: Path, home: Path, *args: str, cwd: Path | None = None):
         self.port = free_port()
         self.log = open(home.parent / f"server-{self.port}.log", "w")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "sql_dl.cli", "serve", "--manifest", str(manifest),
              "--port", str(self.port), "--master", "local[2]", "--home", str(home), *args],
-            stdout=subprocess.PIPE, stderr=self.log, text=True,
-            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+            stdout=subprocess.PIPE, stderr=self.log, text=True, cwd=cwd)
         self.lines: list[str] = []
         self.ready = threading.Event()
         threading.Thread(target=self._read, daemon=True).start()
@@ -324,6 +324,11 @@ def test_sighup_reloads_keep_open_connections_working(own_manifest, tmp_path, cn
         code, seconds = server.stop()
     assert (code, seconds < 15) == (0, True)  # SIGTERM stops it cleanly, within seconds
 
+    again = Server(own_manifest, tmp_path / "home")  # a restart on the same --home
+    again.wait_ready()
+    assert again.stop()[0] == 0
+    assert " ERROR " not in Path(again.log.name).read_text()  # no "database already exists"
+
 
 def test_public_address_without_authentication_is_refused(own_manifest, tmp_path):
     result = subprocess.run(
@@ -369,34 +374,40 @@ def test_http_transport_and_query_timeout(own_manifest, tmp_path, cnn_file, phot
     assert code == 0
 
 
-def keystores(directory: Path, password: str) -> tuple[Path, Path]:
-    """A self-signed server keystore for 127.0.0.1 and a client truststore, made with keytool."""
-    keystore, certificate, truststore = (directory / n for n in ("server.jks", "server.crt", "trust.jks"))
-    common = ["-storepass", password, "-noprompt"]
-    subprocess.run(["keytool", "-genkeypair", "-alias", "sqldl", "-keyalg", "RSA", "-keysize", "2048",
-                    "-validity", "2", "-dname", "CN=127.0.0.1", "-ext", "SAN=ip:127.0.0.1,dns:localhost",
-                    "-keystore", str(keystore), "-keypass", password, *common], check=True, capture_output=True)
-    subprocess.run(["keytool", "-exportcert", "-alias", "sqldl", "-keystore", str(keystore), "-rfc",
-                    "-file", str(certificate), *common], check=True, capture_output=True)
-    subprocess.run(["keytool", "-importcert", "-alias", "sqldl", "-file", str(certificate),
-                    "-keystore", str(truststore), *common], check=True, capture_output=True)
-    return keystore, truststore
+def readme_blocks(heading: str, count: int) -> list[str]:
+    """The first ``count`` fenced code blocks after ``heading`` in the README."""
+    text = (Path(__file__).parent.parent / "README.md").read_text()
+    after = text[text.index(heading):]
+    return re.findall(r"^```\w*\n(.*?)^```", after, re.S | re.M)[:count]
 
 
-def test_tls_and_user_names_in_the_log(own_manifest, tmp_path, cnn_file, photos):
-    password = "s3cret-Store-pw"
-    keystore, truststore = keystores(tmp_path, password)
-    server = Server(own_manifest, tmp_path / "home", "--hiveconf", "hive.server2.use.SSL=true",
-                    "--hiveconf", f"hive.server2.keystore.path={keystore}",
-                    "--hiveconf", f"hive.server2.keystore.password={password}")
+def test_readme_tls_recipe(own_manifest, tmp_path, cnn_file, photos):
+    """The README's TLS commands, as written: keystore, server, beeline and PyHive."""
+    import pyspark
+
+    keys, serve, jdbc, pyhive = readme_blocks("**TLS, step by step**", 4)
+    made = subprocess.run(["bash", "-euc", keys], cwd=tmp_path, capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    assert {p.name for p in tmp_path.iterdir()} >= {"server.p12", "server.crt", "trust.p12"}
+    password = re.search(r"^STOREPASS=(\S+)$", keys, re.M).group(1)
+    words = shlex.split(serve.replace("\\\n", " ").replace('"$STOREPASS"', password))
+    assert words[:4] == ["sql-dl", "serve", "--manifest", "conf/models.yaml"]
+    server = Server(own_manifest, tmp_path / "home", *words[4:], cwd=tmp_path)
     try:
         url = server.wait_ready()
         assert url == f"jdbc:hive2://127.0.0.1:{server.port}/;ssl=true"
-        secure = f"{url};sslTrustStore={truststore};trustStorePassword={password}"
-        result = beeline(secure + ";user=carol", "SELECT path, cnn_top_k(image, 1)[0].description "
-                                                 "FROM photos ORDER BY path")
+        command = (jdbc.replace("$B", str(Path(pyspark.__file__).parent / "bin" / "beeline"))
+                   .replace("10000", str(server.port)).replace("digits", "photos"))
+        result = subprocess.run(["bash", "-euc", f"STOREPASS={password}\n{command}"], cwd=tmp_path,
+                                capture_output=True, text=True, timeout=120)
         assert result.returncode == 0, result.stderr
-        assert [best for _, best in result.rows] == expected_best(cnn_file, [local(p) for p, _ in result.rows])
+        assert re.search(rf"^\|\s*{len(photos)}\s*\|$", result.stdout, re.M), result.stdout
+
+        script = pyhive.replace("10000", str(server.port)).replace("digits", "photos")
+        result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
+                                text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == f"[({len(photos)},)]\n"
 
         plain = beeline(f"jdbc:hive2://127.0.0.1:{server.port}/", "SELECT 1")
         assert plain.returncode != 0 and plain.rows == []
@@ -405,5 +416,9 @@ def test_tls_and_user_names_in_the_log(own_manifest, tmp_path, cnn_file, photos)
         code, _ = server.stop()
     assert code == 0
     log = Path(server.log.name).read_text()
-    assert re.search(r"sql-dl: query \S+ by user carol: SELECT path, cnn_top_k\(image, 1\)", log)
+    assert re.search(r"sql-dl: query \S+ by user alice: SELECT count\(\*\) FROM photos", log)
     assert password not in log and password not in "\n".join(server.lines)
+    assert "SSLHandshakeException" not in log  # the readiness check does not connect
+    errors = [line for line in log.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and "TThreadPoolServer: Error occurred during processing" in errors[0]
+    assert "Unsupported or unrecognized SSL message" in log  # only the plain client's attempt

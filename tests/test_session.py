@@ -49,7 +49,7 @@ NOTEBOOK = textwrap.dedent("""
 """)
 
 
-def run_notebook(script_text: str, tmp_path, cnn_file, photos_dir, photos, env):
+def run_notebook(script_text: str, tmp_path, cnn_file, photos_dir, photos, env, *more_args):
     """Runs a script that bootstraps its own session and prints ``path out...`` rows; checks
     the rows against Keras and returns the finished process."""
     import keras
@@ -59,9 +59,11 @@ def run_notebook(script_text: str, tmp_path, cnn_file, photos_dir, photos, env):
 
     script = tmp_path / "notebook.py"
     script.write_text(script_text)
-    result = subprocess.run([sys.executable, str(script), str(cnn_file), str(photos_dir)],
+    result = subprocess.run([sys.executable, str(script), str(cnn_file), str(photos_dir),
+                             *map(str, more_args)],
                             capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, "\n".join(
+        line for line in result.stderr.splitlines() if not line.startswith("\tat "))[-3000:]
     rows = [line.split() for line in result.stdout.splitlines()]
     files = [local(path) for path, *_ in rows]
     assert files == photos
@@ -89,7 +91,11 @@ CONNECT = textwrap.dedent("""
                 "models": {"cnn": {"path": sys.argv[1], "preprocessor": "p"}},
                 "images": {"photos": {"path": sys.argv[2]}}}
     sql_dl.bootstrap(spark, manifest)
+    manifest["images"]["many"] = {"path": sys.argv[3]}
     sql_dl.bootstrap(spark, manifest)  # again: the same model file is shipped once
+    tasks = spark.sql("SELECT count(DISTINCT p) AS n FROM (SELECT spark_partition_id() AS p "
+                      "FROM many)").first().n
+    print("tasks:", tasks, file=sys.stderr)
     rows = spark.sql("SELECT path, cnn(image) AS out FROM photos ORDER BY path").collect()
     for row in rows:
         print(row.path, *row.out)
@@ -98,5 +104,14 @@ CONNECT = textwrap.dedent("""
 
 
 def test_bootstrap_on_a_spark_connect_session(tmp_path, cnn_file, photos_dir, photos):
-    run_notebook(CONNECT, tmp_path, cnn_file, photos_dir, photos,
-                 {**os.environ, "PYSPARK_PYTHON": sys.executable})
+    """Works as on a classic session, views read in one task per core of the server (300
+    small files would be about 10 tasks by Spark's own file splitting)."""
+    from PIL import Image
+
+    many = tmp_path / "many"
+    many.mkdir()
+    for i in range(300):
+        Image.new("L", (8, 8), i % 256).save(many / f"{i:03d}.png")
+    result = run_notebook(CONNECT, tmp_path, cnn_file, photos_dir, photos,
+                          {**os.environ, "PYSPARK_PYTHON": sys.executable}, many)
+    assert "tasks: 2" in result.stderr.splitlines()
