@@ -28,6 +28,7 @@ logger = logging.getLogger(__name__)
 
 _backends: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _bad_image_counters: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # per SparkContext
+_added_files: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # per SparkContext
 
 
 class Backend:
@@ -67,8 +68,13 @@ class Backend:
         ship(self, plan.file, plan.staged_name)
 
     def add_file(self, path: Path) -> None:
-        """Makes a staged file available to every executor as ``SparkFiles.get(path.name)``."""
-        self.spark.sparkContext.addFile(str(path))
+        """Makes a staged file available to every executor as ``SparkFiles.get(path.name)``
+        (once per SparkContext: a staged name stands for one content)."""
+        context = self.spark.sparkContext
+        added = _added_files.setdefault(context, set())
+        if path.name not in added:
+            context.addFile(str(path))
+            added.add(path.name)
 
     def fetch(self, uri: str) -> str:
         """A local path for ``uri``, copying it from its Hadoop file system when remote."""

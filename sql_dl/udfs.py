@@ -193,8 +193,8 @@ def warm_up_udf(plans: list[ModelPlan]):
         for plan in plans:
             model = get_model(plan)
             batch = np.zeros((plan.batch_size, *plan.input_shape), dtype=np.float32)
-            model.predict(batch, plan.batch_size)
-            model.predict(batch, plan.batch_size, plan.features_layer)
+            model.predict(batch)
+            model.predict(batch, plan.features_layer)
         yield from batches
 
     return _arrow_udf(warm_up, "long")
@@ -244,7 +244,7 @@ def _predict(model, plan: ModelPlan, layer: str | None, bad: BadImages, chunk: l
              decoding: Future, ks):
     inputs, ok = decoding.result()
     bad.add(chunk, ok)
-    outputs = model.predict(inputs, plan.batch_size, layer) if len(inputs) else np.zeros((0, 0))
+    outputs = model.predict(inputs, layer) if len(inputs) else np.zeros((0, 0))
     return outputs, ok, ks
 
 

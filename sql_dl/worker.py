@@ -31,28 +31,32 @@ class LoadedModel:
     model: Any
     sub_models: dict[str, Any] = field(default_factory=dict)
 
-    def predict(self, batch: np.ndarray, batch_size: int, layer: str | None = None) -> np.ndarray:
-        """Runs a float32 batch through the model, or up to ``layer``.
-
-        A short batch is padded to the next power of two (at most ``batch_size``), so the
-        compiled step is traced for a few shapes only, wasting at most half a batch.
-        """
+    def predict(self, batch: np.ndarray, layer: str | None = None) -> np.ndarray:
+        """Runs a float32 batch of any size through the model, or up to ``layer``."""
         model = self.model if layer is None else self._sub_model(layer)
-        n = len(batch)
-        padded = min(batch_size, 1 << max(0, n - 1).bit_length())
-        if n < padded:
-            padding = np.zeros((padded - n, *batch.shape[1:]), dtype=np.float32)
-            batch = np.concatenate([batch, padding])
         outputs = model.predict_on_batch(batch)
-        return np.asarray(outputs, dtype=np.float32)[:n].reshape(n, -1)
+        return np.asarray(outputs, dtype=np.float32).reshape(len(batch), -1)
 
     def _sub_model(self, layer: str):
         if layer not in self.sub_models:
             import keras
 
-            self.sub_models[layer] = keras.Model(self.model.inputs,
-                                                 self.model.get_layer(layer).output)
+            self.sub_models[layer] = traced(keras.Model(self.model.inputs,
+                                                        self.model.get_layer(layer).output))
         return self.sub_models[layer]
+
+
+def traced(model):
+    """``model`` with Keras's predict step traced once for any batch size: every batch then
+    reuses that graph, so nothing is traced again however the batches are cut (and
+    TensorFlow has no retracing to warn of when a worker scores many models)."""
+    import tensorflow as tf
+
+    model.make_predict_function()
+    specs = tf.nest.map_structure(lambda t: tf.TensorSpec((None, *t.shape[1:]), t.dtype),
+                                  model.inputs[0] if len(model.inputs) == 1 else model.inputs)
+    model.predict_function.get_concrete_function([(specs,)])
+    return model
 
 
 def get_model(plan: ModelPlan) -> LoadedModel:
@@ -90,7 +94,7 @@ def _load(plan: ModelPlan) -> LoadedModel:
                              f"executor ({path}): {load_error(e)}. Received: "
                              f"source={plan.source!r}") from e
     logger.info("Loaded model %s in %.1f s", plan.name, time.monotonic() - started)
-    return LoadedModel(model)
+    return LoadedModel(traced(model))
 
 
 def configure_threads() -> None:

@@ -102,6 +102,49 @@ def test_cross_validator_chooses_the_better_setting_trained_in_executors(tuned, 
     assert scored > 0.8
 
 
+CROSS_VALIDATION = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from pyspark.ml.tuning import CrossValidator, ParamGridBuilder
+import sql_dl
+from sql_dl.ml import AccuracyEvaluator, read_images
+from test_training import estimator
+from pathlib import Path
+
+spark = sql_dl.session(master="local[2]", home=sys.argv[2], jvm_log=sys.argv[3],
+                       conf={"spark.ui.enabled": "false"})
+est = estimator(Path(sys.argv[4]), Path(sys.argv[2]) / "trained")
+grid = ParamGridBuilder().addGrid(est.kerasFitParams, [
+    {"epochs": 3, "batch_size": 16, "learning_rate": 0.01},
+    {"epochs": 3, "batch_size": 32, "learning_rate": 0.001}]).build()
+digits = read_images(spark, sys.argv[5]).selectExpr("path", "CAST(label AS INT) AS label_index")
+model = CrossValidator(estimator=est, estimatorParamMaps=grid, numFolds=3, parallelism=2, seed=0,
+                       evaluator=AccuracyEvaluator(predictionCol="prediction",
+                                                   labelCol="label_index")).fit(digits)
+print(model.avgMetrics)
+spark.stop()
+"""
+
+
+def test_cross_validation_prints_no_training_warnings(digits_dir, base_model, tmp_path):
+    """Six fits, two at a time in the same Python workers: Keras and TensorFlow have nothing
+    to warn of (no data running out, no ignored shuffle, no tf.function retracing)."""
+    import subprocess
+    import sys
+
+    log = tmp_path / "spark.log"
+    script = tmp_path / "cv.py"
+    script.write_text(CROSS_VALIDATION)
+    result = subprocess.run([sys.executable, script, Path(__file__).parent, tmp_path / "home", log,
+                             base_model, digits_dir], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stderr + log.read_text()
+    for warning in ("ran out of data", "shuffle=True", "retracing", "Traceback", "Warning:",
+                    "WARNING:tensorflow", " WARN ", " ERROR "):
+        assert warning not in output, output
+    assert len(eval(result.stdout)) == 2
+
+
 def test_published_model_answers_in_sql_as_keras_does(spark, tuned, digits_dir, tmp_path):
     import keras
 
@@ -217,6 +260,9 @@ def test_sql_dl_train_end_to_end(spark, digits_dir, base_model, tmp_path):
                      out, "--register", "digit_head", "--epochs", "15", "--learning-rate", "0.01",
                      "--master", "local[2]", "--home", tmp_path / "home")
     assert result.returncode == 0, result.stderr
+    worker_output = result.stderr + (tmp_path / "home" / "logs" / "spark.log").read_text()
+    for warning in ("ran out of data", "shuffle=True", "retracing", "Traceback"):
+        assert warning not in worker_output  # fit is fed so that Keras has nothing to warn of
     lines = result.stdout.splitlines()
     assert lines[0].startswith("trained digit_head: 5 classes, ")
     assert lines[1] == f"wrote {out}; added models.digit_head to {manifest}"
