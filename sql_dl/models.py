@@ -248,12 +248,8 @@ def _features(model: Any, spec: ModelSpec, where: str) -> tuple[str, int]:
                                  "the output), or save the model as a .keras file. "
                                  f"Received: features_layer={spec.features_layer!r}")
         return model.layers[-1].name, _size(model.outputs[0].shape)
-    if spec.features_layer is None:
-        if len(model.layers) < 2:
-            raise ModelLoadError(f"{where}: the model has a single layer, so it has no layer "
-                                 "before the output; set features_layer. Received: "
-                                 "features_layer=None")
-        layer = model.layers[-2]
+    if spec.features_layer is None:  # one layer: <model>_features gives the output
+        layer = model.layers[-2] if len(model.layers) > 1 else model.layers[-1]
     else:
         names = [layer.name for layer in model.layers]
         if spec.features_layer not in names:

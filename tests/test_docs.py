@@ -47,3 +47,30 @@ def test_cli_option_is_in_the_readme(command, names):
     assert any(re.search(rf"sql-dl {command}\b[^`]*?(?<![\w-]){re.escape(name)}(?![\w-])",
                          README, re.S) for name in names), \
         f"sql-dl {command} {'/'.join(names)} is not in the README's usage of it"
+
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "ml_workflows.py"
+
+
+def test_the_ml_table_quotes_the_example_that_runs():
+    """Every Python cell of the sparkdl table is in examples/ml_workflows.py, which runs
+    offline and prints what each workflow gave."""
+    import subprocess
+    import sys
+
+    table = README.split("| sparkdl workflow (the seed article) |", 1)[1].split("\n\n", 1)[0]
+    cells = [re.match(r"`([^`]*)`", row.split(" | ")[1]).group(1)
+             for row in table.splitlines()[2:]]
+    assert len(cells) == 7
+    example = EXAMPLE.read_text()
+    for cell in cells:
+        assert cell in example, cell
+    result = subprocess.run([sys.executable, str(EXAMPLE)], capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    printed = dict(line.split(": ", 1) for line in result.stdout.splitlines())
+    assert printed["top 10"] == "10 classes"
+    assert int(printed["transfer learning"].split()[0]) > 0
+    assert printed["SavedModel"] == "[10.0]"  # 1 + 2 + 3 + 4
+    assert len(printed["image files"].strip("[]").split(",")) == 2
+    assert printed["SQL"].split()[1] == str(32 * 32 * 3)

@@ -11,7 +11,8 @@ __all__ = ["register_keras_image_udf", "registerKerasImageUDF"]
 
 def register_keras_image_udf(spark, name: str, model_or_file: Any,
                              preprocessor: Mapping[str, Any] | None = None) -> None:
-    """Registers ``name(image)``, ``name_features(image)`` and ``name_top_k(image, k)``.
+    """Registers ``name(image)``, ``name_features(image)`` and ``name_top_k(image, k)``, and
+    ``name_preprocessor(image)`` when ``preprocessor`` is given.
 
     It goes through the same machinery as a manifest entry, adding to what is registered.
 
