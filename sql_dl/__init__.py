@@ -16,7 +16,7 @@ quiet_tensorflow_import()
 from sql_dl.errors import ImageDecodeError, ManifestError, ModelLoadError, SqlDlError
 from sql_dl.manifest import Manifest, load_manifest
 from sql_dl.publish import publish
-from sql_dl.registration import bad_image_count, bootstrap
+from sql_dl.registration import bad_image_count, bootstrap, scored_image_count
 from sql_dl.session import session
 
 __version__ = "0.1.0"
@@ -32,5 +32,6 @@ __all__ = [
     "bootstrap",
     "load_manifest",
     "publish",
+    "scored_image_count",
     "session",
 ]

@@ -34,6 +34,8 @@ _added_files: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # per Spa
 class Backend:
     """A classic session: files go through SparkContext.addFile, remote URIs through Hadoop."""
 
+    extension_checked = False  # whether bootstrap checked sql_dl's Spark extension
+
     def __init__(self, spark):
         self.spark = spark
         self.staging = spark_internals.spark_temp_dir(spark) / "sql_dl"  # removed with the JVM
@@ -55,12 +57,13 @@ class Backend:
         return self.spark.sparkContext.defaultParallelism
 
     def bad_image_counter(self):
-        """The accumulator of images sql_dl functions could not decode, one per SparkContext."""
-        from sql_dl.udfs import BadImageSets
+        """The accumulator of images sql_dl functions scored or could not decode (an
+        `ImageCounts`), one per SparkContext."""
+        from sql_dl.udfs import ImageCounts
 
         context = self.spark.sparkContext
         if context not in _bad_image_counters:
-            _bad_image_counters[context] = context.accumulator({}, BadImageSets())
+            _bad_image_counters[context] = context.accumulator(ImageCounts().zero(None), ImageCounts())
         return _bad_image_counters[context]
 
     def ship_model(self, plan: ModelPlan) -> None:

@@ -12,12 +12,13 @@ from typing import Any, Mapping
 from sql_dl.backends import backend_for
 from sql_dl.errors import SqlDlWarning
 from sql_dl.manifest import Manifest, load_manifest
+from sql_dl.spark_extension import check_extension
 from sql_dl.models import ModelPlan, plan_model
 from sql_dl.sql_text import identifier
 from sql_dl.views import image_frame
 
 __all__ = ["IMAGE_ERROR_FUNCTION", "MODELS_VIEW", "bad_image_count", "bootstrap",
-           "registered_names", "view_tasks"]
+           "registered_names", "scored_image_count", "view_tasks"]
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +63,9 @@ def bootstrap(spark, manifest: str | os.PathLike | Mapping[str, Any] | Manifest,
     if not backend.worker_reuse():
         warnings.warn("spark.python.worker.reuse is false: every task loads its models again; "
                       "set it to true (sql_dl.session does)", SqlDlWarning, stacklevel=2)
+    if not backend.extension_checked:  # once per session
+        backend.extension_checked = True
+        check_extension(spark)
     plans = [plan_model(spec, manifest, backend.fetch) for spec in manifest.models.values()]
     views = {name: image_frame(spark, spec, manifest.source)
              for name, spec in manifest.images.items()}
@@ -135,10 +139,18 @@ def bad_image_count(spark) -> int | None:
     read it, even when Spark's plan reads it twice. None on Spark Connect, which has no
     accumulators (each task still logs its count).
     """
-    from sql_dl.udfs import BadImageSets
+    from sql_dl.udfs import ImageCounts
 
     counter = backend_for(spark).bad_image_counter()
-    return None if counter is None else BadImageSets.total(counter.value)
+    return None if counter is None else ImageCounts.bad_total(counter.value)
+
+
+def scored_image_count(spark) -> int | None:
+    """How many images sql_dl's models have run on in this session: a running total, as
+    `bad_image_count`. Work, not distinct images: an image scored twice (by two functions,
+    or by a plan that reads it twice) counts twice. None on Spark Connect."""
+    counter = backend_for(spark).bad_image_counter()
+    return None if counter is None else counter.value["scored"]
 
 
 def _size_arrow_batches(spark, plans: list[ModelPlan]) -> None:

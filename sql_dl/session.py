@@ -11,6 +11,8 @@ import threading
 from pathlib import Path
 from typing import Any, BinaryIO, Mapping
 
+from sql_dl.spark_extension import extension_conf
+
 __all__ = ["DEFAULT_CONF", "home_dir", "session"]
 
 # Applied under the caller's own conf, which wins.
@@ -49,8 +51,9 @@ def session(manifest: str | os.PathLike | Mapping[str, Any] | None = None,
     """Builds (or gets) a SparkSession configured for sql_dl and bootstraps ``manifest``.
 
     The session runs Python workers with this interpreter, reuses them (so models stay
-    loaded), sizes Arrow batches for images and keeps a Hive metastore (embedded Derby)
-    and warehouse under ``home``. When ``SPARK_CONF_DIR`` is unset and the source
+    loaded), sizes Arrow batches for images, keeps a Hive metastore (embedded Derby) and
+    warehouse under ``home``, and runs sql_dl's Spark extension (`sql_dl.spark_extension`:
+    ``ORDER BY … LIMIT n`` scores only the n rows returned). When ``SPARK_CONF_DIR`` is unset and the source
     checkout's ``conf/`` exists, Spark reads its ``spark-defaults.conf`` and
     ``log4j2.properties`` from there.
 
@@ -90,6 +93,7 @@ def session(manifest: str | os.PathLike | Mapping[str, Any] | None = None,
             f"jdbc:derby:;databaseName={home / 'metastore_db'};create=true",
         **(conf or {}),
     }
+    settings.update(extension_conf(settings))  # top-N before model functions (jvm/)
     settings["spark.driver.extraJavaOptions"] = " ".join(
         java_options + [(conf or {}).get("spark.driver.extraJavaOptions", "")]).strip()
     master = master or settings.pop("spark.master", None) or os.environ.get("MASTER") or "local[*]"

@@ -43,12 +43,13 @@ def _arrow_udf(function, return_type: str):
 
 
 class BadImages:
-    """Counts the non-NULL inputs one task of a function could not decode.
+    """Counts the non-NULL inputs one task of a function could not decode, and the images
+    its model scored.
 
-    Each bad input goes to the session's accumulator (a `BadImageSets`), if any, under its
-    SQL execution: a statement whose plan reads the same images twice (``ORDER BY`` samples
-    its input first) counts each bad image once. ``close`` logs one line per task in the
-    executor's log.
+    Both go to the session's accumulator (an `ImageCounts`), if any: each bad input under
+    its SQL execution, so a statement whose plan reads the same images twice (``ORDER BY``
+    samples its input first) counts each bad image once. ``close`` logs one line per task
+    in the executor's log.
     """
 
     def __init__(self, function: str, counter=None):
@@ -65,7 +66,11 @@ class BadImages:
             self.count += len(bad)
             self.first = self.first or bad[0]
             if self.counter is not None:
-                self.counter.add({_execution(): {(self.function, b) for b in bad}})
+                self.counter.add({"bad": {_execution(): {(self.function, b) for b in bad}}})
+
+    def scored(self, images: int) -> None:
+        if self.counter is not None and images:
+            self.counter.add({"scored": images})
 
     def close(self) -> None:
         if self.count:
@@ -85,30 +90,30 @@ def _execution() -> str | None:
             or context.getLocalProperty("spark.jobGroup.id"))
 
 
-class BadImageSets(AccumulatorParam):
-    """An accumulator of the distinct bad (function, image) pairs of each SQL execution;
-    executions beyond the latest `KEPT` are folded into a count (key ``None`` is the
-    tasks that ran outside any)."""
+class ImageCounts(AccumulatorParam):
+    """A session's accumulator: ``scored``, the images models ran on, and ``bad``, the
+    distinct bad (function, image) pairs of each SQL execution; executions beyond the latest
+    `KEPT` are folded into the count ``folded`` (key None: tasks outside any execution)."""
 
     KEPT = 64
 
     def zero(self, value):
-        return {}
+        return {"scored": 0, "folded": 0, "bad": {}}
 
     def addInPlace(self, value1, value2):
-        for execution, pairs in value2.items():
-            if isinstance(pairs, int):  # a folded count
-                value1["folded"] = value1.get("folded", 0) + pairs
-            else:
-                value1.setdefault(execution, set()).update(pairs)
-        executions = [e for e in value1 if e not in ("folded", None)]
-        for execution in sorted(executions, key=_order)[:max(0, len(executions) - self.KEPT)]:
-            value1["folded"] = value1.get("folded", 0) + len(value1.pop(execution))
+        for key in ("scored", "folded"):
+            value1[key] = value1.get(key, 0) + value2.get(key, 0)
+        bad = value1.setdefault("bad", {})
+        for execution, pairs in value2.get("bad", {}).items():
+            bad.setdefault(execution, set()).update(pairs)
+        executions = sorted((e for e in bad if e is not None), key=_order)
+        for execution in executions[:max(0, len(executions) - self.KEPT)]:
+            value1["folded"] += len(bad.pop(execution))
         return value1
 
     @staticmethod
-    def total(value) -> int:
-        return sum(v if isinstance(v, int) else len(v) for v in value.values())
+    def bad_total(value) -> int:
+        return value["folded"] + sum(len(pairs) for pairs in value["bad"].values())
 
 
 def _order(execution: str):
@@ -244,6 +249,7 @@ def _predict(model, plan: ModelPlan, layer: str | None, bad: BadImages, chunk: l
              decoding: Future, ks):
     inputs, ok = decoding.result()
     bad.add(chunk, ok)
+    bad.scored(len(inputs))
     outputs = model.predict(inputs, layer) if len(inputs) else np.zeros((0, 0))
     return outputs, ok, ks
 

@@ -1,0 +1,157 @@
+package sql_dl.spark;
+
+import java.util.ArrayList;
+import java.util.HashSet;
+import java.util.List;
+import java.util.Set;
+
+import org.apache.spark.sql.catalyst.expressions.Attribute;
+import org.apache.spark.sql.catalyst.expressions.ExprId;
+import org.apache.spark.sql.catalyst.expressions.Expression;
+import org.apache.spark.sql.catalyst.expressions.NamedExpression;
+import org.apache.spark.sql.catalyst.expressions.PythonUDF;
+import org.apache.spark.sql.catalyst.expressions.SortOrder;
+import org.apache.spark.sql.catalyst.plans.logical.GlobalLimit;
+import org.apache.spark.sql.catalyst.plans.logical.LocalLimit;
+import org.apache.spark.sql.catalyst.plans.logical.LogicalPlan;
+import org.apache.spark.sql.catalyst.plans.logical.Offset;
+import org.apache.spark.sql.catalyst.plans.logical.Project;
+import org.apache.spark.sql.catalyst.plans.logical.Sort;
+import org.apache.spark.sql.catalyst.rules.Rule;
+import scala.Function1;
+import scala.jdk.javaapi.CollectionConverters;
+import scala.runtime.AbstractPartialFunction;
+
+/**
+ * Top-N before Python: in {@code ORDER BY <no model output> LIMIT n [OFFSET m]}, Python UDFs
+ * (sql_dl's model functions) run on the n + m rows returned instead of on every row.
+ *
+ * <p>The optimizer leaves a query such as {@code SELECT path, m(image) FROM v ORDER BY path
+ * LIMIT 5} as
+ * <pre>
+ * GlobalLimit 5 [Offset m] LocalLimit 5 [Project] Sort path, true
+ *   Project [path, m(image) AS out]
+ * </pre>
+ * so the UDF is evaluated on every row below the sort. This rule moves the deterministic
+ * aliases that call a Python UDF, and that the sort keys do not reference, above the limit:
+ * <pre>
+ * Project [path, m(image) AS out]       (same output, same expression ids)
+ *   GlobalLimit 5 [Offset m] LocalLimit 5 Sort path, true
+ *     Project [path, image]
+ * </pre>
+ * Spark then plans the limit and sort as {@code TakeOrderedAndProject} and the UDF as an
+ * {@code ArrowEvalPython} above it. Injected with {@code injectPreCBORule}, it runs once the
+ * operator optimizations reached their fixed point (one of them, PushProjectionThroughLimit,
+ * would push the projection back under the limit) and before Spark extracts Python UDFs from
+ * the plan. Ordering by a UDF's output leaves the plan unchanged. Checked on Spark 4.3.0.
+ */
+public final class TopNBeforePython extends Rule<LogicalPlan> {
+
+  @Override
+  public LogicalPlan apply(LogicalPlan plan) {
+    return plan.transformDown(new AbstractPartialFunction<LogicalPlan, LogicalPlan>() {
+      @Override
+      public boolean isDefinedAt(LogicalPlan node) {
+        return node instanceof GlobalLimit && rewrite((GlobalLimit) node) != null;
+      }
+
+      @Override
+      public <A1 extends LogicalPlan, B1> B1 applyOrElse(A1 node, Function1<A1, B1> otherwise) {
+        LogicalPlan rewritten = node instanceof GlobalLimit ? rewrite((GlobalLimit) node) : null;
+        @SuppressWarnings("unchecked")
+        B1 result = rewritten != null ? (B1) rewritten : otherwise.apply(node);
+        return result;
+      }
+    });
+  }
+
+  /** The rewritten plan, or null when {@code limit} heads no top-N over deferrable UDFs. */
+  static LogicalPlan rewrite(GlobalLimit limit) {
+    LogicalPlan node = limit.child();
+    Offset offset = null;
+    if (node instanceof Offset) {
+      offset = (Offset) node;
+      node = offset.child();
+    }
+    if (!(node instanceof LocalLimit)) {
+      return null;
+    }
+    LocalLimit local = (LocalLimit) node;
+    node = local.child();
+    Project between = null;  // a projection Spark pushed below the limit
+    if (node instanceof Project) {
+      between = (Project) node;
+      node = between.child();
+    }
+    if (!(node instanceof Sort) || !((Sort) node).global()
+        || !(((Sort) node).child() instanceof Project)) {
+      return null;
+    }
+    Sort sort = (Sort) node;
+    Project scored = (Project) sort.child();
+
+    List<NamedExpression> deferred = new ArrayList<>();
+    List<NamedExpression> kept = new ArrayList<>();
+    for (NamedExpression e : asJava(scored.projectList())) {
+      Expression expression = (Expression) e;  // every NamedExpression is one
+      (callsPython(expression) && expression.deterministic() ? deferred : kept).add(e);
+    }
+    if (deferred.isEmpty()) {
+      return null;
+    }
+    Set<ExprId> deferredIds = new HashSet<>();
+    for (NamedExpression e : deferred) {
+      deferredIds.add(e.exprId());
+    }
+    for (SortOrder order : asJava(sort.order())) {
+      if (callsPython(order)) {
+        return null;
+      }
+      for (Attribute a : asJava(order.references().toSeq())) {
+        if (deferredIds.contains(a.exprId())) {
+          return null;  // ordered by a model's output: every row must be scored
+        }
+      }
+    }
+
+    // Below the sort: the kept columns and what the deferred expressions read.
+    List<NamedExpression> below = new ArrayList<>(kept);
+    Set<ExprId> belowIds = new HashSet<>();
+    for (NamedExpression e : kept) {
+      belowIds.add(e.exprId());
+    }
+    for (NamedExpression e : deferred) {
+      for (Attribute a : asJava(((Expression) e).references().toSeq())) {
+        if (belowIds.add(a.exprId())) {
+          below.add(a);
+        }
+      }
+    }
+    LogicalPlan chain = new Sort(sort.order(), true, new Project(asScala(below), scored.child()),
+                                 sort.hint());
+    chain = new LocalLimit(local.limitExpr(), chain);
+    if (offset != null) {
+      chain = new Offset(offset.offsetExpr(), chain);
+    }
+    chain = new GlobalLimit(limit.limitExpr(), chain);
+
+    List<NamedExpression> above = new ArrayList<>();
+    for (NamedExpression e : asJava(scored.projectList())) {
+      above.add(deferredIds.contains(e.exprId()) ? e : e.toAttribute());
+    }
+    LogicalPlan result = new Project(asScala(above), chain);
+    return between == null ? result : new Project(between.projectList(), result);
+  }
+
+  private static boolean callsPython(Expression e) {
+    return e.exists(x -> x instanceof PythonUDF);
+  }
+
+  private static <T> List<T> asJava(scala.collection.Seq<T> seq) {
+    return CollectionConverters.asJava(seq);
+  }
+
+  private static <T> scala.collection.immutable.Seq<T> asScala(List<T> list) {
+    return CollectionConverters.asScala(list).toSeq();
+  }
+}

@@ -1,0 +1,51 @@
+"""sql_dl's JVM part: the Spark session extension built from ``jvm/`` at install time.
+
+It adds one optimizer rule, ``TopNBeforePython``: in ``ORDER BY <no model output> LIMIT n``
+queries, model functions run on the n rows returned instead of every row. A session gets it
+through two static settings, which `sql_dl.session` (and so ``sql-dl sql``/``serve``) adds;
+`check_extension` tells the user of any other session how to get it.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Mapping
+
+from sql_dl.errors import SqlDlWarning
+
+__all__ = ["EXTENSIONS", "JAR", "check_extension", "extension_conf"]
+
+JAR = Path(__file__).resolve().parent / "jars" / "sql_dl-spark.jar"
+EXTENSIONS = "sql_dl.spark.SqlDlExtensions"
+
+
+def _joined(existing: str | None, item: str) -> str:
+    items = [i.strip() for i in (existing or "").split(",") if i.strip()]
+    return ",".join(items if item in items else [*items, item])
+
+
+def extension_conf(conf: Mapping[str, str]) -> dict[str, str]:
+    """``spark.jars`` and ``spark.sql.extensions`` of ``conf`` with sql_dl's added, or
+    nothing when the jar was not built."""
+    if not JAR.is_file():
+        return {}
+    return {"spark.jars": _joined(conf.get("spark.jars"), str(JAR)),
+            "spark.sql.extensions": _joined(conf.get("spark.sql.extensions"), EXTENSIONS)}
+
+
+def check_extension(spark) -> bool:
+    """Whether ``spark`` runs sql_dl's optimizer rule; if not, warns with the fix."""
+    active = EXTENSIONS in spark.conf.get("spark.sql.extensions", "")
+    if not active:
+        fix = (f'.config("spark.jars", "{JAR}").config("spark.sql.extensions", "{EXTENSIONS}")'
+               if JAR.is_file() else "a JDK (javac) at install time: install one (Debian: "
+               "default-jdk-headless) and reinstall sql_dl, then build the session with "
+               f'spark.jars=<sql_dl>/jars/sql_dl-spark.jar and spark.sql.extensions={EXTENSIONS}')
+        warnings.warn(
+            "sql_dl's Spark extension is not active in this session, so ORDER BY ... LIMIT n "
+            "queries run model functions on every row, not only on the n returned. It needs "
+            f"{fix} when the session is built (sql_dl.session does this). "
+            f"Received: spark.sql.extensions={spark.conf.get('spark.sql.extensions', '')!r}",
+            SqlDlWarning, stacklevel=3)
+    return active
