@@ -46,8 +46,8 @@ def home_dir(home: str | os.PathLike | None = None) -> Path:
 def session(manifest: str | os.PathLike | Mapping[str, Any] | None = None,
             master: str | None = None, *,
             conf: Mapping[str, str] | None = None,
-            home: str | os.PathLike | None = None, warm_up: bool = False,
-            jvm_log: str | os.PathLike | None = None):
+            home: str | os.PathLike | None = None, warm_up: bool = True,
+            keep_warm: bool = False, jvm_log: str | os.PathLike | None = None):
     """Builds (or gets) a SparkSession configured for sql_dl and bootstraps ``manifest``.
 
     The session runs Python workers with this interpreter, reuses them (so models stay
@@ -65,8 +65,11 @@ def session(manifest: str | os.PathLike | Mapping[str, Any] | None = None,
         conf: extra Spark settings; they override sql_dl's defaults.
         home: directory of the metastore and warehouse; default ``$SQL_DL_HOME`` or
             ``~/.sql_dl``.
-        warm_up: load the manifest's models in a Python worker per core now (see
-            `bootstrap`).
+        warm_up: load the manifest's models in a Python worker per core now, so that the
+            first query runs warm (see `bootstrap`); on by default here.
+        keep_warm: keep the Python workers, and so the loaded models, alive through idle
+            time: Spark stops idle workers after a minute (see `sql_dl.keep_warm`). For
+            notebooks where minutes pass between queries.
         jvm_log: a file for the driver JVM's stderr (Spark's log, the Python workers'
             stderr, executor errors) instead of the terminal; Spark's progress bar still
             goes to the terminal. The previous file is kept with the suffix ``.1``. Only
@@ -108,6 +111,10 @@ def session(manifest: str | os.PathLike | Mapping[str, Any] | None = None,
         from sql_dl.registration import bootstrap
 
         bootstrap(spark, manifest, warm_up=warm_up)
+    if keep_warm:
+        from sql_dl.keep_warm import keep_warm as start_keeping_warm
+
+        start_keeping_warm(spark)
     return spark
 
 

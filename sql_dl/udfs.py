@@ -24,7 +24,7 @@ from sql_dl.rules import MAX_PIXELS
 from sql_dl.models import ModelPlan
 
 __all__ = ["FLOAT_ARRAY", "TOP_K", "image_error_udf", "model_udf", "preprocessor_udf",
-           "tensor_udf", "top_k_udf", "warm_up_udf"]
+           "tensor_udf", "top_k_udf", "touch_udf", "warm_up_udf"]
 
 logger = logging.getLogger(__name__)
 
@@ -203,6 +203,15 @@ def warm_up_udf(plans: list[ModelPlan]):
         yield from batches
 
     return _arrow_udf(warm_up, "long")
+
+
+def touch_udf():
+    """``id -> id``, run in a Python worker: Spark counts it as the workers' activity."""
+
+    def touch(batches: Iterator[pa.Array]) -> Iterator[pa.Array]:
+        yield from batches
+
+    return _arrow_udf(touch, "long")
 
 
 def _run(plan: ModelPlan, batches: Iterator[tuple[pa.Array, pa.Array | None]], features: bool,

@@ -115,3 +115,48 @@ def test_bootstrap_on_a_spark_connect_session(tmp_path, cnn_file, photos_dir, ph
     result = run_notebook(CONNECT, tmp_path, cnn_file, photos_dir, photos,
                           {**os.environ, "PYSPARK_PYTHON": sys.executable}, many)
     assert "tasks: 2" in result.stderr.splitlines()
+
+
+KEEP_WARM = textwrap.dedent("""
+    import os
+    import sys
+    import time
+    import sql_dl
+    from pyspark.sql.functions import udf
+
+    spark = sql_dl.session({"preprocessors": {"p": {"size": [32, 32], "mode": "tf"}},
+                            "models": {"cnn": {"path": sys.argv[1], "preprocessor": "p"}},
+                            "images": {"photos": {"path": sys.argv[2]}}},
+                           master="local[2]", home=sys.argv[3], keep_warm=True,
+                           conf={"spark.ui.enabled": "false"})
+
+    @udf("string")
+    def worker(_):
+        from sql_dl import model_cache
+        return f"{os.getpid()}: {sum(model_cache.stats()['loads'].values())} load(s)"
+
+    def workers():
+        spark.sql("SELECT cnn(image) FROM photos").collect()
+        return sorted({r.w for r in spark.range(0, 2, 1, 2).select(worker("id").alias("w"))
+                       .collect()})
+
+    before = workers()
+    time.sleep(float(sys.argv[4]))
+    print(before)
+    print(workers())
+    spark.stop()
+""")
+
+
+def test_keep_warm_keeps_workers_through_idle_time(tmp_path, cnn_file, photos_dir):
+    """Spark stops Python workers idle for 60 s; with keep_warm the same workers answer
+    after 80 s without queries, each having loaded the model once."""
+    script = tmp_path / "idle.py"
+    script.write_text(KEEP_WARM)
+    result = subprocess.run([sys.executable, str(script), str(cnn_file), str(photos_dir),
+                             str(tmp_path / "home"), "80"], capture_output=True, text=True,
+                            timeout=400)
+    assert result.returncode == 0, result.stderr[-3000:]
+    before, after = map(eval, result.stdout.splitlines()[-2:])
+    assert len(before) == 2 and all(w.endswith(": 1 load(s)") for w in before), before
+    assert after == before

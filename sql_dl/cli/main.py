@@ -84,9 +84,9 @@ def _parser() -> argparse.ArgumentParser:
     sql.add_argument("--header", action="store_true", help="print column names first")
     sql.add_argument("-S", "--silent", action="store_true",
                      help="print results only: no timings or progress messages")
-    sql.add_argument("--warm-up", action="store_true",
+    sql.add_argument("--warm-up", action=argparse.BooleanOptionalAction, default=True,
                      help="load the manifest's models in a Python worker per core first, so "
-                          "the first query does not wait for them")
+                          "the first query does not wait for them (default: on)")
     _add_session_arguments(sql)
     sql.set_defaults(run=_run_sql)
 
@@ -232,6 +232,7 @@ def _jvm_log(args) -> Path:
 
 def _run_sql(args) -> int:
     from sql_dl.cli.shell import SqlShell
+    from sql_dl.keep_warm import keep_warm
     from sql_dl.registration import bootstrap
 
     spark = _session(args)
@@ -245,7 +246,11 @@ def _run_sql(args) -> int:
         script = args.execute if args.execute is not None else args.file
         if script is not None:
             return 0 if shell.run_script(script) else 1
-        shell.interact()
+        keeping = keep_warm(spark)  # the prompt may wait minutes between queries
+        try:
+            shell.interact()
+        finally:
+            keeping.stop()
         return 0
     finally:
         spark.stop()

@@ -215,6 +215,7 @@ def serve(manifest: str | os.PathLike, host: str = "127.0.0.1", port: int = 1000
     Returns:
         The exit code: 0 after a clean stop.
     """
+    from sql_dl.keep_warm import keep_warm
     from sql_dl.registration import bootstrap
     from sql_dl.session import session
 
@@ -227,6 +228,7 @@ def serve(manifest: str | os.PathLike, host: str = "127.0.0.1", port: int = 1000
     bootstrap(spark, loaded, warm_up=True)
     catalog.publish(loaded)
     server = spark_internals.start_thrift_server(spark)
+    keeping = keep_warm(spark)  # BI clients may send nothing for minutes
     query_log = QueryLog.start_if_possible(spark)
     _wait_until_listening(host, port)
     announce(f"ready: {jdbc_url(host, port, hive_conf)}", flush=True)
@@ -245,6 +247,7 @@ def serve(manifest: str | os.PathLike, host: str = "127.0.0.1", port: int = 1000
     if query_log is not None:
         query_log.stopped.set()
     spark.sparkContext.setLogLevel("FATAL")  # the cancelled queries' traces are expected
+    keeping.stop()
     spark.sparkContext.cancelAllJobs()
     server.stop()
     spark.stop()
