@@ -52,6 +52,7 @@ class PreprocessorSpec:
     interpolation: str = "bilinear"
     function: str | None = None
     max_pixels: int = MAX_PIXELS
+    description: str | None = None
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,7 @@ class ModelSpec:
     on_error: str = "null"
     trust_code: bool = False
     sha256: str | None = None
+    description: str | None = None
 
     @property
     def function_names(self) -> tuple[str, str, str]:
@@ -244,6 +246,13 @@ class _Validator:
         return self.check(where, value, None if isinstance(value, bool)
                           else "must be true or false", default)
 
+    def _description(self, where: str, entry: Mapping) -> str | None:
+        value = entry.get("description")
+        if value is not None and (not isinstance(value, str) or not value.strip()):
+            self.problem(f"{where}.description", "must be a non-empty text", value)
+            return None
+        return None if value is None else " ".join(value.split())
+
     def _uri(self, where: str, value: Any, must_exist: bool = True, glob: bool = False) -> str:
         if not isinstance(value, str) or not value:
             self.problem(where, "must be a path or URI", value)
@@ -260,7 +269,8 @@ class _Validator:
 
     def _preprocessor(self, name: str, entry: Mapping) -> PreprocessorSpec:
         where = f"preprocessors.{name}"
-        self._check_keys(where, entry, ("size", "mode", "interpolation", "function", "max_pixels"))
+        self._check_keys(where, entry, ("size", "mode", "interpolation", "function", "max_pixels",
+                                        "description"))
         size = self.check(f"{where}.size", entry.get("size"), size_problem(entry.get("size")),
                           (1, 1))
         function = entry.get("function")
@@ -284,6 +294,7 @@ class _Validator:
             function=function,
             max_pixels=self.check(f"{where}.max_pixels", max_pixels,
                                   max_pixels_problem(max_pixels), MAX_PIXELS),
+            description=self._description(where, entry),
         )
 
     def _model(self, name: str, entry: Mapping, preprocessors: Mapping[str, Any]) -> ModelSpec:
@@ -343,6 +354,7 @@ class _Validator:
                                   ON_ERROR, "null"),
             trust_code=self._bool(f"{where}.trust_code", entry.get("trust_code"), False),
             sha256=self._sha256(f"{where}.sha256", entry.get("sha256"), application, weights),
+            description=self._description(where, entry),
         )
 
     def _sha256(self, where: str, sha256: Any, application: str | None,

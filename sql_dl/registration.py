@@ -10,7 +10,9 @@ import warnings
 from typing import Any, Mapping
 
 from sql_dl.backends import backend_for
+from sql_dl import spark_internals
 from sql_dl.errors import SqlDlWarning
+from sql_dl.function_docs import function_docs
 from sql_dl.manifest import Manifest, load_manifest
 from sql_dl.spark_extension import check_extension
 from sql_dl.models import ModelPlan, plan_model
@@ -29,7 +31,7 @@ _ARROW_BATCH_CONF = "spark.sql.execution.arrow.maxRecordsPerBatch"
 _SPARK_DEFAULT_ARROW_BATCH = "10000"
 _ARROW_BATCH_SET_CONF = "sql_dl.arrowBatchSize"  # the value bootstrap set, to update it later
 _MODELS_SCHEMA = ("function string, kind string, model string, input string, "
-                  "output_size int, preprocessor string, source string")
+                  "output_size int, preprocessor string, source string, description string")
 
 
 def bootstrap(spark, manifest: str | os.PathLike | Mapping[str, Any] | Manifest, *,
@@ -77,8 +79,10 @@ def bootstrap(spark, manifest: str | os.PathLike | Mapping[str, Any] | Manifest,
         _drop_previous(spark, set(functions), set(views))
     else:
         rows += [tuple(r) for r in _previous_rows(spark) if r.function not in functions]
+    docs = function_docs(manifest, plans, IMAGE_ERROR_FUNCTION)
     for function_name, udf in functions.items():
         spark.udf.register(function_name, udf)
+        spark_internals.describe_function(spark, function_name, docs[function_name])
     for name, view in views.items():
         view.frame.createOrReplaceTempView(name)
     spark.createDataFrame(rows, _MODELS_SCHEMA).createOrReplaceTempView(MODELS_VIEW)
@@ -111,11 +115,11 @@ def _functions(manifest: Manifest, plans: list[ModelPlan], backend) -> tuple[dic
     counter = backend.bad_image_counter()
     functions: dict[str, Any] = {IMAGE_ERROR_FUNCTION: image_error_udf()}
     rows = [(IMAGE_ERROR_FUNCTION, "image_error", None, "image", None, None,
-             "why an image cannot be decoded, or NULL")]
+             "why an image cannot be decoded, or NULL", None)]
     for spec in manifest.preprocessors.values():
         functions[spec.name] = preprocessor_udf(spec, counter)
         rows.append((spec.name, "preprocessor", None, "image", spec.size[0] * spec.size[1] * 3,
-                     spec.name, spec.function or f"mode={spec.mode}"))
+                     spec.name, spec.function or f"mode={spec.mode}", spec.description))
     for plan in plans:
         backend.ship_model(plan)
         name, features_name, top_k_name = manifest.models[plan.name].function_names
@@ -127,7 +131,7 @@ def _functions(manifest: Manifest, plans: list[ModelPlan], backend) -> tuple[dic
                                            (features_name, "features", plan.features_size),
                                            (top_k_name, "top_k", None)):
             rows.append((function_name, kind, plan.name, plan.input, size, preprocessor,
-                         plan.source))
+                         plan.source, manifest.models[plan.name].description))
     return functions, rows
 
 

@@ -15,7 +15,8 @@ from typing import Any, Callable, NamedTuple, TypeVar
 from sql_dl.errors import SparkInternalsError
 
 __all__ = ["FENCED", "Execution", "copy_to_local", "delete_path", "hive_result_lines",
-           "inject_session_function", "injected_functions", "launch_gateway", "set_python_exec",
+           "describe_function", "inject_session_function", "injected_functions",
+           "launch_gateway", "set_python_exec",
            "spark_temp_dir", "start_thrift_server", "thrift_server_executions"]
 
 CHECKED_ON = "4.3.0"
@@ -144,6 +145,27 @@ def injected_functions(spark):
             field.setAccessible(True)
             return field.get(extensions)
     raise AttributeError("SparkSessionExtensions has no injectedFunctions field")
+
+
+@_fenced("describe the manifest's functions (DESCRIBE FUNCTION, JDBC getFunctions)",
+         "The functions work; DESCRIBE FUNCTION shows Spark's 'Usage: N/A' for them.")
+def describe_function(spark, name: str, doc) -> None:
+    """Gives the temporary function ``name`` the text of ``doc`` (a `FunctionDoc`), which
+    ``DESCRIBE FUNCTION`` and the Thrift Server's ``GetFunctions`` read.
+
+    Re-registers the function's builder in ``SessionState.functionRegistry()`` under its
+    ``system.session`` identifier with a new
+    ``org.apache.spark.sql.catalyst.expressions.ExpressionInfo`` (checked on 4.3.0).
+    """
+    jvm = spark.sparkContext._jvm
+    registry = spark._jsparkSession.sessionState().functionRegistry()
+    qualified = jvm.org.apache.spark.sql.catalyst.FunctionIdentifier(
+        name, jvm.scala.Some("session"), jvm.scala.Some("system"))
+    builder = registry.lookupFunctionBuilder(qualified).get()
+    arguments, examples = doc.extended()
+    info = jvm.org.apache.spark.sql.catalyst.expressions.ExpressionInfo(
+        doc.source, None, name, doc.usage, arguments, examples, "", "", "", "", "python_udf")
+    registry.registerFunction(qualified, info, builder)
 
 
 @_fenced("inject a function into new Spark sessions",

@@ -40,11 +40,11 @@ def tensor_model_file(tmp_path_factory):
 @pytest.fixture(scope="module")
 def manifest(photos_dir, cnn_file, labels_file, tensor_model_file):
     return {
-        "preprocessors": {"p32": {"size": [32, 32], "mode": "caffe"},
+        "preprocessors": {"p32": {"size": [32, 32], "mode": "caffe", "description": "32 px, caffe"},
                           "p32_tf": {"size": [32, 32], "mode": "tf", "interpolation": "bicubic"}},
         "models": {
             "cnn": {"path": str(cnn_file), "preprocessor": "p32", "labels": str(labels_file),
-                    "batch_size": 4},
+                    "batch_size": 4, "description": "A tiny CNN\n  for tests."},
             "cnn_tf": {"path": str(cnn_file), "preprocessor": "p32_tf", "features_layer": "pool",
                        "on_error": "fail"},
             "raw": {"path": str(tensor_model_file), "input": "tensor"},
@@ -192,11 +192,41 @@ def test_models_view(registered, cnn_file):
                          "cnn_tf_features", "cnn_tf_top_k", "raw", "raw_features", "raw_top_k",
                          "sql_dl_image_error"}
     assert tuple(rows["sql_dl_image_error"])[1:4] == ("image_error", None, "image")
-    assert tuple(rows["cnn"])[1:] == ("model", "cnn", "image", 5, "p32", str(cnn_file))
+    assert tuple(rows["cnn"])[1:] == ("model", "cnn", "image", 5, "p32", str(cnn_file),
+                                      "A tiny CNN for tests.")
     assert tuple(rows["cnn_features"])[1:5] == ("features", "cnn", "image", 8)
     assert tuple(rows["cnn_tf_features"])[4] == 4  # the pool layer
     assert tuple(rows["raw"])[1:6] == ("model", "raw", "tensor", 2, None)
-    assert tuple(rows["p32"])[1:] == ("preprocessor", None, "image", 3072, "p32", "mode=caffe")
+    assert tuple(rows["p32"])[1:] == ("preprocessor", None, "image", 3072, "p32", "mode=caffe",
+                                      "32 px, caffe")
+
+
+def describe(spark, function: str) -> list[str]:
+    return [r[0] for r in spark.sql(f"DESCRIBE FUNCTION EXTENDED {function}").collect()]
+
+
+def test_functions_describe_themselves(registered, cnn_file):
+    cnn = describe(registered, "cnn")
+    assert cnn[:3] == ["Function: cnn", "Class: sql_dl.udfs.model_udf",
+                       f"Usage: cnn(image) - The 5 outputs of model cnn ({cnn_file}; preprocessing "
+                       "p32 (32x32 bilinear, mode caffe); labels 5 (cat, dog, fish, bird, frog)) "
+                       "as ARRAY<FLOAT>, NULL for an image that does not decode. A tiny CNN for "
+                       "tests."]
+    assert "      > SELECT cnn(image) FROM photos LIMIT 5;" in "\n".join(cnn)
+    features = describe(registered, "cnn_tf_features")[2]
+    assert features.startswith("Usage: cnn_tf_features(image) - The 4 values of layer 'pool' "
+                               "of model cnn_tf (")
+    assert "labels none (top_k gives class indices)" in features
+    raw = "\n".join(describe(registered, "raw_top_k"))
+    assert "Usage: raw_top_k(x, k) - The k most probable of the 2 classes" in raw
+    assert "* x - ARRAY<FLOAT> of 12 values, the model's input of shape [4, 3] flattened" in raw
+    assert "* k - INT, at least 0" in raw
+    assert describe(registered, "p32")[2].startswith(
+        "Usage: p32(image) - The image as a model receives it, preprocessed by p32 (32x32 "
+        "bilinear, mode caffe): ARRAY<FLOAT> of 3072 values")
+    shown = [r.function for r in registered.sql("SHOW FUNCTIONS LIKE 'cnn*'").collect()]
+    assert shown == ["cnn", "cnn_features", "cnn_tf", "cnn_tf_features", "cnn_tf_top_k",
+                     "cnn_top_k"]
 
 
 def test_bootstrap_again_replaces_definitions(spark, registered, manifest, cnn_file, photos):

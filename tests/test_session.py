@@ -150,11 +150,11 @@ KEEP_WARM = textwrap.dedent("""
 
 def test_keep_warm_keeps_workers_through_idle_time(tmp_path, cnn_file, photos_dir):
     """Spark stops Python workers idle for 60 s; with keep_warm the same workers answer
-    after 80 s without queries, each having loaded the model once."""
+    after 72 s without queries, each having loaded the model once."""
     script = tmp_path / "idle.py"
     script.write_text(KEEP_WARM)
     result = subprocess.run([sys.executable, str(script), str(cnn_file), str(photos_dir),
-                             str(tmp_path / "home"), "80"], capture_output=True, text=True,
+                             str(tmp_path / "home"), "72"], capture_output=True, text=True,
                             timeout=400)
     assert result.returncode == 0, result.stderr[-3000:]
     before, after = map(eval, result.stdout.splitlines()[-2:])

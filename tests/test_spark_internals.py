@@ -96,12 +96,27 @@ def check_launch_gateway(spark, tmp_path):
     assert "to the log file" in log.read_text()
 
 
+def check_describe_function(spark, tmp_path):
+    from sql_dl.function_docs import FunctionDoc
+
+    spark.udf.register("sql_dl_described", lambda x: x, "long")
+    doc = FunctionDoc("sql_dl.tests.probe", "sql_dl_described(x) - Gives x back.",
+                      ("x - BIGINT",), ("SELECT sql_dl_described(1);",))
+    spark_internals.describe_function(spark, "sql_dl_described", doc)
+    lines = [r[0] for r in spark.sql("DESCRIBE FUNCTION EXTENDED sql_dl_described").collect()]
+    assert lines[:3] == ["Function: sql_dl_described", "Class: sql_dl.tests.probe",
+                         "Usage: sql_dl_described(x) - Gives x back."]
+    assert "      * x - BIGINT" in "\n".join(lines)
+    assert spark.sql("SELECT sql_dl_described(41) AS v").first().v == 41  # still callable
+
+
 CHECKS = {
     "spark_temp_dir": check_temp_dir,
     "set_python_exec": check_python_exec,
     "copy_to_local": check_copy_and_delete,
     "delete_path": check_copy_and_delete,
     "hive_result_lines": check_hive_result_lines,
+    "describe_function": check_describe_function,
     "launch_gateway": check_launch_gateway,
     "injected_functions": check_injected_functions,
     "inject_session_function": check_injected_functions,

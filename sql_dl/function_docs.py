@@ -1,0 +1,114 @@
+"""What ``DESCRIBE FUNCTION [EXTENDED]``, ``SHOW FUNCTIONS`` and JDBC ``getFunctions`` say
+about each function a manifest registers: usage with SQL types, the model's source,
+preprocessing, output size and labels, the manifest's ``description``, and an example."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sql_dl.manifest import Manifest, PreprocessorSpec
+from sql_dl.models import ModelPlan
+
+__all__ = ["FunctionDoc", "function_docs"]
+
+IMAGE_ARGUMENT = ("image - the image: BINARY (encoded bytes: JPEG, PNG, ...), STRING (a path "
+                  "or URI) or an image STRUCT (read_images' image column)")
+_LABELS_SHOWN = 5
+
+
+@dataclass(frozen=True)
+class FunctionDoc:
+    """One function's text: ``usage`` (one paragraph), ``arguments`` and ``examples``."""
+
+    source: str  # the Python function that builds the UDF, shown as its class
+    usage: str
+    arguments: tuple[str, ...]
+    examples: tuple[str, ...]
+
+    def extended(self) -> tuple[str, str]:
+        """``arguments`` and ``examples`` in the layout Spark's ExpressionInfo requires."""
+        arguments = "".join(f"      * {a}\n" for a in self.arguments)
+        examples = "".join(f"      > {e}\n" for e in self.examples)
+        return f"\n    Arguments:\n{arguments}  ", f"\n    Examples:\n{examples}  "
+
+
+def _preprocessing(spec: PreprocessorSpec | None) -> str:
+    if spec is None:
+        return "none (tensor input)"
+    how = spec.function or f"mode {spec.mode}"
+    return (f"{spec.name} ({spec.size[0]}x{spec.size[1]} {spec.interpolation}, {how})"
+            if spec.size else f"{spec.name} ({how})")
+
+
+def _labels(plan: ModelPlan) -> str:
+    if not plan.labels:
+        return "none (top_k gives class indices)"
+    shown = ", ".join(label for _, label in plan.labels[:_LABELS_SHOWN])
+    more = ", ..." if len(plan.labels) > _LABELS_SHOWN else ""
+    return f"{len(plan.labels)} ({shown}{more})"
+
+
+def _described(text: str, description: str | None) -> str:
+    return f"{text} {description}" if description else text
+
+
+def function_docs(manifest: Manifest, plans: list[ModelPlan],
+                  image_error_function: str) -> dict[str, FunctionDoc]:
+    """The text of every function the manifest registers, by SQL name."""
+    view = next(iter(manifest.images), "images")
+    docs = {image_error_function: FunctionDoc(
+        "sql_dl.udfs.image_error_udf",
+        f"{image_error_function}(image) - Why an image cannot be decoded, as STRING "
+        "'Type: message', or NULL when it decodes.",
+        (IMAGE_ARGUMENT,),
+        (f"SELECT path, {image_error_function}(image) FROM {view} "
+         f"WHERE {image_error_function}(image) IS NOT NULL;",))}
+    for spec in manifest.preprocessors.values():
+        size = spec.size[0] * spec.size[1] * 3
+        docs[spec.name] = FunctionDoc(
+            "sql_dl.udfs.preprocessor_udf",
+            _described(f"{spec.name}(image) - The image as a model receives it, preprocessed by "
+                       f"{_preprocessing(spec)}: ARRAY<FLOAT> of {size} values (height x width "
+                       "x RGB), NULL for an image that does not decode.", spec.description),
+            (IMAGE_ARGUMENT,), (f"SELECT path, size({spec.name}(image)) FROM {view} LIMIT 5;",))
+    for plan in plans:
+        entry = manifest.models[plan.name]
+        name, features, top_k = entry.function_names
+        argument = (IMAGE_ARGUMENT if plan.input == "image" else
+                    f"x - ARRAY<FLOAT> of {_product(plan.input_shape)} values, the model's "
+                    f"input of shape {list(plan.input_shape)} flattened")
+        x = "image" if plan.input == "image" else "x"
+        table = view if plan.input == "image" else "t"  # t: any table with an x column
+        about = (f"model {plan.name} ({plan.source}; preprocessing {_preprocessing(plan.preprocessor)}"
+                 f"; labels {_labels(plan)})")
+        null = ("NULL for an image that does not decode" if plan.input == "image"
+                else "NULL for a NULL input")
+        docs[name] = FunctionDoc(
+            "sql_dl.udfs.model_udf",
+            _described(f"{name}({x}) - The {plan.output_size} outputs of {about} as "
+                       f"ARRAY<FLOAT>, {null}.", entry.description),
+            (argument,), (f"SELECT {name}({x}) FROM {table} LIMIT 5;",))
+        docs[features] = FunctionDoc(
+            "sql_dl.udfs.model_udf",
+            _described(f"{features}({x}) - The {plan.features_size} values of layer "
+                       f"'{plan.features_layer}' of {about} as ARRAY<FLOAT> (features for "
+                       f"clustering or a new classifier), {null}.", entry.description),
+            (argument,), (f"SELECT {features}({x}) FROM {table} LIMIT 5;",))
+        docs[top_k] = FunctionDoc(
+            "sql_dl.udfs.top_k_udf",
+            _described(f"{top_k}({x}, k) - The k most probable of the {plan.output_size} "
+                       f"classes of {about}, most probable first, as ARRAY<STRUCT<class: "
+                       "STRING, description: STRING, probability: FLOAT>>; k = 0 gives an "
+                       f"empty array, {null}.", entry.description),
+            (argument, "k - INT, at least 0"),
+            (f"SELECT {top_k}({x}, 3) FROM {table} LIMIT 5;",
+             f"SELECT {top_k}({x}, 1)[0].description AS class, count(*) FROM {table} "
+             "GROUP BY 1;"))
+    return docs
+
+
+def _product(shape: tuple[int, ...]) -> int:
+    total = 1
+    for d in shape:
+        total *= d
+    return total
