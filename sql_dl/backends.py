@@ -27,7 +27,7 @@ __all__ = ["Backend", "backend_for"]
 logger = logging.getLogger(__name__)
 
 _backends: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_bad_image_counters: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # per SparkContext
+_image_counters: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # per SparkContext
 _added_files: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # per SparkContext
 
 
@@ -56,15 +56,16 @@ class Backend:
         """The cores the session's tasks can use at once, when known."""
         return self.spark.sparkContext.defaultParallelism
 
-    def bad_image_counter(self):
+    def image_counter(self):
         """The accumulator of images sql_dl functions scored or could not decode (an
         `ImageCounts`), one per SparkContext."""
         from sql_dl.udfs import ImageCounts
 
         context = self.spark.sparkContext
-        if context not in _bad_image_counters:
-            _bad_image_counters[context] = context.accumulator(ImageCounts().zero(None), ImageCounts())
-        return _bad_image_counters[context]
+        if context not in _image_counters:
+            counts = ImageCounts()
+            _image_counters[context] = context.accumulator(counts.zero(None), counts)
+        return _image_counters[context]
 
     def ship_model(self, plan: ModelPlan) -> None:
         """Makes a model's file available to every executor (see `sql_dl.staging`)."""
@@ -120,7 +121,7 @@ class ConnectBackend(Backend):
                                         "spark_partition_id() AS p FROM range(0, 65536))").first().n
         return self.cores
 
-    def bad_image_counter(self):
+    def image_counter(self):
         return None  # Spark Connect has no accumulators; executors' logs still count
 
     def add_file(self, path: Path) -> None:

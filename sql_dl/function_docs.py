@@ -79,8 +79,8 @@ def function_docs(manifest: Manifest, plans: list[ModelPlan],
                     f"input of shape {list(plan.input_shape)} flattened")
         x = "image" if plan.input == "image" else "x"
         table = view if plan.input == "image" else "t"  # t: any table with an x column
-        about = (f"model {plan.name} ({plan.source}; preprocessing {_preprocessing(plan.preprocessor)}"
-                 f"; labels {_labels(plan)})")
+        about = (f"model {plan.name} ({plan.source}; preprocessing "
+                 f"{_preprocessing(plan.preprocessor)}; labels {_labels(plan)})")
         null = ("NULL for an image that does not decode" if plan.input == "image"
                 else "NULL for a NULL input")
         docs[name] = FunctionDoc(

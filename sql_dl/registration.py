@@ -112,7 +112,7 @@ def _functions(manifest: Manifest, plans: list[ModelPlan], backend) -> tuple[dic
     """The manifest's UDFs by SQL name (models shipped), and their ``sql_dl_models`` rows."""
     from sql_dl.udfs import image_error_udf, model_udf, preprocessor_udf, top_k_udf
 
-    counter = backend.bad_image_counter()
+    counter = backend.image_counter()
     functions: dict[str, Any] = {IMAGE_ERROR_FUNCTION: image_error_udf()}
     rows = [(IMAGE_ERROR_FUNCTION, "image_error", None, "image", None, None,
              "why an image cannot be decoded, or NULL", None)]
@@ -145,7 +145,7 @@ def bad_image_count(spark) -> int | None:
     """
     from sql_dl.udfs import ImageCounts
 
-    counter = backend_for(spark).bad_image_counter()
+    counter = backend_for(spark).image_counter()
     return None if counter is None else ImageCounts.bad_total(counter.value)
 
 
@@ -153,7 +153,7 @@ def scored_image_count(spark) -> int | None:
     """How many images sql_dl's models have run on in this session: a running total, as
     `bad_image_count`. Work, not distinct images: an image scored twice (by two functions,
     or by a plan that reads it twice) counts twice. None on Spark Connect."""
-    counter = backend_for(spark).bad_image_counter()
+    counter = backend_for(spark).image_counter()
     return None if counter is None else counter.value["scored"]
 
 

@@ -53,9 +53,9 @@ def session(manifest: str | os.PathLike | Mapping[str, Any] | None = None,
     The session runs Python workers with this interpreter, reuses them (so models stay
     loaded), sizes Arrow batches for images, keeps a Hive metastore (embedded Derby) and
     warehouse under ``home``, and runs sql_dl's Spark extension (`sql_dl.spark_extension`:
-    ``ORDER BY … LIMIT n`` scores only the n rows returned). When ``SPARK_CONF_DIR`` is unset and the source
-    checkout's ``conf/`` exists, Spark reads its ``spark-defaults.conf`` and
-    ``log4j2.properties`` from there.
+    ``ORDER BY … LIMIT n`` scores only the n rows returned). When ``SPARK_CONF_DIR`` is
+    unset and the source checkout's ``conf/`` exists, Spark reads its
+    ``spark-defaults.conf`` and ``log4j2.properties`` from there.
 
     Args:
         manifest: a manifest path or dict to bootstrap, or None for none.
