@@ -67,6 +67,10 @@ class Backend:
             _image_counters[context] = context.accumulator(counts.zero(None), counts)
         return _image_counters[context]
 
+    def describe_function(self, name: str, doc) -> None:
+        """Gives a registered function the text DESCRIBE FUNCTION shows (a `FunctionDoc`)."""
+        spark_internals.describe_function(self.spark, name, doc)
+
     def ship_model(self, plan: ModelPlan) -> None:
         """Makes a model's file available to every executor (see `sql_dl.staging`)."""
         ship(self, plan.file, plan.staged_name)
@@ -120,6 +124,9 @@ class ConnectBackend(Backend):
             self.cores = self.spark.sql("SELECT count(DISTINCT p) AS n FROM (SELECT "
                                         "spark_partition_id() AS p FROM range(0, 65536))").first().n
         return self.cores
+
+    def describe_function(self, name: str, doc) -> None:
+        pass  # a Connect client cannot reach the server's function registry: Usage: N/A
 
     def image_counter(self):
         return None  # Spark Connect has no accumulators; executors' logs still count

@@ -10,7 +10,6 @@ import warnings
 from typing import Any, Mapping
 
 from sql_dl.backends import backend_for
-from sql_dl import spark_internals
 from sql_dl.errors import SqlDlWarning
 from sql_dl.function_docs import function_docs
 from sql_dl.manifest import Manifest, load_manifest
@@ -82,7 +81,7 @@ def bootstrap(spark, manifest: str | os.PathLike | Mapping[str, Any] | Manifest,
     docs = function_docs(manifest, plans, IMAGE_ERROR_FUNCTION)
     for function_name, udf in functions.items():
         spark.udf.register(function_name, udf)
-        spark_internals.describe_function(spark, function_name, docs[function_name])
+        backend.describe_function(function_name, docs[function_name])
     for name, view in views.items():
         view.frame.createOrReplaceTempView(name)
     spark.createDataFrame(rows, _MODELS_SCHEMA).createOrReplaceTempView(MODELS_VIEW)
