@@ -4,6 +4,7 @@ preprocessing, output size and labels, the manifest's ``description``, and an ex
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from sql_dl.manifest import Manifest, PreprocessorSpec
@@ -75,7 +76,7 @@ def function_docs(manifest: Manifest, plans: list[ModelPlan],
         entry = manifest.models[plan.name]
         name, features, top_k = entry.function_names
         argument = (IMAGE_ARGUMENT if plan.input == "image" else
-                    f"x - ARRAY<FLOAT> of {_product(plan.input_shape)} values, the model's "
+                    f"x - ARRAY<FLOAT> of {math.prod(plan.input_shape)} values, the model's "
                     f"input of shape {list(plan.input_shape)} flattened")
         x = "image" if plan.input == "image" else "x"
         table = view if plan.input == "image" else "t"  # t: any table with an x column
@@ -105,10 +106,3 @@ def function_docs(manifest: Manifest, plans: list[ModelPlan],
              f"SELECT {top_k}({x}, 1)[0].description AS class, count(*) FROM {table} "
              "GROUP BY 1;"))
     return docs
-
-
-def _product(shape: tuple[int, ...]) -> int:
-    total = 1
-    for d in shape:
-        total *= d
-    return total

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 
 __all__ = ["INTERVAL", "KeepWarm", "keep_warm"]
 
@@ -44,9 +45,9 @@ class KeepWarm:
         touch = touch_udf()
         context = self.spark.sparkContext
         while not self._stopped.wait(self.interval):
-            cores = context.defaultParallelism
             if context.statusTracker().getActiveJobsIds():
                 continue  # a query is running: that is activity enough
+            cores = context.defaultParallelism
             try:
                 context.setJobDescription("sql_dl keep-warm: keeps Python workers and their "
                                           "models through idle time")
@@ -58,13 +59,13 @@ class KeepWarm:
                 return
 
 
-_running: dict[int, KeepWarm] = {}  # by id of the JVM SparkContext's Python wrapper
+_running: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # per SparkContext
 
 
 def keep_warm(spark, interval: float = INTERVAL) -> KeepWarm:
     """Starts keeping ``spark``'s Python workers warm (once per SparkContext); returns the
     running `KeepWarm`."""
-    key = id(spark.sparkContext)
-    if key not in _running or not _running[key]._thread.is_alive():
-        _running[key] = KeepWarm(spark, interval).start()
-    return _running[key]
+    context = spark.sparkContext
+    if context not in _running or not _running[context]._thread.is_alive():
+        _running[context] = KeepWarm(spark, interval).start()
+    return _running[context]

@@ -147,6 +147,12 @@ def injected_functions(spark):
     raise AttributeError("SparkSessionExtensions has no injectedFunctions field")
 
 
+def _temporary_function(jvm, name: str):
+    """The registry's identifier of temporary function ``name``: ``system.session.name``."""
+    return jvm.org.apache.spark.sql.catalyst.FunctionIdentifier(
+        name, jvm.scala.Some("session"), jvm.scala.Some("system"))
+
+
 @_fenced("describe the manifest's functions (DESCRIBE FUNCTION, JDBC getFunctions)",
          "The functions work; DESCRIBE FUNCTION shows Spark's 'Usage: N/A' for them.")
 def describe_function(spark, name: str, doc) -> None:
@@ -159,8 +165,7 @@ def describe_function(spark, name: str, doc) -> None:
     """
     jvm = spark.sparkContext._jvm
     registry = spark._jsparkSession.sessionState().functionRegistry()
-    qualified = jvm.org.apache.spark.sql.catalyst.FunctionIdentifier(
-        name, jvm.scala.Some("session"), jvm.scala.Some("system"))
+    qualified = _temporary_function(jvm, name)
     builder = registry.lookupFunctionBuilder(qualified).get()
     arguments, examples = doc.extended()
     info = jvm.org.apache.spark.sql.catalyst.expressions.ExpressionInfo(
@@ -181,11 +186,11 @@ def inject_session_function(spark, name: str) -> None:
     jvm = spark.sparkContext._jvm
     session = spark._jsparkSession
     registry = session.sessionState().functionRegistry()
-    identifier = jvm.org.apache.spark.sql.catalyst.FunctionIdentifier
-    qualified = identifier(name, jvm.scala.Some("session"), jvm.scala.Some("system"))
+    qualified = _temporary_function(jvm, name)
     info = registry.lookupFunction(qualified).get()
     builder = registry.lookupFunctionBuilder(qualified).get()
-    unqualified = identifier(name, jvm.scala.Option.empty(), jvm.scala.Option.empty())
+    unqualified = jvm.org.apache.spark.sql.catalyst.FunctionIdentifier(
+        name, jvm.scala.Option.empty(), jvm.scala.Option.empty())
     session.extensions().injectFunction(jvm.scala.Tuple3(unqualified, info, builder))
 
 

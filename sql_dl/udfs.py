@@ -42,7 +42,7 @@ def _arrow_udf(function, return_type: str):
     return arrow_udf(function, return_type)
 
 
-class BadImages:
+class ImageTally:
     """Counts the non-NULL inputs one task of a function could not decode, and the images
     its model scored.
 
@@ -164,16 +164,16 @@ def _tensor_udf(convert, function: str, counter, batch_size: int):
     """An Arrow UDF applying ``convert(values) -> (tensors, ok)`` to chunks of its input."""
 
     def tensors(batches: Iterator[pa.Array]) -> Iterator[pa.Array]:
-        bad = BadImages(function, counter)
+        tally = ImageTally(function, counter)
 
         def outputs():
             for batch in batches:
                 for chunk in chunks(column_values(batch), batch_size):
                     arrays, ok = convert(chunk)
-                    bad.add(chunk, ok)
+                    tally.add(chunk, ok)
                     yield float_rows(arrays, ok)
 
-        yield from _one_ahead(outputs(), bad.close)
+        yield from _one_ahead(outputs(), tally.close)
 
     return _arrow_udf(tensors, FLOAT_ARRAY)
 
@@ -225,12 +225,12 @@ def _run(plan: ModelPlan, batches: Iterator[tuple[pa.Array, pa.Array | None]], f
 
     model = get_model(plan)
     layer = plan.features_layer if features else None
-    bad = BadImages(f"model {plan.name!r}", counter)
+    tally = ImageTally(f"model {plan.name!r}", counter)
     with ThreadPoolExecutor(1, thread_name_prefix="sql_dl-decode") as decoder:
         decoding = _one_ahead((chunk, decoder.submit(_inputs, plan, chunk), ks)
                               for chunk, ks in _chunked(batches, plan.batch_size))
-        yield from _one_ahead((_predict(model, plan, layer, bad, *pending) for pending in decoding),
-                              bad.close)
+        yield from _one_ahead((_predict(model, plan, layer, tally, *pending)
+                               for pending in decoding), tally.close)
 
 
 def _one_ahead(items: Iterator[Any], before_last=lambda: None) -> Iterator[Any]:
@@ -254,11 +254,11 @@ def _chunked(batches: Iterator[tuple[pa.Array, pa.Array | None]], size: int):
             yield chunk, next(ks) if ks is not None else None
 
 
-def _predict(model, plan: ModelPlan, layer: str | None, bad: BadImages, chunk: list[Any],
+def _predict(model, plan: ModelPlan, layer: str | None, tally: ImageTally, chunk: list[Any],
              decoding: Future, ks):
     inputs, ok = decoding.result()
-    bad.add(chunk, ok)
-    bad.scored(len(inputs))
+    tally.add(chunk, ok)
+    tally.scored(len(inputs))
     outputs = model.predict(inputs, layer) if len(inputs) else np.zeros((0, 0))
     return outputs, ok, ks
 
