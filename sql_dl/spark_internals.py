@@ -16,7 +16,7 @@ from sql_dl.errors import SparkInternalsError
 
 __all__ = ["FENCED", "Execution", "copy_to_local", "delete_path", "hive_result_lines",
            "describe_function", "inject_session_function", "injected_functions",
-           "launch_gateway", "set_python_exec",
+           "launch_gateway", "list_functions_once", "set_python_exec",
            "spark_temp_dir", "start_thrift_server", "thrift_server_executions"]
 
 CHECKED_ON = "4.3.0"
@@ -204,6 +204,20 @@ def start_thrift_server(spark):
     """
     thriftserver = spark.sparkContext._jvm.org.apache.spark.sql.hive.thriftserver
     return thriftserver.HiveThriftServer2.startWithContext(spark._jsparkSession.sqlContext())
+
+
+@_fenced("list each function once in JDBC getFunctions",
+         "The server serves; getFunctions lists functions as Spark does (temporary and built-in "
+         "ones once per database, and % in the name pattern only where Spark reads it).")
+def list_functions_once(spark, server) -> None:
+    """Makes ``server``, started and without sessions, answer JDBC ``getFunctions`` with
+    sql_dl's ``ListFunctionsOnce`` (in sql_dl's jar, which must be on the classpath).
+
+    Relies on the private fields ``SessionManager.operationManager`` and
+    ``SparkSQLSessionManager.sparkSqlOperationManager`` and on ``SparkGetFunctionsOperation``
+    (checked on 4.3.0; see jvm/src/sql_dl/spark/SqlDlOperationManager.java).
+    """
+    spark.sparkContext._jvm.sql_dl.spark.SqlDlOperationManager.install(server)
 
 
 class Execution(NamedTuple):

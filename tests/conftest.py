@@ -69,6 +69,26 @@ def png_bomb(side: int = 100_000) -> bytes:
     return bytes(data)
 
 
+def jdbc_functions(port: int, pattern: str, schema: str = "%") -> list[tuple[str, str, str]]:
+    """(schema, name, remarks) of what the Thrift GetFunctions call (JDBC
+    DatabaseMetaData.getFunctions) lists for the name and schema patterns."""
+    from pyhive import hive
+    from TCLIService import ttypes
+
+    connection = hive.connect(host="127.0.0.1", port=port)
+    try:
+        response = connection.client.GetFunctions(ttypes.TGetFunctionsReq(
+            sessionHandle=connection._sessionHandle, schemaName=schema, functionName=pattern))
+        assert response.status.statusCode == ttypes.TStatusCode.SUCCESS_STATUS, response.status
+        fetched = connection.client.FetchResults(ttypes.TFetchResultsReq(
+            operationHandle=response.operationHandle,
+            orientation=ttypes.TFetchOrientation.FETCH_NEXT, maxRows=10_000))
+        columns = fetched.results.columns  # FUNCTION_CAT, _SCHEM, _NAME, REMARKS, ...
+        return list(zip(*(columns[i].stringVal.values for i in (1, 2, 3))))
+    finally:
+        connection.close()
+
+
 def tiny_cnn(input_shape=(*PHOTO_SIZE, 3), num_classes=NUM_CLASSES, seed=7):
     """A small CNN with a named features layer; deterministic for a seed."""
     import keras

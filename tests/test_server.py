@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 from pyhive.exc import OperationalError
-from conftest import CLASS_NAMES
+from conftest import CLASS_NAMES, jdbc_functions
 from test_cli import expected_best
 from test_registration import local
 
@@ -118,31 +118,13 @@ def test_ready_line_and_beeline_results_match_keras(server, cnn_file, photos):
     assert [best for _, best in result.rows] == expected_best(cnn_file, files)
 
 
-def jdbc_functions(port: int, pattern: str) -> list[tuple[str, str]]:
-    """(name, remarks) of what the Thrift GetFunctions call (JDBC
-    DatabaseMetaData.getFunctions) lists for ``pattern`` across every schema."""
-    from pyhive import hive
-    from TCLIService import ttypes
-
-    connection = hive.connect(host="127.0.0.1", port=port)
-    try:
-        response = connection.client.GetFunctions(ttypes.TGetFunctionsReq(
-            sessionHandle=connection._sessionHandle, schemaName="%", functionName=pattern))
-        assert response.status.statusCode == ttypes.TStatusCode.SUCCESS_STATUS, response.status
-        fetched = connection.client.FetchResults(ttypes.TFetchResultsReq(
-            operationHandle=response.operationHandle,
-            orientation=ttypes.TFetchOrientation.FETCH_NEXT, maxRows=1000))
-        columns = fetched.results.columns  # FUNCTION_CAT, _SCHEM, _NAME, REMARKS, ...
-        return list(zip(columns[2].stringVal.values, columns[3].stringVal.values))
-    finally:
-        connection.close()
-
-
 def test_functions_describe_themselves_over_jdbc(server):
     from pyhive import hive
 
-    listed = jdbc_functions(server.port, "cnn%")
-    remarks = dict(listed)  # Spark lists each once per database, and misses "cnn" (open)
+    listed = jdbc_functions(server.port, "cnn%")  # with databases default and sql_dl_internal
+    assert [(schema, name) for schema, name, _ in listed] == [
+        ("default", "cnn"), ("default", "cnn_features"), ("default", "cnn_top_k")]
+    remarks = {name: text for _, name, text in listed}
     assert remarks["cnn_top_k"].startswith("Usage: cnn_top_k(image, k) - The k most probable of "
                                            "the 5 classes of model cnn (")
     assert "labels 5 (cat, dog, fish, bird, frog)" in remarks["cnn_top_k"]

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import socket
 import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -12,11 +14,25 @@ import pyspark
 from sql_dl import spark_internals
 from sql_dl.errors import SparkInternalsError
 
+from conftest import jdbc_functions
+
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=timeout).close()
+            return
+        except ConnectionRefusedError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
 
 
 def check_temp_dir(spark, tmp_path):
@@ -61,18 +77,36 @@ def check_injected_functions(spark, tmp_path):
 
 
 def check_thrift_server(spark, tmp_path):
-    """Starts and stops the server in this session; statements sent to it over JDBC, and
-    their records, are checked end to end by tests/test_server.py (sql-dl serve)."""
+    """Starts and stops the server in this session, and lists functions through it; statements
+    sent to it over JDBC, and their records, are checked end to end by tests/test_server.py
+    (sql-dl serve)."""
     port = free_port()
     hadoop = spark.sparkContext._jsc.hadoopConfiguration()  # where sql-dl serve puts them
     hadoop.set("hive.server2.thrift.bind.host", "127.0.0.1")
     hadoop.set("hive.server2.thrift.port", str(port))
-    server = spark_internals.start_thrift_server(spark)
+    spark.sql("CREATE DATABASE IF NOT EXISTS sql_dl_probe_db")
+    injected = spark_internals.injected_functions(spark)
+    spark.udf.register("sql_dl_probe", lambda n: n, "long")
+    spark_internals.inject_session_function(spark, "sql_dl_probe")
+    # from a new thread: Hive keeps the configuration of this thread's earlier queries
+    with ThreadPoolExecutor(1) as thread:
+        server = thread.submit(spark_internals.start_thrift_server, spark).result()
     try:
+        spark_internals.list_functions_once(spark, server)
+        wait_for_port(port)
+        # JDBC patterns: % any run (empty too), _ one character, case ignored; each once
+        assert [row[:2] for row in jdbc_functions(port, "SQL_DL_PROB%")] == [
+            ("default", "sql_dl_probe")]
+        assert [row[1] for row in jdbc_functions(port, "ab_")] == ["abs"]
+        assert [row[1] for row in jdbc_functions(port, "sql_dl_probe", "sql_dl_probe_db")] == [
+            "sql_dl_probe"]
         executions = spark_internals.thrift_server_executions(spark)
-        assert isinstance(executions, list)
+        assert any("functionName : ab_" in e.statement for e in executions)
         assert all(isinstance(e, spark_internals.Execution) for e in executions)
     finally:
+        injected.remove(injected.size() - 1)
+        spark.sql("DROP TEMPORARY FUNCTION sql_dl_probe")
+        spark.sql("DROP DATABASE sql_dl_probe_db")
         server.stop()
         hadoop.unset("hive.server2.thrift.port")
         hadoop.unset("hive.server2.thrift.bind.host")
@@ -121,6 +155,7 @@ CHECKS = {
     "injected_functions": check_injected_functions,
     "inject_session_function": check_injected_functions,
     "start_thrift_server": check_thrift_server,
+    "list_functions_once": check_thrift_server,
     "thrift_server_executions": check_thrift_server,
 }
 

@@ -228,6 +228,7 @@ def serve(manifest: str | os.PathLike, host: str = "127.0.0.1", port: int = 1000
     bootstrap(spark, loaded, warm_up=True)
     catalog.publish(loaded)
     server = spark_internals.start_thrift_server(spark)
+    _list_functions_once(spark, server)
     keeping = keep_warm(spark)  # BI clients may send nothing for minutes
     query_log = QueryLog.start_if_possible(spark)
     _wait_until_listening(host, port)
@@ -252,6 +253,21 @@ def serve(manifest: str | os.PathLike, host: str = "127.0.0.1", port: int = 1000
     server.stop()
     spark.stop()
     return 0
+
+
+def _list_functions_once(spark, server) -> None:
+    """JDBC getFunctions with each function once, when sql_dl's jar is loaded (bootstrap has
+    said so once if it is not)."""
+    from py4j.protocol import Py4JJavaError
+
+    from sql_dl.spark_extension import EXTENSIONS
+
+    if EXTENSIONS not in spark.conf.get("spark.sql.extensions", ""):
+        return
+    try:
+        spark_internals.list_functions_once(spark, server)
+    except (SparkInternalsError, Py4JJavaError) as e:
+        logger.warning("JDBC getFunctions lists functions as Spark does: %s", e)
 
 
 def _reload(spark, catalog: SharedCatalog, manifest) -> bool:
