@@ -71,6 +71,12 @@ class Backend:
         """Gives a registered function the text DESCRIBE FUNCTION shows (a `FunctionDoc`)."""
         spark_internals.describe_function(self.spark, name, doc)
 
+    def remember_models(self, plans: list[ModelPlan], replace: bool) -> None:
+        """Tells keep-warm (`sql_dl.keep_warm`) which models to keep loaded in the workers."""
+        from sql_dl.keep_warm import remember_models
+
+        remember_models(self.spark, plans, replace)
+
     def ship_model(self, plan: ModelPlan) -> None:
         """Makes a model's file available to every executor (see `sql_dl.staging`)."""
         ship(self, plan.file, plan.staged_name)
@@ -130,6 +136,9 @@ class ConnectBackend(Backend):
 
     def image_counter(self):
         return None  # Spark Connect has no accumulators; executors' logs still count
+
+    def remember_models(self, plans: list[ModelPlan], replace: bool) -> None:
+        pass  # keep-warm needs the SparkContext, which a Connect client has not
 
     def add_file(self, path: Path) -> None:
         from pyspark.errors import PySparkException

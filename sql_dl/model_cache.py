@@ -15,7 +15,7 @@ import threading
 from collections import Counter, OrderedDict
 from typing import Any, Callable
 
-__all__ = ["MAX_MODELS", "get", "stats"]
+__all__ = ["MAX_MODELS", "get", "holds", "stats"]
 
 MAX_MODELS = 8
 
@@ -29,6 +29,12 @@ def stats() -> dict[str, dict[str, int]]:
     """Per key (a model's ``ModelPlan.staged_name``): how often this process loaded it and
     how often the cache answered."""
     return {"loads": dict(_loads), "hits": dict(_hits)}
+
+
+def holds(key: str) -> bool:
+    """Whether ``key`` is loaded in this process."""
+    with _lock:
+        return key in _entries
 
 
 def get(key: str, load: Callable[[], Any]) -> Any:

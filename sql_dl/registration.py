@@ -93,6 +93,7 @@ def bootstrap(spark, manifest: str | os.PathLike | Mapping[str, Any] | Manifest,
         "views": sorted(set(views) | set(kept_views)),
         "tasks": {name: tasks.get(name) for name in sorted(set(views) | set(kept_views))}}))
     _size_arrow_batches(spark, plans)
+    backend.remember_models(plans, replace)
     parallelism = backend.parallelism()
     if warm_up and plans and parallelism:
         from sql_dl.udfs import warm_up_udf

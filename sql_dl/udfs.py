@@ -9,6 +9,7 @@ Python object per row or per float.
 from __future__ import annotations
 
 import logging
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Iterator
 
@@ -33,6 +34,7 @@ TOP_K = "array<struct<class:string,description:string,probability:float>>"
 _TOP_K_ARROW = pa.list_(pa.struct([("class", pa.string()), ("description", pa.string()),
                                    ("probability", pa.float32())]))
 PREPROCESSOR_BATCH = 32
+WARM_UP_HOLD = 0.2  # seconds a warm-up task keeps its worker
 
 
 def _arrow_udf(function, return_type: str):
@@ -190,16 +192,22 @@ def image_error_udf(max_pixels: int = MAX_PIXELS):
 
 
 def warm_up_udf(plans: list[ModelPlan]):
-    """``id -> id``: loads every model in this worker and runs one batch through each."""
+    """``id -> id``: loads every model this worker does not hold yet and runs one batch
+    through it. A worker that holds them all still keeps the task `WARM_UP_HOLD` seconds, so
+    that the tasks of one job (one per core) take distinct workers."""
 
     def warm_up(batches: Iterator[pa.Array]) -> Iterator[pa.Array]:
+        from sql_dl import model_cache
         from sql_dl.worker import get_model
 
         for plan in plans:
+            if model_cache.holds(plan.staged_name):
+                continue
             model = get_model(plan)
             batch = np.zeros((plan.batch_size, *plan.input_shape), dtype=np.float32)
             model.predict(batch)
             model.predict(batch, plan.features_layer)
+        time.sleep(WARM_UP_HOLD)
         yield from batches
 
     return _arrow_udf(warm_up, "long")

@@ -160,3 +160,66 @@ def test_keep_warm_keeps_workers_through_idle_time(tmp_path, cnn_file, photos_di
     before, after = map(eval, result.stdout.splitlines()[-2:])
     assert len(before) == 2 and all(w.endswith(": 1 load(s)") for w in before), before
     assert after == before
+
+
+AFTER_PREVIEW = textwrap.dedent("""
+    import os
+    import sys
+    import time
+    import sql_dl
+    from pyspark.sql.functions import udf
+    from sql_dl.keep_warm import keep_warm
+
+    spark = sql_dl.session({"preprocessors": {"p": {"size": [32, 32], "mode": "tf"}},
+                            "models": {"cnn": {"path": sys.argv[1], "preprocessor": "p",
+                                               "batch_size": 1}},
+                            "images": {"photos": {"path": sys.argv[2]}}},
+                           master="local[2]", home=sys.argv[3], keep_warm=True,
+                           conf={"spark.ui.enabled": "false"})
+    keeping = keep_warm(spark)
+
+    @udf("string")
+    def worker(_):
+        from sql_dl import model_cache
+        return f"{os.getpid()}: {sum(model_cache.stats()['loads'].values())} load(s)"
+
+    def workers():
+        return sorted({r.w for r in spark.range(0, 2, 1, 2).select(worker("id").alias("w"))
+                       .collect()})
+
+    spark.sql("SELECT cnn(image) FROM photos").collect()
+    print(workers())
+    spark.sql("SELECT path, cnn(image) FROM photos LIMIT 1").collect()  # a BI preview
+    print(workers())
+    runs = keeping.runs
+    # a filter on a model's output: no limit below the model, so the task stops reading its
+    # worker's output after the first row that passes, and Spark kills the worker
+    spark.sql("SELECT path FROM photos WHERE cnn(image)[0] IS NOT NULL LIMIT 1").collect()
+    keeping.poke()  # what sql-dl serve and sql-dl sql do after each statement
+    deadline = time.monotonic() + 20  # well before keep-warm's 25 s interval
+    while keeping.runs == runs and time.monotonic() < deadline:
+        time.sleep(0.1)
+    print(keeping.runs - runs)
+    print(workers())
+    spark.stop()
+""")
+
+
+def test_previews_keep_their_workers_and_keep_warm_reloads_what_others_took(
+        tmp_path, cnn_file, photos_dir):
+    """A LIMIT query ends before reading its Python worker's output to the end. For a preview
+    Spark pushes the limit below the model, and sql_dl's extension reads the output to the
+    end: the worker survives. Where the limit cannot go below the model (a filter on its
+    output) the worker is killed; keep-warm starts its replacement and loads the model there
+    before the next query, which then finds every worker warm."""
+    script = tmp_path / "preview.py"
+    script.write_text(AFTER_PREVIEW)
+    result = subprocess.run([sys.executable, str(script), str(cnn_file), str(photos_dir),
+                             str(tmp_path / "home")], capture_output=True, text=True, timeout=400)
+    assert result.returncode == 0, result.stderr[-3000:]
+    before, after_preview, runs, after = map(eval, result.stdout.splitlines()[-4:])
+    assert len(before) == 2 and all(w.endswith(": 1 load(s)") for w in before), before
+    assert after_preview == before
+    assert runs >= 1
+    assert len(after) == 2 and all(w.endswith(": 1 load(s)") for w in after), after
+    assert len(set(after) & set(before)) == 1, (before, after)  # one worker was replaced

@@ -246,7 +246,8 @@ def _run_sql(args) -> int:
         script = args.execute if args.execute is not None else args.file
         if script is not None:
             return 0 if shell.run_script(script) else 1
-        keeping = keep_warm(spark)  # the prompt may wait minutes between queries
+        keeping = keep_warm(spark)  # through idle minutes, and after previews (see keep_warm)
+        shell.after_statement = keeping.poke
         try:
             shell.interact()
         finally:

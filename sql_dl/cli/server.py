@@ -161,9 +161,10 @@ class QueryLog(threading.Thread):
     concurrent queries share them.
     """
 
-    def __init__(self, spark, interval: float = 1.0):
+    def __init__(self, spark, interval: float = 1.0, on_finish=None):
         super().__init__(name="sql_dl-query-log", daemon=True)
         self.spark = spark
+        self.on_finish = on_finish
         self.interval = interval
         self.stopped = threading.Event()
         self.started: set[str] = set()
@@ -171,14 +172,15 @@ class QueryLog(threading.Thread):
         self.bad_images = bad_image_count(spark) or 0
 
     @classmethod
-    def start_if_possible(cls, spark) -> QueryLog | None:
-        """Starts the log, or says once why there is none (the server serves either way)."""
+    def start_if_possible(cls, spark, on_finish=None) -> QueryLog | None:
+        """Starts the log, or says once why there is none (the server serves either way).
+        ``on_finish()`` is called after each statement ends."""
         try:
             spark_internals.thrift_server_executions(spark)
         except SparkInternalsError as e:
             logger.warning("No query log: %s", e)
             return None
-        log = cls(spark)
+        log = cls(spark, on_finish=on_finish)
         log.start()
         return log
 
@@ -201,6 +203,8 @@ class QueryLog(threading.Thread):
                     logger.warning("query %s: %d image(s) could not be decoded and gave NULL",
                                    execution.id, total - self.bad_images)
                 self.bad_images = total
+                if self.on_finish is not None:
+                    self.on_finish()
 
 
 def serve(manifest: str | os.PathLike, host: str = "127.0.0.1", port: int = 10000,
@@ -229,8 +233,8 @@ def serve(manifest: str | os.PathLike, host: str = "127.0.0.1", port: int = 1000
     catalog.publish(loaded)
     server = spark_internals.start_thrift_server(spark)
     _list_functions_once(spark, server)
-    keeping = keep_warm(spark)  # BI clients may send nothing for minutes
-    query_log = QueryLog.start_if_possible(spark)
+    keeping = keep_warm(spark)  # through idle minutes, and after previews (see keep_warm)
+    query_log = QueryLog.start_if_possible(spark, on_finish=keeping.poke)
     _wait_until_listening(host, port)
     announce(f"ready: {jdbc_url(host, port, hive_conf)}", flush=True)
 

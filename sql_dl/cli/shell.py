@@ -36,12 +36,14 @@ class SqlShell:
 
     Results are formatted by Spark's own ``HiveResult``, exactly as ``spark-sql`` prints them.
     An error is one message; the first also names ``details``, the file of Spark's log.
+    ``after_statement()`` is called after each statement.
     """
 
     def __init__(self, spark, header: bool = False, silent: bool = False, echo: bool = False,
                  out: TextIO = sys.stdout, err: TextIO = sys.stderr,
-                 details: Path | None = None):
+                 details: Path | None = None, after_statement=None):
         self.spark = spark
+        self.after_statement = after_statement
         self.details = details
         self.header = header
         self.echo = echo
@@ -74,6 +76,8 @@ class SqlShell:
             return False
         finally:
             self._report_bad_images(bad_before)
+            if self.after_statement is not None:
+                self.after_statement()
         if print_results:
             if self.header and frame.columns:
                 print("\t".join(frame.columns), file=self.out)
