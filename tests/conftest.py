@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -67,6 +68,13 @@ def png_bomb(side: int = 100_000) -> bytes:
     data[16:24] = side.to_bytes(4, "big") * 2  # IHDR width and height
     data[29:33] = zlib.crc32(bytes(data[12:29])).to_bytes(4, "big")
     return bytes(data)
+
+
+def readme_blocks(heading: str, count: int) -> list[str]:
+    """The first ``count`` fenced code blocks after ``heading`` in the README."""
+    text = (Path(__file__).parent.parent / "README.md").read_text()
+    after = text[text.index(heading):]
+    return re.findall(r"^```\w*\n(.*?)^```", after, re.S | re.M)[:count]
 
 
 def jdbc_functions(port: int, pattern: str, schema: str = "%") -> list[tuple[str, str, str]]:

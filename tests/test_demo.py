@@ -3,24 +3,41 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import readme_blocks
 from test_images import keras_tensor
 
 
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """A checkout's layout after `sql-dl demo`: conf/models.yaml (the repository's) and the
+    demo/ it points at; (that folder, the demo's run)."""
+    root = tmp_path_factory.mktemp("checkout")
+    (root / "conf").mkdir()
+    shutil.copy(ROOT / "conf" / "models.yaml", root / "conf" / "models.yaml")
+    result = subprocess.run(
+        [sys.executable, "-m", "sql_dl.cli", "demo", "--dir", str(root / "demo"),
+         "--master", "local[2]", "--home", str(root / "home")],
+        capture_output=True, text=True, timeout=600,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "SQL_DL_CACHE": str(root / "cache")})
+    return root, result
+
+
 @pytest.mark.slow
-def test_demo_runs_offline_and_its_sql_accuracy_matches_keras(tmp_path):
+def test_demo_runs_offline_and_its_sql_accuracy_matches_keras(demo):
     import keras
 
-    directory = tmp_path / "demo"
-    result = subprocess.run(
-        [sys.executable, "-m", "sql_dl.cli", "demo", "--dir", str(directory),
-         "--master", "local[2]", "--home", str(tmp_path / "home")],
-        capture_output=True, text=True, timeout=600,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "SQL_DL_CACHE": str(tmp_path / "cache")})
+    root, result = demo
+    directory = root / "demo"
     assert result.returncode == 0, result.stderr
     assert "held-out accuracy" in result.stderr
 
@@ -36,3 +53,24 @@ def test_demo_runs_offline_and_its_sql_accuracy_matches_keras(tmp_path):
         accuracy = np.mean(model.predict(x, verbose=0).argmax(axis=1) == int(label))
         assert table[label] == (len(files), round(float(accuracy), 3))
     assert np.mean([acc for _, acc in table.values()]) > 0.9
+
+
+@pytest.mark.slow
+def test_readme_session_and_notebook_snippets_run_as_written(demo):
+    """`sql_dl.session(...)`, then the notebook snippet on that session, in a checkout's
+    directory after `sql-dl demo`."""
+    root, made = demo
+    assert made.returncode == 0, made.stderr
+    session, = readme_blocks("To build a session configured for sql_dl:", 1)
+    notebook, = readme_blocks("On a session you already have", 1)
+    assert 'sql_dl.session("conf/models.yaml"' in session
+    assert 'sql_dl.bootstrap(spark, "conf/models.yaml")' in notebook
+    script = root / "snippets.py"
+    script.write_text("import sql_dl\n" + session + notebook + "spark.stop()\n")
+    result = subprocess.run([sys.executable, str(script)], cwd=root, capture_output=True,
+                            text=True, timeout=600,
+                            env={**os.environ, "SQL_DL_HOME": str(root / "home")})
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line for line in result.stdout.splitlines() if line.startswith("|file:")]
+    assert len(rows) == 20  # show()'s default
+    assert all("digits/" in row and "{" in row for row in rows), rows[:3]

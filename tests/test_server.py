@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 from pyhive.exc import OperationalError
-from conftest import CLASS_NAMES, jdbc_functions
+from conftest import CLASS_NAMES, jdbc_functions, readme_blocks
 from test_cli import expected_best
 from test_registration import local
 
@@ -350,8 +350,24 @@ def test_sighup_reloads_keep_open_connections_working(own_manifest, tmp_path, cn
     own_manifest.write_text(yaml.safe_dump(first))
     again = Server(own_manifest, tmp_path / "home")  # a restart on the same --home
     again.wait_ready()
-    assert again.stop()[0] == 0
-    assert " ERROR " not in Path(again.log.name).read_text()  # no "database already exists"
+    outcome: list[BaseException | None] = []
+
+    def long_query() -> None:
+        cursor = hive.connect(host="127.0.0.1", port=again.port).cursor()
+        try:
+            cursor.execute("SELECT count(cnn(image)) FROM photos CROSS JOIN range(5000)")
+            outcome.append(None)
+        except BaseException as e:  # noqa: BLE001 - what the client saw is the point
+            outcome.append(e)
+
+    client = threading.Thread(target=long_query)
+    client.start()
+    time.sleep(3)
+    assert again.stop()[0] == 0  # SIGTERM with the query running
+    client.join(60)
+    assert outcome and outcome[0] is not None, "the query ended before the server stopped"
+    # no "database already exists", and no traces of the cancelled query
+    assert " ERROR " not in Path(again.log.name).read_text()
 
 
 def test_public_address_without_authentication_is_refused(own_manifest, tmp_path):
@@ -396,13 +412,6 @@ def test_http_transport_and_query_timeout(own_manifest, tmp_path, cnn_file, phot
     finally:
         code, _ = server.stop()
     assert code == 0
-
-
-def readme_blocks(heading: str, count: int) -> list[str]:
-    """The first ``count`` fenced code blocks after ``heading`` in the README."""
-    text = (Path(__file__).parent.parent / "README.md").read_text()
-    after = text[text.index(heading):]
-    return re.findall(r"^```\w*\n(.*?)^```", after, re.S | re.M)[:count]
 
 
 def test_readme_tls_recipe(own_manifest, tmp_path, cnn_file, photos):
