@@ -16,7 +16,7 @@ from sql_dl.errors import SparkInternalsError
 
 __all__ = ["FENCED", "Execution", "copy_to_local", "delete_path", "hive_result_lines",
            "describe_function", "inject_session_function", "injected_functions",
-           "launch_gateway", "list_functions_once", "set_python_exec",
+           "launch_gateway", "list_functions_once", "set_python_exec", "silence_jvm_log",
            "spark_temp_dir", "start_thrift_server", "thrift_server_executions"]
 
 CHECKED_ON = "4.3.0"
@@ -65,6 +65,19 @@ def launch_gateway(conf, stderr):
     from pyspark.java_gateway import launch_gateway as launch
 
     return launch(conf, popen_kwargs={"stderr": stderr})
+
+
+@_fenced("silence the driver JVM's log",
+         "Stopping still works; the cancelled queries' traces reach the log.")
+def silence_jvm_log(jvm) -> None:
+    """Sets every log4j logger of the JVM behind ``jvm`` (a Py4J view, ``sc._jvm``) to FATAL,
+    those with a level of their own included (``SparkContext.setLogLevel`` sets the root's).
+
+    Relies on log4j 2's ``Configurator.setAllLevels``, shipped with Spark (checked on 4.3.0).
+    """
+    log4j = jvm.org.apache.logging.log4j
+    log4j.core.config.Configurator.setAllLevels(log4j.LogManager.ROOT_LOGGER_NAME,
+                                                log4j.Level.FATAL)
 
 
 @_fenced("find the temporary directory of the SparkContext",

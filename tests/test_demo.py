@@ -72,5 +72,42 @@ def test_readme_session_and_notebook_snippets_run_as_written(demo):
                             env={**os.environ, "SQL_DL_HOME": str(root / "home")})
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [line for line in result.stdout.splitlines() if line.startswith("|file:")]
-    assert len(rows) == 20  # show()'s default
-    assert all("digits/" in row and "{" in row for row in rows), rows[:3]
+    assert len(rows) == 20 and all("[{" in row for row in rows), rows  # show()'s default
+
+
+@pytest.mark.slow
+def test_readme_bi_client_and_spark_connect_snippets_run_as_written(demo):
+    """beeline and PyHive against `sql-dl serve` on the demo's manifest (on a free port
+    instead of 10000), and the Spark Connect snippet, from a checkout's directory."""
+    from test_server import Server
+
+    root, made = demo
+    assert made.returncode == 0, made.stderr
+    beeline, pyhive = readme_blocks("Clients: any HiveServer2 client", 2)
+    connect, = readme_blocks("Model files must be local to the client:", 1)
+    (root / ".venv").symlink_to(sys.prefix)  # the snippets' .venv/bin/python
+    server = Server(root / "conf" / "models.yaml", root / "serve_home", cwd=root)
+    try:
+        server.wait_ready()
+        port = str(server.port)
+        shown = subprocess.run(["bash", "-c", beeline.replace("10000", port)], cwd=root,
+                               capture_output=True, text=True, timeout=300)
+        assert shown.returncode == 0, shown.stderr[-3000:]
+        rows = [line for line in shown.stdout.splitlines() if "/digits/" in line]
+        assert len(rows) == 5 and all('"probability":' in row for row in rows), shown.stdout
+        script = root / "pyhive_snippet.py"
+        script.write_text(pyhive.replace("10000", port) + "print(sorted(cursor.fetchall()))\n")
+        counted = subprocess.run([sys.executable, str(script)], cwd=root, capture_output=True,
+                                 text=True, timeout=300)
+        assert counted.returncode == 0, counted.stderr[-3000:]
+        counts = dict(eval(counted.stdout.splitlines()[-1]))
+        assert sorted(counts) == [str(d) for d in range(10)]
+        assert sum(counts.values()) == len(list((root / "demo" / "digits").rglob("*.png")))
+    finally:
+        server.stop()
+
+    result = subprocess.run(["bash", "-c", connect], cwd=root, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line for line in result.stdout.splitlines() if line.startswith("|file:")]
+    assert len(rows) == 3 and all("[{" in row for row in rows), result.stdout

@@ -113,7 +113,8 @@ def check_thrift_server(spark, tmp_path):
 
 
 def check_launch_gateway(spark, tmp_path):
-    """A second driver JVM, without a SparkContext: its stderr lands in the file given."""
+    """A second driver JVM, without a SparkContext: its stderr lands in the file given; its
+    log is silenced, loggers with levels of their own included."""
     from pyspark import SparkConf
 
     log = tmp_path / "jvm.log"
@@ -123,6 +124,12 @@ def check_launch_gateway(spark, tmp_path):
         gateway.jvm.System.err.println("to the log file")
         gateway.jvm.System.err.flush()
         assert gateway.jvm.System.getProperty("java.version")
+        log4j = gateway.jvm.org.apache.logging.log4j
+        named = "org.apache.spark.sql.hive.thriftserver.SparkExecuteStatementOperation"
+        log4j.core.config.Configurator.setLevel("org.apache.spark.sql.hive", log4j.Level.ERROR)
+        spark_internals.silence_jvm_log(gateway.jvm)
+        assert not log4j.LogManager.getLogger(named).isErrorEnabled()
+        assert not log4j.LogManager.getRootLogger().isErrorEnabled()
     finally:
         gateway.shutdown()
         gateway.proc.stdin.close()
@@ -152,6 +159,7 @@ CHECKS = {
     "hive_result_lines": check_hive_result_lines,
     "describe_function": check_describe_function,
     "launch_gateway": check_launch_gateway,
+    "silence_jvm_log": check_launch_gateway,
     "injected_functions": check_injected_functions,
     "inject_session_function": check_injected_functions,
     "start_thrift_server": check_thrift_server,

@@ -251,7 +251,10 @@ def serve(manifest: str | os.PathLike, host: str = "127.0.0.1", port: int = 1000
     logger.info("Stopping: cancelling running queries")
     if query_log is not None:
         query_log.stopped.set()
-    spark.sparkContext.setLogLevel("FATAL")  # the cancelled queries' traces are expected
+    try:  # the cancelled queries' traces are expected
+        spark_internals.silence_jvm_log(spark.sparkContext._jvm)
+    except SparkInternalsError as e:
+        logger.warning("%s", e)
     keeping.stop()
     spark.sparkContext.cancelAllJobs()
     server.stop()
