@@ -5,15 +5,17 @@ Two things take loaded models away from an idle session (checked on Spark 4.3.0)
 - Spark's ``PythonWorkerFactory`` stops *every* idle Python worker of an executor once no
   worker has been taken or returned for 60 s — a constant, not a setting — and the next
   query starts new workers that load their models again.
-- A task that stops reading its worker's output early (``LIMIT n`` without ``ORDER BY``,
-  what BI previews send) ends with that worker killed: it was mid-stream, so it cannot be
-  reused. The next query that needs a worker starts one and loads the models.
+- A task that stops reading its worker's output early ends with that worker killed: it
+  was mid-stream, so it cannot be reused, and the next query that needs a worker starts one
+  and loads the models. Previews (``LIMIT n``) no longer do that, as sql_dl's Spark
+  extension reads their output to the end (``ReleasePythonWorkers``, jvm/); a limit that
+  cannot go below the model (over a filter on its output) still does.
 
 A small job of one Python task per core, which loads the session's models where they are
 missing (`sql_dl.udfs.warm_up_udf`; a cache hit where they are not), answers both: it runs
 every `INTERVAL` seconds, which counts as activity for each executor it reaches, and
-`SETTLE` seconds after other jobs end, which reloads what a preview took. Memory: what the
-loaded models take, per worker, kept instead of freed after a minute.
+`SETTLE` seconds after other jobs end, which reloads what such a query took. Memory: what
+the loaded models take, per worker, kept instead of freed after a minute.
 """
 
 from __future__ import annotations

@@ -80,6 +80,8 @@ def bootstrap(spark, manifest: str | os.PathLike | Mapping[str, Any] | Manifest,
         rows += [tuple(r) for r in _previous_rows(spark) if r.function not in functions]
     docs = function_docs(manifest, plans, IMAGE_ERROR_FUNCTION)
     for function_name, udf in functions.items():
+        if function_name in previous_functions:  # replacing it would log a warning
+            spark.sql(f"DROP TEMPORARY FUNCTION IF EXISTS {identifier(function_name)}")
         spark.udf.register(function_name, udf)
         backend.describe_function(function_name, docs[function_name])
     for name, view in views.items():

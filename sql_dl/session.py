@@ -68,8 +68,9 @@ def session(manifest: str | os.PathLike | Mapping[str, Any] | None = None,
         warm_up: load the manifest's models in a Python worker per core now, so that the
             first query runs warm (see `bootstrap`); on by default here.
         keep_warm: keep the Python workers, and so the loaded models, alive through idle
-            time: Spark stops idle workers after a minute (see `sql_dl.keep_warm`). For
-            notebooks where minutes pass between queries.
+            time (Spark stops idle workers after a minute), and load the models again in
+            workers that replace killed ones (see `sql_dl.keep_warm`). For notebooks where
+            minutes pass between queries.
         jvm_log: a file for the driver JVM's stderr (Spark's log, the Python workers'
             stderr, executor errors) instead of the terminal; Spark's progress bar still
             goes to the terminal. The previous file is kept with the suffix ``.1``. Only

@@ -172,8 +172,8 @@ def describe_function(spark, name: str, doc) -> None:
     """Gives the temporary function ``name`` the text of ``doc`` (a `FunctionDoc`), which
     ``DESCRIBE FUNCTION`` and the Thrift Server's ``GetFunctions`` read.
 
-    Re-registers the function's builder in ``SessionState.functionRegistry()`` under its
-    ``system.session`` identifier with a new
+    Drops and registers again the function's builder in ``SessionState.functionRegistry()``
+    under its ``system.session`` identifier with a new
     ``org.apache.spark.sql.catalyst.expressions.ExpressionInfo`` (checked on 4.3.0).
     """
     jvm = spark.sparkContext._jvm
@@ -183,6 +183,7 @@ def describe_function(spark, name: str, doc) -> None:
     arguments, examples = doc.extended()
     info = jvm.org.apache.spark.sql.catalyst.expressions.ExpressionInfo(
         doc.source, None, name, doc.usage, arguments, examples, "", "", "", "", "python_udf")
+    registry.dropFunction(qualified)  # replacing it would log a warning for each function
     registry.registerFunction(qualified, info, builder)
 
 

@@ -90,11 +90,7 @@ def test_readme_bi_client_and_spark_connect_snippets_run_as_written(demo):
     try:
         server.wait_ready()
         port = str(server.port)
-        shown = subprocess.run(["bash", "-c", beeline.replace("10000", port)], cwd=root,
-                               capture_output=True, text=True, timeout=300)
-        assert shown.returncode == 0, shown.stderr[-3000:]
-        rows = [line for line in shown.stdout.splitlines() if "/digits/" in line]
-        assert len(rows) == 5 and all('"probability":' in row for row in rows), shown.stdout
+        # PyHive first: its session ends before the preview (a class loader Hive closes)
         script = root / "pyhive_snippet.py"
         script.write_text(pyhive.replace("10000", port) + "print(sorted(cursor.fetchall()))\n")
         counted = subprocess.run([sys.executable, str(script)], cwd=root, capture_output=True,
@@ -103,6 +99,11 @@ def test_readme_bi_client_and_spark_connect_snippets_run_as_written(demo):
         counts = dict(eval(counted.stdout.splitlines()[-1]))
         assert sorted(counts) == [str(d) for d in range(10)]
         assert sum(counts.values()) == len(list((root / "demo" / "digits").rglob("*.png")))
+        shown = subprocess.run(["bash", "-c", beeline.replace("10000", port)], cwd=root,
+                               capture_output=True, text=True, timeout=300)
+        assert shown.returncode == 0, shown.stderr[-3000:]
+        rows = [line for line in shown.stdout.splitlines() if "/digits/" in line]
+        assert len(rows) == 5 and all('"probability":' in row for row in rows), shown.stdout
     finally:
         server.stop()
 

@@ -123,51 +123,6 @@ KEEP_WARM = textwrap.dedent("""
     import time
     import sql_dl
     from pyspark.sql.functions import udf
-
-    spark = sql_dl.session({"preprocessors": {"p": {"size": [32, 32], "mode": "tf"}},
-                            "models": {"cnn": {"path": sys.argv[1], "preprocessor": "p"}},
-                            "images": {"photos": {"path": sys.argv[2]}}},
-                           master="local[2]", home=sys.argv[3], keep_warm=True,
-                           conf={"spark.ui.enabled": "false"})
-
-    @udf("string")
-    def worker(_):
-        from sql_dl import model_cache
-        return f"{os.getpid()}: {sum(model_cache.stats()['loads'].values())} load(s)"
-
-    def workers():
-        spark.sql("SELECT cnn(image) FROM photos").collect()
-        return sorted({r.w for r in spark.range(0, 2, 1, 2).select(worker("id").alias("w"))
-                       .collect()})
-
-    before = workers()
-    time.sleep(float(sys.argv[4]))
-    print(before)
-    print(workers())
-    spark.stop()
-""")
-
-
-def test_keep_warm_keeps_workers_through_idle_time(tmp_path, cnn_file, photos_dir):
-    """Spark stops Python workers idle for 60 s; with keep_warm the same workers answer
-    after 72 s without queries, each having loaded the model once."""
-    script = tmp_path / "idle.py"
-    script.write_text(KEEP_WARM)
-    result = subprocess.run([sys.executable, str(script), str(cnn_file), str(photos_dir),
-                             str(tmp_path / "home"), "72"], capture_output=True, text=True,
-                            timeout=400)
-    assert result.returncode == 0, result.stderr[-3000:]
-    before, after = map(eval, result.stdout.splitlines()[-2:])
-    assert len(before) == 2 and all(w.endswith(": 1 load(s)") for w in before), before
-    assert after == before
-
-
-AFTER_PREVIEW = textwrap.dedent("""
-    import os
-    import sys
-    import time
-    import sql_dl
-    from pyspark.sql.functions import udf
     from sql_dl.keep_warm import keep_warm
 
     spark = sql_dl.session({"preprocessors": {"p": {"size": [32, 32], "mode": "tf"}},
@@ -201,25 +156,33 @@ AFTER_PREVIEW = textwrap.dedent("""
         time.sleep(0.1)
     print(keeping.runs - runs)
     print(workers())
+    time.sleep(float(sys.argv[4]))
+    print(workers())
     spark.stop()
 """)
 
 
-def test_previews_keep_their_workers_and_keep_warm_reloads_what_others_took(
+def test_keep_warm_keeps_workers_and_models_through_previews_and_idle_time(
         tmp_path, cnn_file, photos_dir):
-    """A LIMIT query ends before reading its Python worker's output to the end. For a preview
-    Spark pushes the limit below the model, and sql_dl's extension reads the output to the
-    end: the worker survives. Where the limit cannot go below the model (a filter on its
-    output) the worker is killed; keep-warm starts its replacement and loads the model there
-    before the next query, which then finds every worker warm."""
-    script = tmp_path / "preview.py"
-    script.write_text(AFTER_PREVIEW)
+    """Python workers, each with its model loaded once, survive what would take them away:
+
+    - a preview (LIMIT): Spark pushes the limit below the model, and sql_dl's extension reads
+      the worker's output to the end, so Spark reuses the worker instead of killing it;
+    - a LIMIT over a filter on the model's output, which does kill a worker: keep-warm starts
+      its replacement and loads the model there before the next query;
+    - 72 s without queries (Spark stops workers idle for 60 s): keep-warm's job is activity.
+    """
+    script = tmp_path / "keep_warm.py"
+    script.write_text(KEEP_WARM)
     result = subprocess.run([sys.executable, str(script), str(cnn_file), str(photos_dir),
-                             str(tmp_path / "home")], capture_output=True, text=True, timeout=400)
+                             str(tmp_path / "home"), "72"], capture_output=True, text=True,
+                            timeout=400)
     assert result.returncode == 0, result.stderr[-3000:]
-    before, after_preview, runs, after = map(eval, result.stdout.splitlines()[-4:])
+    before, after_preview, runs, after_kill, after_idle = map(
+        eval, result.stdout.splitlines()[-5:])
     assert len(before) == 2 and all(w.endswith(": 1 load(s)") for w in before), before
     assert after_preview == before
     assert runs >= 1
-    assert len(after) == 2 and all(w.endswith(": 1 load(s)") for w in after), after
-    assert len(set(after) & set(before)) == 1, (before, after)  # one worker was replaced
+    assert len(after_kill) == 2 and all(w.endswith(": 1 load(s)") for w in after_kill), after_kill
+    assert len(set(after_kill) & set(before)) == 1, (before, after_kill)  # one was replaced
+    assert after_idle == after_kill

@@ -1,5 +1,10 @@
 package sql_dl.spark;
 
+import java.io.File;
+import java.util.Enumeration;
+import java.util.jar.JarEntry;
+import java.util.jar.JarFile;
+
 import org.apache.spark.sql.SparkSessionExtensions;
 import scala.Function1;
 import scala.runtime.BoxedUnit;
@@ -12,10 +17,35 @@ import scala.runtime.BoxedUnit;
  */
 public final class SqlDlExtensions implements Function1<SparkSessionExtensions, BoxedUnit> {
 
+  static {
+    loadEveryClass();
+  }
+
   @Override
   public BoxedUnit apply(SparkSessionExtensions extensions) {
     extensions.injectPreCBORule(session -> new TopNBeforePython());
     extensions.injectColumnar(session -> new ReleasePythonWorkers());
     return BoxedUnit.UNIT;
+  }
+
+  /**
+   * Loads every class of this jar now. When a Thrift Server session ends, Hive closes the
+   * class loaders of that session, which can include the one that holds this jar (the
+   * driver's, for {@code spark.jars}); a class first needed after that, such as the
+   * iterator of {@link ReleasePythonWorkerExec}, would then fail with NoClassDefFoundError.
+   */
+  private static void loadEveryClass() {
+    ClassLoader loader = SqlDlExtensions.class.getClassLoader();
+    try (JarFile jar = new JarFile(new File(SqlDlExtensions.class.getProtectionDomain()
+        .getCodeSource().getLocation().toURI()))) {
+      for (Enumeration<JarEntry> entries = jar.entries(); entries.hasMoreElements(); ) {
+        String name = entries.nextElement().getName();
+        if (name.endsWith(".class")) {
+          Class.forName(name.substring(0, name.length() - 6).replace('/', '.'), false, loader);
+        }
+      }
+    } catch (Exception | LinkageError e) {  // the extension still works until a session ends
+      System.err.println("sql_dl: cannot load the classes of its jar in advance: " + e);
+    }
   }
 }
