@@ -22,8 +22,10 @@ class ImageView(NamedTuple):
 
 
 def view_options(spec: ImageViewSpec) -> dict[str, str]:
-    """The ``binaryFile`` source options that list an image folder's files."""
-    options = {"path": spec.path, "recursiveFileLookup": str(spec.recursive).lower()}
+    """The ``binaryFile`` source options that list an image folder's files. A file deleted
+    after the listing is skipped when read (Spark logs its path on the executor)."""
+    options = {"path": spec.path, "recursiveFileLookup": str(spec.recursive).lower(),
+               "ignoreMissingFiles": "true"}
     if spec.glob:
         options["pathGlobFilter"] = spec.glob
     return options
