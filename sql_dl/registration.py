@@ -15,7 +15,7 @@ from sql_dl.function_docs import function_docs
 from sql_dl.manifest import Manifest, load_manifest
 from sql_dl.spark_extension import check_extension
 from sql_dl.models import ModelPlan, plan_model
-from sql_dl.sql_text import identifier
+from sql_dl.sql_text import identifier, values_query
 from sql_dl.views import image_frame
 
 __all__ = ["IMAGE_ERROR_FUNCTION", "MODELS_VIEW", "bad_image_count", "bootstrap",
@@ -29,8 +29,9 @@ _REGISTERED_CONF = "sql_dl.registered"
 _ARROW_BATCH_CONF = "spark.sql.execution.arrow.maxRecordsPerBatch"
 _SPARK_DEFAULT_ARROW_BATCH = "10000"
 _ARROW_BATCH_SET_CONF = "sql_dl.arrowBatchSize"  # the value bootstrap set, to update it later
-_MODELS_SCHEMA = ("function string, kind string, model string, input string, "
-                  "output_size int, preprocessor string, source string, description string")
+_MODELS_COLUMNS = (("function", "string"), ("kind", "string"), ("model", "string"),
+                   ("input", "string"), ("output_size", "int"), ("preprocessor", "string"),
+                   ("source", "string"), ("description", "string"))
 
 
 def bootstrap(spark, manifest: str | os.PathLike | Mapping[str, Any] | Manifest, *,
@@ -86,7 +87,8 @@ def bootstrap(spark, manifest: str | os.PathLike | Mapping[str, Any] | Manifest,
         backend.describe_function(function_name, docs[function_name])
     for name, view in views.items():
         view.frame.createOrReplaceTempView(name)
-    spark.createDataFrame(rows, _MODELS_SCHEMA).createOrReplaceTempView(MODELS_VIEW)
+    # from literals: createDataFrame of Python rows would start Python workers of their own
+    spark.sql(values_query(_MODELS_COLUMNS, rows)).createOrReplaceTempView(MODELS_VIEW)
     kept_functions, kept_views = ([], []) if replace else (previous_functions, previous_views)
     if not replace:
         tasks = {**view_tasks(spark), **tasks}

@@ -213,11 +213,13 @@ def inject_session_function(spark, name: str) -> None:
 def start_thrift_server(spark):
     """Starts HiveServer2 on the session (a Java object with ``stop()``).
 
-    Relies on ``org.apache.spark.sql.hive.thriftserver.HiveThriftServer2.startWithContext``,
-    shipped in the pyspark wheel, and ``SparkSession._jsparkSession`` (checked on 4.3.0).
+    Relies on ``org.apache.spark.sql.hive.thriftserver.HiveThriftServer2
+    .startWithSparkSession(session, exitOnError)``, shipped in the pyspark wheel, and
+    ``SparkSession._jsparkSession`` (checked on 4.3.0). ``exitOnError`` is off: with it, an
+    error in the server's threads (one can come as it stops) ends the whole JVM at once.
     """
     thriftserver = spark.sparkContext._jvm.org.apache.spark.sql.hive.thriftserver
-    return thriftserver.HiveThriftServer2.startWithContext(spark._jsparkSession.sqlContext())
+    return thriftserver.HiveThriftServer2.startWithSparkSession(spark._jsparkSession, False)
 
 
 @_fenced("list each function once in JDBC getFunctions",

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-__all__ = ["identifier", "string_literal"]
+from typing import Any, Sequence
+
+__all__ = ["identifier", "string_literal", "values_query"]
 
 
 def identifier(name: str) -> str:
@@ -13,3 +15,18 @@ def identifier(name: str) -> str:
 def string_literal(value: str) -> str:
     """``value`` as a single-quoted Spark SQL string literal."""
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def values_query(columns: Sequence[tuple[str, str]], rows: Sequence[Sequence[Any]]) -> str:
+    """A SELECT that yields ``rows`` (strings, integers or None; at least one row) as the
+    ``columns``, ``(name, SQL type)`` pairs, from literals alone: no job, no Python worker."""
+    def literal(value) -> str:
+        if value is None:
+            return "NULL"
+        return str(int(value)) if isinstance(value, int) else string_literal(str(value))
+
+    values = ", ".join(f"({', '.join(literal(v) for v in row)})" for row in rows)
+    names = ", ".join(identifier(name) for name, _ in columns)
+    casts = ", ".join(f"CAST({identifier(name)} AS {kind}) AS {identifier(name)}"
+                      for name, kind in columns)
+    return f"SELECT {casts} FROM VALUES {values} AS t({names})"

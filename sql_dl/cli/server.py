@@ -26,7 +26,7 @@ from sql_dl import spark_internals
 from sql_dl.errors import SparkInternalsError, SqlDlError
 from sql_dl.manifest import Manifest, load_manifest
 from sql_dl.registration import bad_image_count
-from sql_dl.sql_text import identifier, string_literal
+from sql_dl.sql_text import identifier, string_literal, values_query
 from sql_dl.views import view_options, view_query
 
 __all__ = ["ServerError", "check_bind_address", "serve"]
@@ -115,8 +115,10 @@ class SharedCatalog:
             self.spark.sql(f"DROP VIEW IF EXISTS default.{identifier(name)}")
         for spec in manifest.images.values():
             self._publish_view(spec)
+        models = self.spark.table(MODELS_VIEW)
+        columns = [(f.name, f.dataType.simpleString()) for f in models.schema.fields]
         self.spark.sql(f"CREATE OR REPLACE VIEW default.{MODELS_VIEW} AS "
-                       f"{_rows_query(self.spark.table(MODELS_VIEW))}")
+                       f"{values_query(columns, models.collect())}")
         self.spark.conf.set(_PUBLISHED_CONF, ",".join(sorted(views)))
         for table in old_tables:
             self.spark.sql(f"DROP TABLE IF EXISTS {INTERNAL_DATABASE}.{identifier(table)}")
@@ -135,21 +137,6 @@ class SharedCatalog:
         tasks = view_tasks(self.spark).get(spec.name)  # as bootstrap counted: no new listing
         self.spark.sql(f"CREATE OR REPLACE VIEW default.{identifier(spec.name)} AS "
                        f"{view_query(spec, table, tasks=tasks)}")
-
-
-def _rows_query(frame) -> str:
-    """A SELECT that yields ``frame``'s rows (strings and integers) from literals alone."""
-    def literal(value) -> str:
-        if value is None:
-            return "NULL"
-        return str(int(value)) if isinstance(value, int) else string_literal(str(value))
-
-    fields = frame.schema.fields
-    rows = [f"({', '.join(literal(v) for v in row)})" for row in frame.collect()]
-    columns = ", ".join(f"CAST({identifier(f.name)} AS {f.dataType.simpleString()}) AS "
-                        f"{identifier(f.name)}" for f in fields)
-    names = ", ".join(identifier(f.name) for f in fields)
-    return f"SELECT {columns} FROM VALUES {', '.join(rows)} AS t({names})"
 
 
 class QueryLog(threading.Thread):
