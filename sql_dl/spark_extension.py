@@ -34,9 +34,15 @@ def extension_conf(conf: Mapping[str, str]) -> dict[str, str]:
             "spark.sql.extensions": _joined(conf.get("spark.sql.extensions"), EXTENSIONS)}
 
 
+def extension_active(spark) -> bool:
+    """Whether ``spark`` was built with sql_dl's extension (its rules, and its classes on
+    the driver's classpath)."""
+    return EXTENSIONS in spark.conf.get("spark.sql.extensions", "")
+
+
 def check_extension(spark) -> bool:
-    """Whether ``spark`` runs sql_dl's optimizer rule; if not, warns with the fix."""
-    active = EXTENSIONS in spark.conf.get("spark.sql.extensions", "")
+    """Whether ``spark`` runs sql_dl's extension; if not, warns with the fix."""
+    active = extension_active(spark)
     if not active:
         fix = (f'.config("spark.jars", "{JAR}").config("spark.sql.extensions", "{EXTENSIONS}")'
                if JAR.is_file() else "a JDK (javac) at install time: install one (Debian: "
@@ -44,7 +50,8 @@ def check_extension(spark) -> bool:
                f'spark.jars=<sql_dl>/jars/sql_dl-spark.jar and spark.sql.extensions={EXTENSIONS}')
         warnings.warn(
             "sql_dl's Spark extension is not active in this session, so ORDER BY ... LIMIT n "
-            "queries run model functions on every row, not only on the n returned. It needs "
+            "queries run model functions on every row, not only on the n returned, and "
+            "LIMIT n previews end with a Python worker (and its loaded model) killed. It needs "
             f"{fix} when the session is built (sql_dl.session does this). "
             f"Received: spark.sql.extensions={spark.conf.get('spark.sql.extensions', '')!r}",
             SqlDlWarning, stacklevel=3)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 
@@ -68,6 +69,13 @@ def png_bomb(side: int = 100_000) -> bytes:
     data[16:24] = side.to_bytes(4, "big") * 2  # IHDR width and height
     data[29:33] = zlib.crc32(bytes(data[12:29])).to_bytes(4, "big")
     return bytes(data)
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def readme_blocks(heading: str, count: int) -> list[str]:

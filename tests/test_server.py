@@ -6,7 +6,6 @@ import os
 import re
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -16,17 +15,11 @@ from pathlib import Path
 import pytest
 import yaml
 from pyhive.exc import OperationalError
-from conftest import CLASS_NAMES, jdbc_functions, readme_blocks
+from conftest import CLASS_NAMES, free_port, jdbc_functions, readme_blocks
 from test_cli import expected_best
 from test_registration import local
 
 START_TIMEOUT = 240
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:

@@ -14,13 +14,7 @@ import pyspark
 from sql_dl import spark_internals
 from sql_dl.errors import SparkInternalsError
 
-from conftest import jdbc_functions
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from conftest import free_port, jdbc_functions
 
 
 def wait_for_port(port: int, timeout: float = 60.0) -> None:

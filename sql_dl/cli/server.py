@@ -254,9 +254,9 @@ def _list_functions_once(spark, server) -> None:
     said so once if it is not)."""
     from py4j.protocol import Py4JJavaError
 
-    from sql_dl.spark_extension import EXTENSIONS
+    from sql_dl.spark_extension import extension_active
 
-    if EXTENSIONS not in spark.conf.get("spark.sql.extensions", ""):
+    if not extension_active(spark):
         return
     try:
         spark_internals.list_functions_once(spark, server)
