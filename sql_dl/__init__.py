@@ -13,10 +13,11 @@ from sql_dl.native_logs import quiet_tensorflow_import
 
 quiet_tensorflow_import()
 
+from sql_dl.counts import bad_image_count, scored_image_count, skipped_file_count
 from sql_dl.errors import ImageDecodeError, ManifestError, ModelLoadError, SqlDlError
 from sql_dl.manifest import Manifest, load_manifest
 from sql_dl.publish import publish
-from sql_dl.registration import bad_image_count, bootstrap, scored_image_count
+from sql_dl.registration import bootstrap
 from sql_dl.session import session
 
 __version__ = "0.1.0"
@@ -34,4 +35,5 @@ __all__ = [
     "publish",
     "scored_image_count",
     "session",
+    "skipped_file_count",
 ]

@@ -67,6 +67,13 @@ class Backend:
             _image_counters[context] = context.accumulator(counts.zero(None), counts)
         return _image_counters[context]
 
+    def skipped_file_count(self) -> int | None:
+        """See `sql_dl.registration.skipped_file_count`."""
+        from sql_dl.spark_extension import extension_active
+
+        return spark_internals.skipped_file_count(self.spark) if extension_active(
+            self.spark) else None
+
     def describe_function(self, name: str, doc) -> None:
         """Gives a registered function the text DESCRIBE FUNCTION shows (a `FunctionDoc`)."""
         spark_internals.describe_function(self.spark, name, doc)
@@ -136,6 +143,9 @@ class ConnectBackend(Backend):
 
     def image_counter(self):
         return None  # Spark Connect has no accumulators; executors' logs still count
+
+    def skipped_file_count(self) -> int | None:
+        return None  # the server's driver log names the skipped files
 
     def remember_models(self, plans: list[ModelPlan], replace: bool) -> None:
         pass  # keep-warm needs the SparkContext, which a Connect client has not

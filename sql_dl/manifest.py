@@ -19,7 +19,8 @@ from sql_dl.errors import ManifestError
 from sql_dl.rules import (
     APPLICATIONS, INPUT_KINDS, INTERPOLATIONS, LABEL_SOURCES, MAX_PIXELS, ON_ERROR,
     PREPROCESS_MODES, RESERVED_NAMES, application_problem, choice_problem, default_labels,
-    max_pixels_problem, positive_int_problem, received, sample_ratio_problem, size_problem,
+    duration_problem, duration_seconds, max_pixels_problem, positive_int_problem, received,
+    sample_ratio_problem, size_problem,
 )
 
 __all__ = [
@@ -88,6 +89,7 @@ class ImageViewSpec:
     label: str = "parent_dir"
     sample_ratio: float = 1.0
     glob: str | None = None
+    max_staleness: float = 0.0  # seconds a listing of the folder may be reused
 
 
 @dataclass(frozen=True)
@@ -371,8 +373,10 @@ class _Validator:
 
     def _images(self, name: str, entry: Mapping) -> ImageViewSpec:
         where = f"images.{name}"
-        self._check_keys(where, entry, ("path", "recursive", "label", "sample_ratio", "glob"))
+        self._check_keys(where, entry, ("path", "recursive", "label", "sample_ratio", "glob",
+                                        "max_staleness"))
         ratio = entry.get("sample_ratio", 1.0)
+        staleness = entry.get("max_staleness", 0)
         glob = entry.get("glob")
         if glob is not None and not isinstance(glob, str):
             self.problem(f"{where}.glob", "must be a file name pattern such as '*.png'", glob)
@@ -384,6 +388,8 @@ class _Validator:
             sample_ratio=float(self.check(f"{where}.sample_ratio", ratio,
                                           sample_ratio_problem(ratio), 1.0)),
             glob=glob,
+            max_staleness=duration_seconds(self.check(f"{where}.max_staleness", staleness,
+                                                      duration_problem(staleness), 0)),
         )
 
     def _check_function_names(self, preprocessors: Mapping[str, PreprocessorSpec],

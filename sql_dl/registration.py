@@ -18,8 +18,7 @@ from sql_dl.models import ModelPlan, plan_model
 from sql_dl.sql_text import identifier, values_query
 from sql_dl.views import image_frame
 
-__all__ = ["IMAGE_ERROR_FUNCTION", "MODELS_VIEW", "bad_image_count", "bootstrap",
-           "registered_names", "scored_image_count", "view_tasks"]
+__all__ = ["IMAGE_ERROR_FUNCTION", "MODELS_VIEW", "bootstrap", "registered_names", "view_tasks"]
 
 logger = logging.getLogger(__name__)
 
@@ -137,28 +136,6 @@ def _functions(manifest: Manifest, plans: list[ModelPlan], backend) -> tuple[dic
             rows.append((function_name, kind, plan.name, plan.input, size, preprocessor,
                          plan.source, manifest.models[plan.name].description))
     return functions, rows
-
-
-def bad_image_count(spark) -> int | None:
-    """How many images sql_dl's functions could not decode (each gave NULL) in this session.
-
-    A running total over all queries since the session started: read it before and after a
-    query for that query's count. Within one query each image counts once per function that
-    read it, even when Spark's plan reads it twice. None on Spark Connect, which has no
-    accumulators (each task still logs its count).
-    """
-    from sql_dl.udfs import ImageCounts
-
-    counter = backend_for(spark).image_counter()
-    return None if counter is None else ImageCounts.bad_total(counter.value)
-
-
-def scored_image_count(spark) -> int | None:
-    """How many images sql_dl's models have run on in this session: a running total, as
-    `bad_image_count`. Work, not distinct images: an image scored twice (by two functions,
-    or by a plan that reads it twice) counts twice. None on Spark Connect."""
-    counter = backend_for(spark).image_counter()
-    return None if counter is None else counter.value["scored"]
 
 
 def _size_arrow_batches(spark, plans: list[ModelPlan]) -> None:

@@ -6,13 +6,15 @@ Pure Python, like the manifest: no Spark, no TensorFlow.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 __all__ = [
     "APPLICATIONS", "INPUT_KINDS", "INTERPOLATIONS", "LABEL_SOURCES", "MAX_PIXELS", "ON_ERROR",
     "PILLOW_MAX_PIXELS", "PREPROCESS_MODES", "RESERVED_NAMES", "application_problem",
     "choice_problem", "default_labels", "default_mode", "max_pixels_problem",
-    "positive_int_problem", "received", "sample_ratio_problem", "size_problem",
+    "duration_problem", "duration_seconds", "positive_int_problem", "received",
+    "sample_ratio_problem", "size_problem",
 ]
 
 PREPROCESS_MODES = ("caffe", "tf", "torch", "scale", "none")
@@ -72,6 +74,26 @@ def sample_ratio_problem(value: Any) -> str | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
         return "must be a number in (0, 1]"
     return None
+
+
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+
+
+def duration_problem(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)) or (
+            isinstance(value, str) and not _DURATION.match(value)) or (
+            not isinstance(value, str) and value < 0):
+        return "must be a duration such as 0, 30s, 10m, 2h or 1d (seconds when no unit)"
+    return None
+
+
+def duration_seconds(value: int | float | str) -> float:
+    """``10m`` -> 600.0; a number is seconds. The value must have passed `duration_problem`."""
+    if not isinstance(value, str):
+        return float(value)
+    number, unit = _DURATION.match(value).groups()
+    return float(number) * _DURATION_UNITS[unit or "s"]
 
 
 def application_problem(value: Any) -> str | None:

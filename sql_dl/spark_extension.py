@@ -1,9 +1,11 @@
 """sql_dl's JVM part: the Spark session extension built from ``jvm/`` at install time.
 
-It adds one optimizer rule, ``TopNBeforePython``: in ``ORDER BY <no model output> LIMIT n``
-queries, model functions run on the n rows returned instead of every row. A session gets it
-through two static settings, which `sql_dl.session` (and so ``sql-dl sql``/``serve``) adds;
-`check_extension` tells the user of any other session how to get it.
+Its rules: ``TopNBeforePython`` (in ``ORDER BY <no model output> LIMIT n`` queries, model
+functions run on the n rows returned instead of every row), ``ReleasePythonWorkers``
+(previews keep their Python worker) and ``LiveImageFolders`` (image views list their folder
+at each query and skip files deleted since). A session gets it through two static
+settings, which `sql_dl.session` (and so ``sql-dl sql``/``serve``) adds; `check_extension`
+tells the user of any other session how to get it.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Mapping
 
 from sql_dl.errors import SqlDlWarning
 
-__all__ = ["EXTENSIONS", "JAR", "check_extension", "extension_conf"]
+__all__ = ["EXTENSIONS", "JAR", "check_extension", "extension_active", "extension_conf"]
 
 JAR = Path(__file__).resolve().parent / "jars" / "sql_dl-spark.jar"
 EXTENSIONS = "sql_dl.spark.SqlDlExtensions"
@@ -50,8 +52,9 @@ def check_extension(spark) -> bool:
                f'spark.jars=<sql_dl>/jars/sql_dl-spark.jar and spark.sql.extensions={EXTENSIONS}')
         warnings.warn(
             "sql_dl's Spark extension is not active in this session, so ORDER BY ... LIMIT n "
-            "queries run model functions on every row, not only on the n returned, and "
-            "LIMIT n previews end with a Python worker (and its loaded model) killed. It needs "
+            "queries run model functions on every row, not only on the n returned, "
+            "LIMIT n previews end with a Python worker (and its loaded model) killed, and "
+            "image views keep the files listed at bootstrap. It needs "
             f"{fix} when the session is built (sql_dl.session does this). "
             f"Received: spark.sql.extensions={spark.conf.get('spark.sql.extensions', '')!r}",
             SqlDlWarning, stacklevel=3)

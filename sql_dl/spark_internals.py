@@ -17,7 +17,7 @@ from sql_dl.errors import SparkInternalsError
 __all__ = ["FENCED", "Execution", "copy_to_local", "delete_path", "hive_result_lines",
            "describe_function", "inject_session_function", "injected_functions",
            "launch_gateway", "list_functions_once", "set_python_exec", "silence_jvm_log",
-           "spark_temp_dir", "start_thrift_server", "thrift_server_executions"]
+           "skipped_file_count", "spark_temp_dir", "start_thrift_server", "thrift_server_executions"]
 
 CHECKED_ON = "4.3.0"
 FENCED: list[str] = []  # the fenced functions' names, for the test that calls each of them
@@ -234,6 +234,14 @@ def list_functions_once(spark, server) -> None:
     (checked on 4.3.0; see jvm/src/sql_dl/spark/SqlDlOperationManager.java).
     """
     spark.sparkContext._jvm.sql_dl.spark.SqlDlOperationManager.install(server)
+
+
+@_fenced("count the image files queries skipped because they were deleted",
+         "Queries still skip such files, and the driver's log names them.")
+def skipped_file_count(spark) -> int:
+    """The running total of sql_dl's ``SkippedFiles`` (in sql_dl's jar, which must be on
+    the classpath), reached through the SparkContext's Py4J gateway (``_jvm``)."""
+    return int(spark.sparkContext._jvm.sql_dl.spark.SkippedFiles.total())
 
 
 class Execution(NamedTuple):

@@ -93,17 +93,18 @@ def _execution() -> str | None:
 
 
 class ImageCounts(AccumulatorParam):
-    """A session's accumulator: ``scored``, the images models ran on, and ``bad``, the
-    distinct bad (function, image) pairs of each SQL execution; executions beyond the latest
-    `KEPT` are folded into the count ``folded`` (key None: tasks outside any execution)."""
+    """A session's accumulator: ``scored``, the images models ran on, ``cached``, those the
+    prediction cache answered, and ``bad``, the distinct bad (function, image) pairs of each
+    SQL execution; executions beyond the latest `KEPT` are folded into the count ``folded``
+    (key None: tasks outside any execution)."""
 
     KEPT = 64
 
     def zero(self, value):
-        return {"scored": 0, "folded": 0, "bad": {}}
+        return {"scored": 0, "cached": 0, "folded": 0, "bad": {}}
 
     def addInPlace(self, value1, value2):
-        for key in ("scored", "folded"):
+        for key in ("scored", "cached", "folded"):
             value1[key] = value1.get(key, 0) + value2.get(key, 0)
         bad = value1.setdefault("bad", {})
         for execution, pairs in value2.get("bad", {}).items():

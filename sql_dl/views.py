@@ -14,6 +14,9 @@ __all__ = ["IMAGES_PER_TASK", "ImageView", "image_files", "image_frame", "read_t
            "view_options", "view_query"]
 
 IMAGES_PER_TASK = 1024
+# read by the extension's LiveImageFolders rule (jvm/), which names them the same
+STALENESS_OPTION = "sql_dl.max_staleness_ms"
+IMAGES_PER_TASK_OPTION = "sql_dl.images_per_task"
 
 
 class ImageView(NamedTuple):
@@ -21,13 +24,22 @@ class ImageView(NamedTuple):
     tasks: int | None  # how many tasks read it (see read_tasks)
 
 
-def view_options(spec: ImageViewSpec) -> dict[str, str]:
+def view_options(spec: ImageViewSpec, live: bool = True) -> dict[str, str]:
     """The ``binaryFile`` source options that list an image folder's files. A file deleted
-    after the listing is skipped when read (Spark logs its path on the executor)."""
+    after the listing is skipped when read.
+
+    ``live`` marks the relation for sql_dl's Spark extension (``LiveImageFolders``): each
+    query then lists the folder anew (or reuses a listing younger than ``max_staleness``)
+    and is read in as many tasks as that listing needs. Without the extension, or without
+    ``live``, the listing of the first analysis is kept.
+    """
     options = {"path": spec.path, "recursiveFileLookup": str(spec.recursive).lower(),
                "ignoreMissingFiles": "true"}
     if spec.glob:
         options["pathGlobFilter"] = spec.glob
+    if live:
+        options[STALENESS_OPTION] = str(round(spec.max_staleness * 1000))
+        options[IMAGES_PER_TASK_OPTION] = str(IMAGES_PER_TASK)
     return options
 
 
@@ -41,12 +53,12 @@ def view_query(spec: ImageViewSpec, source: str, seed: int = 0, tasks: int | Non
             f"modificationTime AS modification_time FROM {source}{sample}")
 
 
-def image_files(spark, spec: ImageViewSpec, source: str):
-    """The ``binaryFile`` DataFrame listing an image view's files."""
+def image_files(spark, spec: ImageViewSpec, source: str, live: bool = True):
+    """The ``binaryFile`` DataFrame listing an image view's files (see `view_options`)."""
     from pyspark.errors import AnalysisException
 
     try:
-        return spark.read.format("binaryFile").options(**view_options(spec)).load()
+        return spark.read.format("binaryFile").options(**view_options(spec, live)).load()
     except AnalysisException as e:
         raise ManifestError(f"{source}: images.{spec.name}.path: cannot list the folder: "
                             f"{str(e).splitlines()[0]}; check the path. "
@@ -63,8 +75,9 @@ def read_tasks(spark, files) -> int | None:
     return max(parallelism, math.ceil(len(files.inputFiles()) / IMAGES_PER_TASK))
 
 
-def image_frame(spark, spec: ImageViewSpec, source: str, seed: int = 0) -> ImageView:
-    """An image view's DataFrame, and the number of tasks it is read in."""
-    files = image_files(spark, spec, source)
+def image_frame(spark, spec: ImageViewSpec, source: str, seed: int = 0,
+                live: bool = True) -> ImageView:
+    """An image view's DataFrame, and the number of tasks its listing now needs."""
+    files = image_files(spark, spec, source, live)
     tasks = read_tasks(spark, files)
     return ImageView(spark.sql(view_query(spec, "{files}", seed, tasks), files=files), tasks)

@@ -186,28 +186,6 @@ def shipped_copy(spark, model_file: Path) -> Path:
     return Path(SparkFiles.getRootDirectory()) / staged_name(str(model_file))
 
 
-def test_a_file_deleted_after_the_listing_is_skipped(spark, photos, cnn_file, tmp_path):
-    """Views and read_images list their folder once; a file deleted afterwards is left out of
-    the results instead of failing the query."""
-    import shutil
-
-    folder = tmp_path / "live"
-    folder.mkdir()
-    for photo in photos:
-        shutil.copy(photo, folder / photo.name)
-    sql_dl.bootstrap(spark, {"preprocessors": {"p": {"size": [32, 32], "mode": "tf"}},
-                             "models": {"cnn": {"path": str(cnn_file), "preprocessor": "p"}},
-                             "images": {"live": {"path": str(folder)}}})
-    frame = read_images(spark, str(folder))
-    gone = sorted(folder.iterdir())[0]
-    gone.unlink()
-    rows = spark.sql("SELECT path, cnn(image) AS out FROM live ORDER BY path").collect()
-    assert [local(r.path).name for r in rows] == sorted(p.name for p in photos)[1:]
-    assert all(r.out is not None for r in rows)
-    assert sorted(local(r.path).name for r in frame.select("path", "image").collect()) == [
-        p.name for p in sorted(folder.iterdir())]
-
-
 def test_model_file_removed_or_corrupted_after_bootstrap(spark, photos_dir, photos, tmp_path):
     from pyspark.errors import PythonException
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -70,21 +71,31 @@ def beeline(url: str, sql: str) -> subprocess.CompletedProcess:
     return result
 
 
-def write_manifest(path: Path, photos_dir, cnn_file, labels_file) -> Path:
+def write_manifest(path: Path, photos_dir, cnn_file, labels_file, **views) -> Path:
     path.write_text(yaml.safe_dump({
         "preprocessors": {"p32": {"size": [32, 32], "mode": "caffe"}},
         "models": {"cnn": {"path": str(cnn_file), "preprocessor": "p32",
                            "labels": str(labels_file)}},
-        "images": {"photos": {"path": str(photos_dir)}},
+        "images": {"photos": {"path": str(photos_dir)}, **views},
     }))
     return path
 
 
 @pytest.fixture(scope="module")
-def manifest_file(tmp_path_factory, photos_dir, cnn_file, labels_file):
-    """The module server's manifest; the reload test rewrites it."""
+def live_dir(tmp_path_factory, photos) -> Path:
+    """A folder of the module server's views ``live`` and ``live_hour`` that tests change."""
+    folder = tmp_path_factory.mktemp("live")
+    for photo in photos[:4]:
+        shutil.copy(photo, folder / photo.name)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def manifest_file(tmp_path_factory, photos_dir, cnn_file, labels_file, live_dir):
+    """The module server's manifest."""
     return write_manifest(tmp_path_factory.mktemp("serve") / "models.yaml", photos_dir, cnn_file,
-                          labels_file)
+                          labels_file, live={"path": str(live_dir)},
+                          live_hour={"path": str(live_dir), "max_staleness": "1h"})
 
 
 @pytest.fixture
@@ -268,6 +279,34 @@ def test_undecodable_images_are_counted_per_query_in_the_log(server):
     while "3 image(s) could not be decoded" not in log.read_text() and time.monotonic() < deadline:
         time.sleep(0.5)
     assert re.search(r"query \S+: 3 image\(s\) could not be decoded and gave NULL", log.read_text())
+
+
+def test_a_long_lived_connection_sees_the_folder_change(server, photos, live_dir):
+    from pyhive import hive
+
+    cursor = hive.connect(host="127.0.0.1", port=server.port).cursor()
+
+    def paths(view: str) -> list[str]:
+        cursor.execute(f"SELECT path FROM {view} ORDER BY path")
+        return [local(row[0]).name for row in cursor.fetchall()]
+
+    assert paths("live") == paths("live_hour") == sorted(f.name for f in live_dir.iterdir())
+    gone = sorted(live_dir.iterdir())[0]
+    gone.unlink()
+    added = live_dir / "added.png"
+    shutil.copy(photos[5], added)
+    assert paths("live") == sorted(f.name for f in live_dir.iterdir())
+    # live_hour reuses its listing (max_staleness: 1h): no new file, and the deleted one is
+    # skipped, counted, and named once in the server's log
+    assert paths("live_hour") == sorted(f.name for f in live_dir.iterdir() if f != added)
+    log = Path(server.log.name)
+    deadline = time.monotonic() + 10
+    while "were deleted after" not in log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    text = log.read_text()
+    assert re.search(r"query \S+: 1 image file\(s\) were deleted after their folder was listed "
+                     r"and were skipped", text)
+    assert text.count(f"deleted after the folder was listed: file:{gone}") == 1
 
 
 def wait_for_line(server: Server, prefix: str, after: int) -> str:

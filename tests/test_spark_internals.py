@@ -145,6 +145,23 @@ def check_describe_function(spark, tmp_path):
     assert spark.sql("SELECT sql_dl_described(41) AS v").first().v == 41  # still callable
 
 
+def check_skipped_file_count(spark, tmp_path):
+    """sql_dl's SkippedFiles counts a file an image view listed and could not read."""
+    import shutil
+
+    import sql_dl
+    from conftest import photo_files
+
+    files = photo_files(tmp_path / "images")
+    sql_dl.bootstrap(spark, {"images": {"probe": {"path": str(tmp_path / "images")}}})
+    frame = spark.sql("SELECT path FROM probe")
+    frame.explain()
+    shutil.rmtree(tmp_path / "images" / "things")
+    before = spark_internals.skipped_file_count(spark)
+    assert len(frame.collect()) == 3
+    assert spark_internals.skipped_file_count(spark) - before == len(files) - 3
+
+
 CHECKS = {
     "spark_temp_dir": check_temp_dir,
     "set_python_exec": check_python_exec,
@@ -159,6 +176,7 @@ CHECKS = {
     "start_thrift_server": check_thrift_server,
     "list_functions_once": check_thrift_server,
     "thrift_server_executions": check_thrift_server,
+    "skipped_file_count": check_skipped_file_count,
 }
 
 

@@ -25,7 +25,8 @@ from typing import Mapping
 from sql_dl import spark_internals
 from sql_dl.errors import SparkInternalsError, SqlDlError
 from sql_dl.manifest import Manifest, load_manifest
-from sql_dl.registration import bad_image_count
+from sql_dl.registration import IMAGE_ERROR_FUNCTION
+from sql_dl.counts import counts
 from sql_dl.sql_text import identifier, string_literal, values_query
 from sql_dl.views import view_options, view_query
 
@@ -141,7 +142,8 @@ class SharedCatalog:
 
 class QueryLog(threading.Thread):
     """Logs each statement the server runs with the name of the user who sent it, and when
-    it ends, how many images could not be decoded since the previous query ended.
+    it ends, what it did since the previous query ended: images scored and answered from the
+    prediction cache, images that could not be decoded, image files deleted after listing.
 
     Reads the Thrift Server's own records of executions (as its UI does) once a second, in
     the order statements started. Counts are exact when queries run one at a time;
@@ -156,7 +158,7 @@ class QueryLog(threading.Thread):
         self.stopped = threading.Event()
         self.started: set[str] = set()
         self.finished: set[str] = set()
-        self.bad_images = bad_image_count(spark) or 0
+        self.counts = counts(spark)
 
     @classmethod
     def start_if_possible(cls, spark, on_finish=None) -> QueryLog | None:
@@ -185,11 +187,12 @@ class QueryLog(threading.Thread):
                             " ".join(execution.statement.split()))
             if execution.id not in self.finished and execution.finished:
                 self.finished.add(execution.id)
-                total = bad_image_count(self.spark) or 0
-                if total > self.bad_images:
-                    logger.warning("query %s: %d image(s) could not be decoded and gave NULL",
-                                   execution.id, total - self.bad_images)
-                self.bad_images = total
+                now = counts(self.spark)
+                for line in (now - self.counts).messages(IMAGE_ERROR_FUNCTION):
+                    warning = line.startswith("Warning: ")
+                    logger.log(logging.WARNING if warning else logging.INFO, "query %s: %s",
+                               execution.id, line.removeprefix("Warning: "))
+                self.counts = now
                 if self.on_finish is not None:
                     self.on_finish()
 

@@ -11,7 +11,8 @@ import sqlparse
 
 from sql_dl import spark_internals
 from sql_dl.errors import SqlDlError
-from sql_dl.registration import IMAGE_ERROR_FUNCTION, bad_image_count
+from sql_dl.counts import counts
+from sql_dl.registration import IMAGE_ERROR_FUNCTION
 
 __all__ = ["SqlShell", "split_statements"]
 
@@ -62,7 +63,7 @@ class SqlShell:
         if self.echo:
             print(f"\n{PROMPT}{statement};", file=self.out, flush=True)
         started = time.monotonic()
-        bad_before = bad_image_count(self.spark)
+        before = counts(self.spark)
         try:
             frame = self.spark.sql(statement)
             lines = spark_internals.hive_result_lines(frame)
@@ -75,7 +76,8 @@ class SqlShell:
                 self.details = None
             return False
         finally:
-            self._report_bad_images(bad_before)
+            for line in (counts(self.spark) - before).messages(IMAGE_ERROR_FUNCTION):
+                print(line, file=self.err)
             if self.after_statement is not None:
                 self.after_statement()
         if print_results:
@@ -88,12 +90,6 @@ class SqlShell:
             print(f"Time taken: {time.monotonic() - started:.3f} seconds, "
                   f"Fetched {len(lines)} row(s)", file=self.err)
         return True
-
-    def _report_bad_images(self, before: int | None) -> None:
-        bad = (bad_image_count(self.spark) or 0) - (before or 0)
-        if bad:
-            print(f"Warning: {bad} image(s) could not be decoded and gave NULL; "
-                  f"{IMAGE_ERROR_FUNCTION}(image) tells why", file=self.err)
 
     def interact(self, lines: Iterable[str] | None = None) -> None:
         """Reads ``;``-terminated statements at a prompt, with history, until quit or EOF."""

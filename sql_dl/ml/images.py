@@ -27,7 +27,10 @@ def read_images(spark, path: str, recursive: bool = True, sample_ratio: float = 
 
     Returns:
         A DataFrame with ``path``, ``label`` (the parent directory's name), ``image``
-        (the encoded bytes), ``length`` and ``modification_time``.
+        (the encoded bytes), ``length`` and ``modification_time``. The files are those
+        listed now (a snapshot, like any DataFrame read from files); one deleted later
+        gives no row instead of a failed query. Image views of a manifest, unlike this,
+        list their folder at every query.
 
     Raises:
         ValueError: an argument is out of range; the message names it.
@@ -40,7 +43,7 @@ def read_images(spark, path: str, recursive: bool = True, sample_ratio: float = 
     if num_partitions is not None:
         check("read_images", "num_partitions", num_partitions, positive_int_problem(num_partitions))
     spec = ImageViewSpec(name="images", path=path, recursive=recursive, sample_ratio=sample_ratio)
-    frame = image_frame(spark, spec, "read_images", seed or 0).frame
+    frame = image_frame(spark, spec, "read_images", seed or 0, live=False).frame
     if drop_invalid:
         from sql_dl.udfs import image_error_udf
 

@@ -13,7 +13,7 @@ import scala.runtime.BoxedUnit;
  * sql_dl's Spark session extensions, for {@code spark.sql.extensions=sql_dl.spark.SqlDlExtensions}
  * (which {@code sql_dl.session}, {@code sql-dl sql} and {@code sql-dl serve} set): every
  * session, Thrift Server sessions included, gets {@link TopNBeforePython} and
- * {@link ReleasePythonWorkers}.
+ * {@link ReleasePythonWorkers} and {@link LiveImageFolders}.
  */
 public final class SqlDlExtensions implements Function1<SparkSessionExtensions, BoxedUnit> {
 
@@ -24,6 +24,7 @@ public final class SqlDlExtensions implements Function1<SparkSessionExtensions, 
   @Override
   public BoxedUnit apply(SparkSessionExtensions extensions) {
     extensions.injectPreCBORule(session -> new TopNBeforePython());
+    extensions.injectPreCBORule(LiveImageFolders::new);
     extensions.injectColumnar(session -> new ReleasePythonWorkers());
     return BoxedUnit.UNIT;
   }
