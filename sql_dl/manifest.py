@@ -18,13 +18,15 @@ import yaml
 from sql_dl.errors import ManifestError
 from sql_dl.rules import (
     APPLICATIONS, INPUT_KINDS, INTERPOLATIONS, LABEL_SOURCES, MAX_PIXELS, ON_ERROR,
-    PREPROCESS_MODES, RESERVED_NAMES, application_problem, choice_problem, default_labels,
+    PREPROCESS_MODES, RESERVED_NAMES, application_problem, byte_size, byte_size_problem,
+    choice_problem, default_labels,
     duration_problem, duration_seconds, max_pixels_problem, positive_int_problem, received,
     sample_ratio_problem, size_problem,
 )
 
 __all__ = [
     "APPLICATIONS",
+    "CacheSpec",
     "ImageViewSpec",
     "Manifest",
     "ModelSpec",
@@ -37,7 +39,9 @@ _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _MISSING = object()
 _FUNCTION_REF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
-_SECTIONS = ("preprocessors", "models", "images")
+_SECTIONS = ("preprocessors", "models", "images", "cache")
+_ENTRY_SECTIONS = _SECTIONS[:3]
+DEFAULT_CACHE_SIZE = "1GB"
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,7 @@ class ModelSpec:
     trust_code: bool = False
     sha256: str | None = None
     description: str | None = None
+    cache: bool = True  # whether its outputs go to the prediction cache (if that is on)
 
     @property
     def function_names(self) -> tuple[str, str, str]:
@@ -93,6 +98,14 @@ class ImageViewSpec:
 
 
 @dataclass(frozen=True)
+class CacheSpec:
+    """The ``cache:`` section: the prediction cache of every executor."""
+
+    predictions: bool = True
+    max_size: int = byte_size(DEFAULT_CACHE_SIZE)  # bytes per executor cache directory
+
+
+@dataclass(frozen=True)
 class Manifest:
     """A validated manifest; ``source`` names where it came from, for messages."""
 
@@ -100,6 +113,7 @@ class Manifest:
     preprocessors: dict[str, PreprocessorSpec] = field(default_factory=dict)
     models: dict[str, ModelSpec] = field(default_factory=dict)
     images: dict[str, ImageViewSpec] = field(default_factory=dict)
+    cache: CacheSpec = field(default_factory=CacheSpec)
 
     def summary(self) -> str:
         """``2 preprocessors, 1 model, 1 image view``."""
@@ -192,13 +206,26 @@ class _Validator:
         for key in data:
             if key not in _SECTIONS:
                 self.problem(str(key), f"unknown section; the sections are {', '.join(_SECTIONS)}")
-        sections = {name: self._section(data, name) for name in _SECTIONS}
+        sections = {name: self._section(data, name) for name in _ENTRY_SECTIONS}
         preprocessors = self._valid(sections["preprocessors"], self._preprocessor)
         models = self._valid(sections["models"],
                              lambda n, e: self._model(n, e, sections["preprocessors"]))
         images = self._valid(sections["images"], self._images)
         self._check_function_names(preprocessors, models)
-        return Manifest(self.source, preprocessors, models, images), self.problems
+        return (Manifest(self.source, preprocessors, models, images, self._cache(data)),
+                self.problems)
+
+    def _cache(self, data: Mapping) -> CacheSpec:
+        entry = data.get("cache") or {}
+        if not isinstance(entry, Mapping):
+            self.problem("cache", "must be a mapping of keys (predictions, max_size)", entry)
+            return CacheSpec()
+        self._check_keys("cache", entry, ("predictions", "max_size"))
+        size = entry.get("max_size", DEFAULT_CACHE_SIZE)
+        return CacheSpec(
+            predictions=self._bool("cache.predictions", entry.get("predictions"), True),
+            max_size=byte_size(self.check("cache.max_size", size, byte_size_problem(size),
+                                          DEFAULT_CACHE_SIZE)))
 
     def _valid(self, entries: dict[str, Mapping], make) -> dict[str, Any]:
         """``make(name, entry)`` for each entry, keeping those that raised no problem."""
@@ -355,6 +382,7 @@ class _Validator:
             on_error=self._choice(f"{where}.on_error", "null" if on_error is None else on_error,
                                   ON_ERROR, "null"),
             trust_code=self._bool(f"{where}.trust_code", entry.get("trust_code"), False),
+            cache=self._bool(f"{where}.cache", entry.get("cache"), True),
             sha256=self._sha256(f"{where}.sha256", entry.get("sha256"), application, weights),
             description=self._description(where, entry),
         )

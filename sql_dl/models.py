@@ -5,6 +5,8 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import importlib.util
 import json
 import logging
 import math
@@ -46,6 +48,8 @@ class ModelPlan:
     loader: Callable[[str], Any] | None = None  # URI -> the model's input, for tensor models
     sha256: str | None = None  # of ``file``, checked again on each executor (files only)
     trust_code: bool = False  # load Lambda layers and other code the model carries
+    cache_key: str | None = None  # its outputs' key in the prediction cache; None: not cached
+    cache_size: int = 0  # the prediction cache's bound, in bytes per executor
 
 
 def cache_dir() -> Path:
@@ -139,9 +143,34 @@ def plan_model(spec: ModelSpec, manifest: Manifest, fetch: Callable[[str], str])
         input_shape=input_shape, output_size=output_size, features_layer=features_layer,
         features_size=features_size, preprocessor=preprocessor, labels=labels,
         batch_size=spec.batch_size, on_error=spec.on_error, source=source,
-        sha256=None if os.path.isdir(file) else sha256, trust_code=spec.trust_code)
+        sha256=None if os.path.isdir(file) else sha256, trust_code=spec.trust_code,
+        cache_key=(_cache_key(sha256, input_shape, preprocessor)
+                   if manifest.cache.predictions and spec.cache and spec.input == "image"
+                   else None),
+        cache_size=manifest.cache.max_size)
     logger.debug("Checked model %s (%s) in %.1f s", spec.name, source, time.monotonic() - started)
     return plan
+
+
+def _cache_key(model_sha256: str, input_shape: tuple[int, ...],
+               preprocessor: PreprocessorSpec) -> str:
+    """What a model output depends on besides the image: the model file's content, the
+    preprocessor (and the source of its function, if any) and the code that runs them."""
+    import keras
+    import tensorflow as tf
+
+    from sql_dl import __version__
+
+    function_source = None
+    if preprocessor.function:
+        spec = importlib.util.find_spec(preprocessor.function.split(":")[0])
+        if spec is not None and spec.origin and os.path.isfile(spec.origin):
+            function_source = file_sha256(spec.origin)
+    identity = {"model": model_sha256, "input_shape": input_shape,
+                "preprocessor": dataclasses.asdict(preprocessor),
+                "function_source": function_source, "sql_dl": __version__,
+                "keras": keras.__version__, "tensorflow": tf.__version__, "engine": "keras"}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def check_offline(manifest: Manifest, models: list[str] | None = None) -> list[str]:

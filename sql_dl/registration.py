@@ -15,6 +15,7 @@ from sql_dl.function_docs import function_docs
 from sql_dl.manifest import Manifest, load_manifest
 from sql_dl.spark_extension import check_extension
 from sql_dl.models import ModelPlan, plan_model
+from sql_dl.prediction_cache import CACHE_VIEW, stats_frame
 from sql_dl.sql_text import identifier, values_query
 from sql_dl.views import image_frame
 
@@ -88,6 +89,7 @@ def bootstrap(spark, manifest: str | os.PathLike | Mapping[str, Any] | Manifest,
         view.frame.createOrReplaceTempView(name)
     # from literals: createDataFrame of Python rows would start Python workers of their own
     spark.sql(values_query(_MODELS_COLUMNS, rows)).createOrReplaceTempView(MODELS_VIEW)
+    stats_frame(spark, backend.parallelism()).createOrReplaceTempView(CACHE_VIEW)
     kept_functions, kept_views = ([], []) if replace else (previous_functions, previous_views)
     if not replace:
         tasks = {**view_tasks(spark), **tasks}

@@ -13,7 +13,7 @@ __all__ = [
     "APPLICATIONS", "INPUT_KINDS", "INTERPOLATIONS", "LABEL_SOURCES", "MAX_PIXELS", "ON_ERROR",
     "PILLOW_MAX_PIXELS", "PREPROCESS_MODES", "RESERVED_NAMES", "application_problem",
     "choice_problem", "default_labels", "default_mode", "max_pixels_problem",
-    "duration_problem", "duration_seconds", "positive_int_problem", "received",
+    "byte_size", "byte_size_problem", "duration_problem", "duration_seconds", "positive_int_problem", "received",
     "sample_ratio_problem", "size_problem",
 ]
 
@@ -26,7 +26,7 @@ ON_ERROR = ("null", "fail")
 MAX_PIXELS = 89_478_485
 # Pillow refuses images over twice its limit whatever sql_dl allows.
 PILLOW_MAX_PIXELS = 2 * MAX_PIXELS
-RESERVED_NAMES = ("sql_dl_models", "sql_dl_image_error")
+RESERVED_NAMES = ("sql_dl_models", "sql_dl_image_error", "sql_dl_cache")
 
 # keras.applications image classifiers and the preprocessing their preprocess_input applies
 # ("none": the model rescales 0..255 input itself).
@@ -94,6 +94,30 @@ def duration_seconds(value: int | float | str) -> float:
         return float(value)
     number, unit = _DURATION.match(value).groups()
     return float(number) * _DURATION_UNITS[unit or "s"]
+
+
+_SIZE_UNITS = {"": 1, "B": 1, "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30, "TB": 1 << 40}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?B?)\s*$", re.IGNORECASE)
+
+
+def byte_size_problem(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or (
+            isinstance(value, str) and not _SIZE.match(value)) or (
+            isinstance(value, int) and value <= 0) or byte_size(value) < 1 << 16:
+        return "must be a size of at least 64KB, such as 500MB or 2GB (bytes when no unit)"
+    return None
+
+
+def byte_size(value: int | str) -> int:
+    """``2GB`` -> 2147483648 (units of 1,024); a number is bytes."""
+    if isinstance(value, int):
+        return value
+    match = _SIZE.match(value)
+    if match is None:
+        return 0
+    number, unit = match.groups()
+    unit = unit.upper()
+    return int(float(number) * _SIZE_UNITS[unit if unit.endswith("B") or not unit else unit + "B"])
 
 
 def application_problem(value: Any) -> str | None:

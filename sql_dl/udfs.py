@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Iterator
+from typing import Any, Iterator, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -24,7 +24,7 @@ from sql_dl.manifest import PreprocessorSpec
 from sql_dl.rules import MAX_PIXELS
 from sql_dl.models import ModelPlan
 
-__all__ = ["FLOAT_ARRAY", "TOP_K", "image_error_udf", "model_udf", "preprocessor_udf",
+__all__ = ["FLOAT_ARRAY", "TOP_K", "cache_stats_udf", "image_error_udf", "model_udf", "preprocessor_udf",
            "tensor_udf", "top_k_udf", "touch_udf", "warm_up_udf"]
 
 logger = logging.getLogger(__name__)
@@ -33,6 +33,9 @@ FLOAT_ARRAY = "array<float>"
 TOP_K = "array<struct<class:string,description:string,probability:float>>"
 _TOP_K_ARROW = pa.list_(pa.struct([("class", pa.string()), ("description", pa.string()),
                                    ("probability", pa.float32())]))
+_CACHE_STATS_ARROW = pa.struct([("host", pa.string()), ("directory", pa.string()),
+                                ("model", pa.string()), ("entries", pa.int64()),
+                                ("bytes", pa.int64()), ("hits", pa.int64())])
 PREPROCESSOR_BATCH = 32
 WARM_UP_HOLD = 0.2  # seconds a warm-up task keeps its worker
 
@@ -73,6 +76,10 @@ class ImageTally:
     def scored(self, images: int) -> None:
         if self.counter is not None and images:
             self.counter.add({"scored": images})
+
+    def cached(self, images: int) -> None:
+        if self.counter is not None and images:
+            self.counter.add({"cached": images})
 
     def close(self) -> None:
         if self.count:
@@ -214,6 +221,28 @@ def warm_up_udf(plans: list[ModelPlan]):
     return _arrow_udf(warm_up, "long")
 
 
+CACHE_STATS = ("array<struct<host:string,directory:string,model:string,entries:bigint,"
+               "bytes:bigint,hits:bigint>>")
+
+
+def cache_stats_udf():
+    """``id -> array<struct>``: the prediction cache of the machine the task runs on, one
+    element per model function (see `sql_dl.prediction_cache.PredictionCache.stats`)."""
+
+    def cache_stats(batches: Iterator[pa.Array]) -> Iterator[pa.Array]:
+        from sql_dl.prediction_cache import PredictionCache, cache_path
+
+        path = cache_path()
+        rows = [] if not path.exists() else [
+            {"host": host, "directory": str(path.parent), "model": model, "entries": entries,
+             "bytes": size, "hits": hits}
+            for host, model, entries, size, hits in PredictionCache(path).stats()]
+        for batch in batches:
+            yield pa.array([rows] * len(batch), pa.list_(_CACHE_STATS_ARROW))
+
+    return _arrow_udf(cache_stats, CACHE_STATS)
+
+
 def touch_udf():
     """``id -> id``, run in a Python worker: Spark counts it as the workers' activity."""
 
@@ -227,19 +256,72 @@ def _run(plan: ModelPlan, batches: Iterator[tuple[pa.Array, pa.Array | None]], f
          counter=None):
     """Yields ``(outputs, ok, ks)`` per chunk of ``batch_size`` rows of ``(x, k)`` batches.
 
-    A thread decodes the next chunk while the model runs on this one: PIL and TensorFlow
-    both release the GIL, so the two overlap.
+    A thread looks the next chunk up in the prediction cache and decodes what it lacks while
+    the model runs on this one: PIL and TensorFlow both release the GIL, so the two overlap.
     """
-    from sql_dl.worker import get_model
-
-    model = get_model(plan)
-    layer = plan.features_layer if features else None
     tally = ImageTally(f"model {plan.name!r}", counter)
+    scorer = _Scorer(plan, plan.features_layer if features else None, tally)
     with ThreadPoolExecutor(1, thread_name_prefix="sql_dl-decode") as decoder:
-        decoding = _one_ahead((chunk, decoder.submit(_inputs, plan, chunk), ks)
-                              for chunk, ks in _chunked(batches, plan.batch_size))
-        yield from _one_ahead((_predict(model, plan, layer, tally, *pending)
-                               for pending in decoding), tally.close)
+        pending = _one_ahead((chunk, decoder.submit(scorer.prepare, chunk), ks)
+                             for chunk, ks in _chunked(batches, plan.batch_size))
+        yield from _one_ahead((scorer.finish(*p) for p in pending), tally.close)
+
+
+class _Prepared(NamedTuple):
+    keys: list[bytes | None] | None  # prediction cache keys; None without the cache
+    found: dict[int, np.ndarray]  # row -> its cached output
+    missing: np.ndarray  # the rows not found, in order
+    inputs: np.ndarray  # the decoded inputs of the missing rows that decode
+    ok: np.ndarray  # which missing rows decode
+
+
+class _Scorer:
+    """A model's outputs (or a layer's) for chunks of inputs: from the prediction cache
+    where it has them, else decoded and scored, and then cached."""
+
+    def __init__(self, plan: ModelPlan, layer: str | None, tally: ImageTally):
+        from sql_dl import prediction_cache
+
+        self.plan = plan
+        self.layer = layer
+        self.tally = tally
+        self.width = plan.features_size if layer else plan.output_size
+        self.cache = prediction_cache.for_plan(plan)
+        self.model_key = f"{plan.cache_key}/{layer or 'output'}"
+        self.name = f"{plan.name}_features" if layer else plan.name
+
+    def prepare(self, chunk: list[Any]) -> _Prepared:
+        """Looks the chunk up in the cache, and decodes the rest."""
+        keys, found = None, {}
+        if self.cache is not None:
+            keys = self.cache.keys(self.model_key, self.layer, chunk)
+            outputs = self.cache.get(keys, self.width)
+            found = {i: outputs[k] for i, k in enumerate(keys) if k in outputs}
+            self.cache.touch(self.model_key, self.name, list(outputs))
+        missing = np.array([i for i in range(len(chunk)) if i not in found], dtype=np.int64)
+        inputs, ok = _inputs(self.plan, [chunk[i] for i in missing])
+        return _Prepared(keys, found, missing, inputs, ok)
+
+    def finish(self, chunk: list[Any], preparing: Future, ks):
+        """``(outputs, ok, ks)`` of a chunk: outputs of the rows where ``ok``."""
+        from sql_dl.worker import get_model
+
+        prepared = preparing.result()
+        outputs = np.zeros((len(chunk), self.width), dtype=np.float32)
+        ok = np.zeros(len(chunk), dtype=bool)
+        for i, output in prepared.found.items():
+            outputs[i], ok[i] = output, True
+        if len(prepared.inputs):
+            scored = prepared.missing[prepared.ok]
+            outputs[scored] = get_model(self.plan).predict(prepared.inputs, self.layer)
+            ok[scored] = True
+            if prepared.keys is not None:
+                self.cache.put(self.model_key, self.name, [
+                    (prepared.keys[i], outputs[i]) for i in scored if prepared.keys[i] is not None])
+        self.tally.add(chunk, ok)
+        self.tally.scored(len(prepared.inputs))
+        self.tally.cached(len(prepared.found))
+        return outputs[ok], ok, ks
 
 
 def _one_ahead(items: Iterator[Any], before_last=lambda: None) -> Iterator[Any]:
@@ -261,15 +343,6 @@ def _chunked(batches: Iterator[tuple[pa.Array, pa.Array | None]], size: int):
         ks = chunks(k.to_pylist(), size) if k is not None else None
         for chunk in chunks(column_values(batch), size):
             yield chunk, next(ks) if ks is not None else None
-
-
-def _predict(model, plan: ModelPlan, layer: str | None, tally: ImageTally, chunk: list[Any],
-             decoding: Future, ks):
-    inputs, ok = decoding.result()
-    tally.add(chunk, ok)
-    tally.scored(len(inputs))
-    outputs = model.predict(inputs, layer) if len(inputs) else np.zeros((0, 0))
-    return outputs, ok, ks
 
 
 def _inputs(plan: ModelPlan, values: list[Any]) -> tuple[np.ndarray, np.ndarray]:
