@@ -59,7 +59,7 @@ class Backend:
     def image_counter(self):
         """The accumulator of images sql_dl functions scored or could not decode (an
         `ImageCounts`), one per SparkContext."""
-        from sql_dl.udfs import ImageCounts
+        from sql_dl.counts import ImageCounts
 
         context = self.spark.sparkContext
         if context not in _image_counters:

@@ -216,9 +216,12 @@ class _Validator:
                 self.problems)
 
     def _cache(self, data: Mapping) -> CacheSpec:
-        entry = data.get("cache") or {}
+        entry = data.get("cache")
+        if isinstance(entry, bool) or entry is None:
+            return CacheSpec(predictions=entry is not False)
         if not isinstance(entry, Mapping):
-            self.problem("cache", "must be a mapping of keys (predictions, max_size)", entry)
+            self.problem("cache", "must be a mapping of keys (predictions, max_size), or false",
+                         entry)
             return CacheSpec()
         self._check_keys("cache", entry, ("predictions", "max_size"))
         size = entry.get("max_size", DEFAULT_CACHE_SIZE)

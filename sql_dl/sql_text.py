@@ -18,15 +18,16 @@ def string_literal(value: str) -> str:
 
 
 def values_query(columns: Sequence[tuple[str, str]], rows: Sequence[Sequence[Any]]) -> str:
-    """A SELECT that yields ``rows`` (strings, integers or None; at least one row) as the
-    ``columns``, ``(name, SQL type)`` pairs, from literals alone: no job, no Python worker."""
+    """A SELECT that yields ``rows`` (strings, integers or None) as the ``columns``,
+    ``(name, SQL type)`` pairs, from literals alone: no job, no Python worker."""
     def literal(value) -> str:
         if value is None:
             return "NULL"
         return str(int(value)) if isinstance(value, int) else string_literal(str(value))
 
-    values = ", ".join(f"({', '.join(literal(v) for v in row)})" for row in rows)
+    values = ", ".join(f"({', '.join(literal(v) for v in row)})"
+                       for row in rows or [[None] * len(columns)])
     names = ", ".join(identifier(name) for name, _ in columns)
     casts = ", ".join(f"CAST({identifier(name)} AS {kind}) AS {identifier(name)}"
                       for name, kind in columns)
-    return f"SELECT {casts} FROM VALUES {values} AS t({names})"
+    return f"SELECT {casts} FROM VALUES {values} AS t({names}){'' if rows else ' WHERE false'}"

@@ -15,9 +15,9 @@ from typing import Any, Iterator, NamedTuple
 
 import numpy as np
 import pyarrow as pa
-from pyspark.accumulators import AccumulatorParam
 
 from sql_dl.batches import chunks, column_values, float_rows, stack_valid
+from sql_dl.counts import ImageTally
 from sql_dl.errors import FunctionArgumentError, ImageDecodeError
 from sql_dl.images import decode_error, describe_source, error_text, preprocess_batch
 from sql_dl.manifest import PreprocessorSpec
@@ -45,89 +45,6 @@ def _arrow_udf(function, return_type: str):
     from pyspark.sql.functions import arrow_udf
 
     return arrow_udf(function, return_type)
-
-
-class ImageTally:
-    """Counts the non-NULL inputs one task of a function could not decode, and the images
-    its model scored.
-
-    Both go to the session's accumulator (an `ImageCounts`), if any: each bad input under
-    its SQL execution, so a statement whose plan reads the same images twice (``ORDER BY``
-    samples its input first) counts each bad image once. ``close`` logs one line per task
-    in the executor's log.
-    """
-
-    def __init__(self, function: str, counter=None):
-        self.function = function
-        self.counter = counter
-        self.count = 0
-        self.seen = 0
-        self.first: str | None = None
-
-    def add(self, values: list[Any], ok: np.ndarray) -> None:
-        bad = [describe_source(v) for v, good in zip(values, ok) if v is not None and not good]
-        self.seen += len(values)
-        if bad:
-            self.count += len(bad)
-            self.first = self.first or bad[0]
-            if self.counter is not None:
-                self.counter.add({"bad": {_execution(): {(self.function, b) for b in bad}}})
-
-    def scored(self, images: int) -> None:
-        if self.counter is not None and images:
-            self.counter.add({"scored": images})
-
-    def cached(self, images: int) -> None:
-        if self.counter is not None and images:
-            self.counter.add({"cached": images})
-
-    def close(self) -> None:
-        if self.count:
-            logger.warning("%s: %d of %d images could not be decoded and gave NULL, the "
-                           "first: %s; sql_dl_image_error(image) tells why", self.function,
-                           self.count, self.seen, self.first)
-
-
-def _execution() -> str | None:
-    """The SQL execution (or job group) the running task belongs to."""
-    from pyspark import TaskContext
-
-    context = TaskContext.get()
-    if context is None:
-        return None
-    return (context.getLocalProperty("spark.sql.execution.id")
-            or context.getLocalProperty("spark.jobGroup.id"))
-
-
-class ImageCounts(AccumulatorParam):
-    """A session's accumulator: ``scored``, the images models ran on, ``cached``, those the
-    prediction cache answered, and ``bad``, the distinct bad (function, image) pairs of each
-    SQL execution; executions beyond the latest `KEPT` are folded into the count ``folded``
-    (key None: tasks outside any execution)."""
-
-    KEPT = 64
-
-    def zero(self, value):
-        return {"scored": 0, "cached": 0, "folded": 0, "bad": {}}
-
-    def addInPlace(self, value1, value2):
-        for key in ("scored", "cached", "folded"):
-            value1[key] = value1.get(key, 0) + value2.get(key, 0)
-        bad = value1.setdefault("bad", {})
-        for execution, pairs in value2.get("bad", {}).items():
-            bad.setdefault(execution, set()).update(pairs)
-        executions = sorted((e for e in bad if e is not None), key=_order)
-        for execution in executions[:max(0, len(executions) - self.KEPT)]:
-            value1["folded"] += len(bad.pop(execution))
-        return value1
-
-    @staticmethod
-    def bad_total(value) -> int:
-        return value["folded"] + sum(len(pairs) for pairs in value["bad"].values())
-
-
-def _order(execution: str):
-    return (0, int(execution), "") if execution.isdigit() else (1, 0, execution)
 
 
 def model_udf(plan: ModelPlan, features: bool = False, counter=None):

@@ -302,12 +302,19 @@ def worker_stats(spark) -> dict:
     return dict(json.loads(row.s) for row in rows)
 
 
-def test_model_loads_once_per_worker_across_tasks_and_queries(registered, cnn_file):
+def test_model_loads_once_per_worker_across_tasks_and_queries(registered, manifest, cnn_file):
     from sql_dl.staging import staged_name
 
-    query = "SELECT cnn(image) FROM (SELECT /*+ REPARTITION(6) */ * FROM photos)"
-    for _ in range(3):
-        assert len(registered.sql(query).collect()) == 9
+    sql_dl.bootstrap(registered, {  # without the prediction cache, every query needs the model
+        "preprocessors": {"p_uncached": {"size": [32, 32], "mode": "caffe"}},
+        "models": {"uncached": {"path": str(cnn_file), "preprocessor": "p_uncached",
+                                "cache": False}}}, replace=False)
+    try:
+        query = "SELECT uncached(image) FROM (SELECT /*+ REPARTITION(6) */ * FROM photos)"
+        for _ in range(3):
+            assert len(registered.sql(query).collect()) == 9
+    finally:
+        sql_dl.bootstrap(registered, manifest)  # as the other tests of the module expect
     key = staged_name(str(cnn_file))
     workers = worker_stats(registered).values()
     assert all(s["loads"].get(key, 0) <= 1 for s in workers)  # never twice in one worker

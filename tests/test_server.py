@@ -20,6 +20,8 @@ from conftest import CLASS_NAMES, free_port, jdbc_functions, readme_blocks
 from test_cli import expected_best
 from test_registration import local
 
+from sql_dl.cli.server import CACHE_VIEW_REFRESH
+
 START_TIMEOUT = 240
 
 
@@ -279,6 +281,34 @@ def test_undecodable_images_are_counted_per_query_in_the_log(server):
     while "3 image(s) could not be decoded" not in log.read_text() and time.monotonic() < deadline:
         time.sleep(0.5)
     assert re.search(r"query \S+: 3 image\(s\) could not be decoded and gave NULL", log.read_text())
+
+
+def test_images_from_the_prediction_cache_are_counted_and_listed(server, photos):
+    from pyhive import hive
+
+    cursor = hive.connect(host="127.0.0.1", port=server.port).cursor()
+    for _ in range(2):
+        cursor.execute("SELECT cnn(image) FROM photos")
+        assert len(cursor.fetchall()) == len(photos)
+    cursor.close()  # the server counts a statement when it is closed or the next one starts
+    log = Path(server.log.name)
+    line = f"Images: 0 scored, {len(photos)} from the prediction cache"
+    deadline = time.monotonic() + 10
+    while line not in log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert re.search(rf"query \S+: {line}", log.read_text())
+    time.sleep(CACHE_VIEW_REFRESH)
+    cursor = hive.connect(host="127.0.0.1", port=server.port).cursor()
+    cursor.execute("SELECT 1")  # its end refreshes sql_dl_cache
+    cursor.fetchall()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        cursor.execute("SELECT model, entries, hits FROM sql_dl_cache WHERE model = 'cnn'")
+        rows = cursor.fetchall()
+        if rows and rows[0][2] >= len(photos):
+            break
+        time.sleep(0.5)
+    assert rows[0][1] >= len(photos) and rows[0][2] >= len(photos)
 
 
 def test_a_long_lived_connection_sees_the_folder_change(server, photos, live_dir):

@@ -8,6 +8,7 @@ import pytest
 from test_registration import TOLERANCE, keras_outputs, local
 
 import sql_dl
+from sql_dl.counts import counts
 
 N = 3
 
@@ -30,9 +31,12 @@ def model(cnn_file):
 
 
 def scored_by(spark, query: str) -> tuple[list, int]:
-    before = sql_dl.scored_image_count(spark)
+    """The rows, and how many images the model function answered (scored by the model or
+    from the prediction cache)."""
+    before = counts(spark)
     rows = spark.sql(query).collect()
-    return rows, sql_dl.scored_image_count(spark) - before
+    done = counts(spark) - before
+    return rows, done.scored + done.cached
 
 
 def plan(spark, query: str) -> str:

@@ -6,7 +6,8 @@ each sees the manifest without running anything first:
 - functions: the Python UDFs registered in the root session are injected into the root
   session's ``SparkSessionExtensions``, which every session created later applies;
 - views: image views and ``sql_dl_models`` become persistent views in the metastore (see
-  `SharedCatalog`).
+  `SharedCatalog`); so does ``sql_dl_cache``, whose rows the server refreshes after
+  statements (a persistent view cannot call the Python function that reads the caches).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from sql_dl import spark_internals
 from sql_dl.errors import SparkInternalsError, SqlDlError
 from sql_dl.manifest import Manifest, load_manifest
 from sql_dl.registration import IMAGE_ERROR_FUNCTION
-from sql_dl.counts import counts
+from sql_dl.counts import counts, statement_counts
 from sql_dl.sql_text import identifier, string_literal, values_query
 from sql_dl.views import view_options, view_query
 
@@ -35,6 +36,7 @@ __all__ = ["ServerError", "check_bind_address", "serve"]
 logger = logging.getLogger(__name__)
 
 INTERNAL_DATABASE = "sql_dl_internal"
+CACHE_VIEW_REFRESH = 5.0  # seconds: sql_dl_cache is refreshed at most this often
 _PUBLISHED_CONF = "sql_dl.publishedViews"
 READY_TIMEOUT = 120.0
 _NO_AUTH = ("NONE", "NOSASL")
@@ -101,6 +103,7 @@ class SharedCatalog:
 
     def __init__(self, spark):
         self.spark = spark
+        self.cache_view_refreshed = 0.0
 
     def publish(self, manifest: Manifest) -> None:
         from sql_dl.registration import MODELS_VIEW, registered_names
@@ -120,9 +123,26 @@ class SharedCatalog:
         columns = [(f.name, f.dataType.simpleString()) for f in models.schema.fields]
         self.spark.sql(f"CREATE OR REPLACE VIEW default.{MODELS_VIEW} AS "
                        f"{values_query(columns, models.collect())}")
+        self.refresh_cache_view(force=True)
         self.spark.conf.set(_PUBLISHED_CONF, ",".join(sorted(views)))
         for table in old_tables:
             self.spark.sql(f"DROP TABLE IF EXISTS {INTERNAL_DATABASE}.{identifier(table)}")
+
+    def refresh_cache_view(self, force: bool = False) -> bool:
+        """Rewrites ``default.sql_dl_cache`` with the caches' numbers now; returns False,
+        doing nothing, within `CACHE_VIEW_REFRESH` seconds of the previous time unless
+        ``force``. Call it from the thread that published (Hive's metastore client keeps
+        per-thread state)."""
+        from sql_dl.prediction_cache import CACHE_VIEW
+
+        if not force and time.monotonic() - self.cache_view_refreshed < CACHE_VIEW_REFRESH:
+            return False
+        self.cache_view_refreshed = time.monotonic()
+        stats = self.spark.table(CACHE_VIEW)
+        columns = [(f.name, f.dataType.simpleString()) for f in stats.schema.fields]
+        self.spark.sql(f"CREATE OR REPLACE VIEW default.{CACHE_VIEW} AS "
+                       f"{values_query(columns, stats.collect())}")
+        return True
 
     def _published_views(self) -> set[str]:
         return set(filter(None, self.spark.conf.get(_PUBLISHED_CONF, "").split(",")))
@@ -146,8 +166,9 @@ class QueryLog(threading.Thread):
     prediction cache, images that could not be decoded, image files deleted after listing.
 
     Reads the Thrift Server's own records of executions (as its UI does) once a second, in
-    the order statements started. Counts are exact when queries run one at a time;
-    concurrent queries share them.
+    the order statements started. Image counts are each statement's own (kept by its id);
+    files skipped are counted since the previous statement ended, so concurrent statements
+    share them.
     """
 
     def __init__(self, spark, interval: float = 1.0, on_finish=None):
@@ -158,7 +179,7 @@ class QueryLog(threading.Thread):
         self.stopped = threading.Event()
         self.started: set[str] = set()
         self.finished: set[str] = set()
-        self.counts = counts(spark)
+        self.skipped = counts(spark).skipped
 
     @classmethod
     def start_if_possible(cls, spark, on_finish=None) -> QueryLog | None:
@@ -187,12 +208,14 @@ class QueryLog(threading.Thread):
                             " ".join(execution.statement.split()))
             if execution.id not in self.finished and execution.finished:
                 self.finished.add(execution.id)
-                now = counts(self.spark)
-                for line in (now - self.counts).messages(IMAGE_ERROR_FUNCTION):
+                skipped = counts(self.spark).skipped
+                done = statement_counts(self.spark, execution.id)._replace(
+                    skipped=skipped - self.skipped)
+                for line in done.messages(IMAGE_ERROR_FUNCTION):
                     warning = line.startswith("Warning: ")
                     logger.log(logging.WARNING if warning else logging.INFO, "query %s: %s",
                                execution.id, line.removeprefix("Warning: "))
-                self.counts = now
+                self.skipped = skipped
                 if self.on_finish is not None:
                     self.on_finish()
 
@@ -224,7 +247,9 @@ def serve(manifest: str | os.PathLike, host: str = "127.0.0.1", port: int = 1000
     server = spark_internals.start_thrift_server(spark)
     _list_functions_once(spark, server)
     keeping = keep_warm(spark)  # through idle minutes, and after previews (see keep_warm)
-    query_log = QueryLog.start_if_possible(spark, on_finish=keeping.poke)
+    statements_ended = threading.Event()  # since sql_dl_cache was last refreshed
+    query_log = QueryLog.start_if_possible(
+        spark, on_finish=lambda: (keeping.poke(), statements_ended.set()))
     _wait_until_listening(host, port)
     announce(f"ready: {jdbc_url(host, port, hive_conf)}", flush=True)
 
@@ -238,6 +263,8 @@ def serve(manifest: str | os.PathLike, host: str = "127.0.0.1", port: int = 1000
             reload.clear()
             ok = _reload(spark, catalog, manifest)
             announce(f"{'reloaded' if ok else 'reload failed'}: {manifest}", flush=True)
+        if statements_ended.is_set() and catalog.refresh_cache_view():
+            statements_ended.clear()
     logger.info("Stopping: cancelling running queries")
     if query_log is not None:
         query_log.stopped.set()
