@@ -11,7 +11,9 @@ PyHive and times, interleaved, ``--reps`` rounds of:
 - full scan: every image's top-1 class, fetched;
 - a 64-image query, warm; and the same query after ``--idle`` seconds without queries.
 
-With ``--before REV`` it measures the server of that git revision too (checked out in a
+The prediction cache is off (``cache: {predictions: false}``): every query pays for its
+model work, as a query over new images does (benchmarks/cache.py measures the cache). With
+``--before REV`` it measures the server of that git revision too (checked out in a
 temporary worktree, same interpreter and packages), for before/after figures.
 
     python benchmarks/latency.py --images 1000 --reps 5 --idle 90 --before 345cfd3
@@ -123,11 +125,14 @@ def main(argv: list[str] | None = None) -> int:
     make_images(work / "images" / "a", half)
     make_images(work / "images" / "b", args.images - half, seed=1)
     keras.applications.MobileNetV2(weights=None).save(work / "m.keras")
-    manifest = work / "models.yaml"
-    manifest.write_text(yaml.safe_dump({
+    manifest = {
         "preprocessors": {"p": {"size": [224, 224], "mode": "tf"}},
         "models": {MODEL: {"path": str(work / "m.keras"), "preprocessor": "p"}},
-        "images": {"photos": {"path": str(work / "images")}}}))
+        "images": {"photos": {"path": str(work / "images")}}}
+    manifests = {work / "before.yaml": manifest,  # revisions without the cache section
+                 work / "models.yaml": {**manifest, "cache": {"predictions": False}}}
+    for path, data in manifests.items():
+        path.write_text(yaml.safe_dump(data))
 
     sources = {"after": ROOT}
     if args.before:
@@ -141,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"Measuring {label}", file=sys.stderr, flush=True)
             home = work / f"home-{len(results)}"
             home.mkdir()
-            server = Server(source, manifest, home, args.master)
+            server = Server(source, work / ("models.yaml" if source == ROOT else "before.yaml"),
+                            home, args.master)
             try:
                 results[label] = measure(server, args.reps, args.idle)
             finally:

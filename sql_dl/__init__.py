@@ -13,7 +13,8 @@ from sql_dl.native_logs import quiet_tensorflow_import
 
 quiet_tensorflow_import()
 
-from sql_dl.counts import bad_image_count, scored_image_count, skipped_file_count
+from sql_dl.counts import (bad_image_count, cached_image_count, scored_image_count,
+                           skipped_file_count)
 from sql_dl.errors import ImageDecodeError, ManifestError, ModelLoadError, SqlDlError
 from sql_dl.manifest import Manifest, load_manifest
 from sql_dl.publish import publish
@@ -31,6 +32,7 @@ __all__ = [
     "__version__",
     "bad_image_count",
     "bootstrap",
+    "cached_image_count",
     "load_manifest",
     "publish",
     "scored_image_count",

@@ -16,8 +16,8 @@ from typing import Any, NamedTuple
 import numpy as np
 from pyspark.accumulators import AccumulatorParam
 
-__all__ = ["Counts", "ImageCounts", "ImageTally", "bad_image_count", "counts",
-           "scored_image_count", "skipped_file_count", "statement_counts"]
+__all__ = ["Counts", "ImageCounts", "ImageTally", "bad_image_count", "cached_image_count",
+           "counts", "scored_image_count", "skipped_file_count", "statement_counts"]
 
 logger = logging.getLogger(__name__)
 
@@ -184,6 +184,16 @@ def scored_image_count(spark) -> int | None:
 
     counter = backend_for(spark).image_counter()
     return None if counter is None else counter.value["scored"]
+
+
+def cached_image_count(spark) -> int | None:
+    """How many images the prediction cache answered for sql_dl's model functions in this
+    session (without decoding them or calling a model): a running total, as
+    `bad_image_count`. None on Spark Connect."""
+    from sql_dl.backends import backend_for
+
+    counter = backend_for(spark).image_counter()
+    return None if counter is None else counter.value["cached"]
 
 
 def skipped_file_count(spark) -> int | None:

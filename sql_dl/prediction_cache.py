@@ -29,7 +29,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["CACHE_VIEW", "PredictionCache", "cache_path", "for_plan", "image_bytes",
+__all__ = ["CACHE_VIEW", "PredictionCache", "cache_path", "for_plan", "image_bytes", "shared",
            "stats_frame"]
 
 logger = logging.getLogger(__name__)
@@ -66,13 +66,17 @@ def for_plan(plan) -> PredictionCache | None:
     are not cached."""
     if plan.cache_key is None:
         return None
-    path = cache_path()
-    with _lock:
-        cache = _caches.get(path)
-        if cache is None:
-            cache = _caches[path] = PredictionCache(path)
+    cache = shared(cache_path())
     cache.max_bytes = plan.cache_size
     return cache
+
+
+def shared(path: Path) -> PredictionCache:
+    """This process's `PredictionCache` of ``path``, opened on first use and kept."""
+    with _lock:
+        if path not in _caches:
+            _caches[path] = PredictionCache(path)
+        return _caches[path]
 
 
 def stats_frame(spark, tasks: int | None):
@@ -219,11 +223,12 @@ class PredictionCache:
         with self._lock:
             try:
                 return action(self._open())
-            except sqlite3.OperationalError as e:  # locked past the timeout, disk full, ...
-                logger.warning("Prediction cache %s not used for this batch: %s", self.path, e)
-                return failed
-            except sqlite3.DatabaseError as e:  # not a database, malformed, ...
-                self._discard_locked(f"{type(e).__name__}: {e}")
+            except sqlite3.DatabaseError as e:
+                if type(e) is sqlite3.DatabaseError:  # not a database, malformed, ...
+                    self._discard_locked(f"{type(e).__name__}: {e}")
+                else:  # locked past the timeout, disk full, ...
+                    logger.warning("Prediction cache %s not used for this batch: %s: %s",
+                                   self.path, type(e).__name__, e)
                 return failed
 
     def _open(self) -> sqlite3.Connection:

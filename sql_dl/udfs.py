@@ -147,13 +147,13 @@ def cache_stats_udf():
     element per model function (see `sql_dl.prediction_cache.PredictionCache.stats`)."""
 
     def cache_stats(batches: Iterator[pa.Array]) -> Iterator[pa.Array]:
-        from sql_dl.prediction_cache import PredictionCache, cache_path
+        from sql_dl.prediction_cache import cache_path, shared
 
         path = cache_path()
         rows = [] if not path.exists() else [
             {"host": host, "directory": str(path.parent), "model": model, "entries": entries,
              "bytes": size, "hits": hits}
-            for host, model, entries, size, hits in PredictionCache(path).stats()]
+            for host, model, entries, size, hits in shared(path).stats()]
         for batch in batches:
             yield pa.array([rows] * len(batch), pa.list_(_CACHE_STATS_ARROW))
 
@@ -216,6 +216,9 @@ class _Scorer:
             found = {i: outputs[k] for i, k in enumerate(keys) if k in outputs}
             self.cache.touch(self.model_key, self.name, list(outputs))
         missing = np.array([i for i in range(len(chunk)) if i not in found], dtype=np.int64)
+        if not len(missing):  # nothing to decode (nor to import for it)
+            return _Prepared(keys, found, missing, np.zeros((0, *self.plan.input_shape)),
+                             np.zeros(0, dtype=bool))
         inputs, ok = _inputs(self.plan, [chunk[i] for i in missing])
         return _Prepared(keys, found, missing, inputs, ok)
 

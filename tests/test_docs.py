@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from sql_dl.manifest import ImageViewSpec, ModelSpec, PreprocessorSpec
+from sql_dl.manifest import CacheSpec, ImageViewSpec, ModelSpec, PreprocessorSpec
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 
 
 def manifest_keys() -> list[str]:
-    return sorted({f.name for spec in (PreprocessorSpec, ModelSpec, ImageViewSpec)
+    return sorted({f.name for spec in (PreprocessorSpec, ModelSpec, ImageViewSpec, CacheSpec)
                    for f in dataclasses.fields(spec) if f.name != "name"})
 
 

@@ -223,10 +223,13 @@ def test_the_shell_reports_images_from_the_cache(spark, images, model_file):
     n = len(list(images.iterdir()))
     sql_dl.bootstrap(spark, manifest(images, model_file))
     err = io.StringIO()
-    shell = SqlShell(spark, out=io.StringIO(), err=err, silent=True)
+    shell = SqlShell(spark, out=io.StringIO(), err=err)
     assert shell.run("SELECT m(image) FROM live")
     assert shell.run("SELECT m(image) FROM live")
-    assert err.getvalue().splitlines()[-1] == f"Images: 0 scored, {n} from the prediction cache"
+    assert err.getvalue().splitlines()[-2] == f"Images: 0 scored, {n} from the prediction cache"
+    assert err.getvalue().splitlines()[-1].startswith("Time taken: ")
+    silent = SqlShell(spark, out=io.StringIO(), err=io.StringIO(), silent=True)
+    assert silent.run("SELECT m(image) FROM live") and silent.err.getvalue() == ""
 
 
 @pytest.mark.parametrize("section, message", [
@@ -246,3 +249,24 @@ def test_cache_defaults_and_sizes(tmp_path):
     assert sql_dl.load_manifest({"cache": {"max_size": "2GB"}}).cache.max_size == 2 << 30
     assert not sql_dl.load_manifest({"cache": {"predictions": False}}).cache.predictions
     assert not sql_dl.load_manifest({"cache": False}).cache.predictions
+
+
+def test_the_cache_outlives_the_session_and_serves_a_cluster(spark, images, model_file, tmp_path):
+    """Another process (sql-dl sql on local-cluster: executors of their own) finds the outputs
+    this session stored, as a restarted server does; the view lists the folder as it is."""
+    import yaml
+    from test_cli import sql_dl as sql_dl_command
+
+    data = manifest(images, model_file)
+    sql_dl.bootstrap(spark, data)
+    run(spark)
+    shutil.copy(sorted(images.iterdir())[0], images / "copy.png")  # stored under its bytes
+    manifest_file = tmp_path / "models.yaml"
+    manifest_file.write_text(yaml.safe_dump(data))
+    result = sql_dl_command("sql", "--home", tmp_path / "home", "--manifest", manifest_file,
+                            "--master", "local-cluster[2,1,2048]", "-e",
+                            "SELECT count(m(image)) FROM live")
+    assert result.returncode == 0, result.stderr
+    n = len(list(images.iterdir()))
+    assert result.stdout.split() == [str(n)]
+    assert f"Images: 0 scored, {n} from the prediction cache" in result.stderr.splitlines()

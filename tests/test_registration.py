@@ -309,17 +309,22 @@ def test_model_loads_once_per_worker_across_tasks_and_queries(registered, manife
         "preprocessors": {"p_uncached": {"size": [32, 32], "mode": "caffe"}},
         "models": {"uncached": {"path": str(cnn_file), "preprocessor": "p_uncached",
                                 "cache": False}}}, replace=False)
+    key = staged_name(str(cnn_file))
+    before = worker_stats(registered)  # workers this session's earlier tests used
     try:
         query = "SELECT uncached(image) FROM (SELECT /*+ REPARTITION(6) */ * FROM photos)"
         for _ in range(3):
             assert len(registered.sql(query).collect()) == 9
     finally:
         sql_dl.bootstrap(registered, manifest)  # as the other tests of the module expect
-    key = staged_name(str(cnn_file))
-    workers = worker_stats(registered).values()
-    assert all(s["loads"].get(key, 0) <= 1 for s in workers)  # never twice in one worker
-    assert sum(s["loads"].get(key, 0) for s in workers) >= 1
-    assert sum(s["hits"].get(key, 0) for s in workers) >= 3  # reused across tasks and queries
+    after = worker_stats(registered)
+
+    def new(counter: str, pid: str) -> int:
+        return (after[pid][counter].get(key, 0)
+                - before.get(pid, {counter: {}})[counter].get(key, 0))
+
+    assert all(new("loads", pid) <= 1 for pid in after)  # never twice in one worker
+    assert sum(new("hits", pid) for pid in after) >= 3  # reused across tasks and queries
 
 
 def test_warm_up_at_bootstrap(spark, registered, photos, tmp_path):

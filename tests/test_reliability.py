@@ -289,7 +289,8 @@ def temp_files(spark) -> set[Path]:
 def test_thirty_queries_keep_worker_memory_and_temp_files_flat(spark, photos_dir, cnn_file):
     sql_dl.bootstrap(spark, {"preprocessors": {"p": {"size": [32, 32], "mode": "caffe"}},
                              "models": {"m": {"path": str(cnn_file), "preprocessor": "p"}},
-                             "images": {"photos": {"path": str(photos_dir)}}})
+                             "images": {"photos": {"path": str(photos_dir)}},
+                             "cache": False})  # every query runs the model
     query = "SELECT m(image), m_features(image), m_top_k(image, 3), p(image) FROM photos"
     spark.sql(query).collect()
     memory, files = python_worker_memory(), temp_files(spark)

@@ -85,7 +85,8 @@ def write_manifest(path: Path, photos_dir, cnn_file, labels_file, **views) -> Pa
 
 @pytest.fixture(scope="module")
 def live_dir(tmp_path_factory, photos) -> Path:
-    """A folder of the module server's views ``live`` and ``live_hour`` that tests change."""
+    """A folder of the module server's views ``recent`` and ``recent_hourly`` that tests
+    change (named after ``photos``: function examples name the first view)."""
     folder = tmp_path_factory.mktemp("live")
     for photo in photos[:4]:
         shutil.copy(photo, folder / photo.name)
@@ -96,8 +97,8 @@ def live_dir(tmp_path_factory, photos) -> Path:
 def manifest_file(tmp_path_factory, photos_dir, cnn_file, labels_file, live_dir):
     """The module server's manifest."""
     return write_manifest(tmp_path_factory.mktemp("serve") / "models.yaml", photos_dir, cnn_file,
-                          labels_file, live={"path": str(live_dir)},
-                          live_hour={"path": str(live_dir), "max_staleness": "1h"})
+                          labels_file, recent={"path": str(live_dir)},
+                          recent_hourly={"path": str(live_dir), "max_staleness": "1h"})
 
 
 @pytest.fixture
@@ -320,15 +321,16 @@ def test_a_long_lived_connection_sees_the_folder_change(server, photos, live_dir
         cursor.execute(f"SELECT path FROM {view} ORDER BY path")
         return [local(row[0]).name for row in cursor.fetchall()]
 
-    assert paths("live") == paths("live_hour") == sorted(f.name for f in live_dir.iterdir())
+    assert paths("recent") == paths("recent_hourly") == sorted(f.name for f in live_dir.iterdir())
     gone = sorted(live_dir.iterdir())[0]
     gone.unlink()
     added = live_dir / "added.png"
     shutil.copy(photos[5], added)
-    assert paths("live") == sorted(f.name for f in live_dir.iterdir())
-    # live_hour reuses its listing (max_staleness: 1h): no new file, and the deleted one is
+    assert paths("recent") == sorted(f.name for f in live_dir.iterdir())
+    # recent_hourly reuses its listing (max_staleness: 1h): no new file, and the deleted one is
     # skipped, counted, and named once in the server's log
-    assert paths("live_hour") == sorted(f.name for f in live_dir.iterdir() if f != added)
+    assert paths("recent_hourly") == sorted(f.name for f in live_dir.iterdir() if f != added)
+    cursor.close()  # the server counts a statement when it is closed or the next one starts
     log = Path(server.log.name)
     deadline = time.monotonic() + 10
     while "were deleted after" not in log.read_text() and time.monotonic() < deadline:

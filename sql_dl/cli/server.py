@@ -103,9 +103,13 @@ class SharedCatalog:
 
     def __init__(self, spark):
         self.spark = spark
-        self.cache_view_refreshed = 0.0
+        self.lock = threading.RLock()  # publish (main thread) and refresh_cache_view (its own)
 
     def publish(self, manifest: Manifest) -> None:
+        with self.lock:
+            self._publish(manifest)
+
+    def _publish(self, manifest: Manifest) -> None:
         from sql_dl.registration import MODELS_VIEW, registered_names
 
         functions, views = registered_names(self.spark)
@@ -123,26 +127,22 @@ class SharedCatalog:
         columns = [(f.name, f.dataType.simpleString()) for f in models.schema.fields]
         self.spark.sql(f"CREATE OR REPLACE VIEW default.{MODELS_VIEW} AS "
                        f"{values_query(columns, models.collect())}")
-        self.refresh_cache_view(force=True)
+        self.refresh_cache_view()
         self.spark.conf.set(_PUBLISHED_CONF, ",".join(sorted(views)))
         for table in old_tables:
             self.spark.sql(f"DROP TABLE IF EXISTS {INTERNAL_DATABASE}.{identifier(table)}")
 
-    def refresh_cache_view(self, force: bool = False) -> bool:
-        """Rewrites ``default.sql_dl_cache`` with the caches' numbers now; returns False,
-        doing nothing, within `CACHE_VIEW_REFRESH` seconds of the previous time unless
-        ``force``. Call it from the thread that published (Hive's metastore client keeps
-        per-thread state)."""
+    def refresh_cache_view(self) -> None:
+        """Rewrites ``default.sql_dl_cache`` with the caches' numbers now (a short Spark job:
+        one task per core)."""
         from sql_dl.prediction_cache import CACHE_VIEW
 
-        if not force and time.monotonic() - self.cache_view_refreshed < CACHE_VIEW_REFRESH:
-            return False
-        self.cache_view_refreshed = time.monotonic()
         stats = self.spark.table(CACHE_VIEW)
         columns = [(f.name, f.dataType.simpleString()) for f in stats.schema.fields]
-        self.spark.sql(f"CREATE OR REPLACE VIEW default.{CACHE_VIEW} AS "
-                       f"{values_query(columns, stats.collect())}")
-        return True
+        rows = stats.collect()
+        with self.lock:
+            self.spark.sql(f"CREATE OR REPLACE VIEW default.{CACHE_VIEW} AS "
+                           f"{values_query(columns, rows)}")
 
     def _published_views(self) -> set[str]:
         return set(filter(None, self.spark.conf.get(_PUBLISHED_CONF, "").split(",")))
@@ -158,6 +158,31 @@ class SharedCatalog:
         tasks = view_tasks(self.spark).get(spec.name)  # as bootstrap counted: no new listing
         self.spark.sql(f"CREATE OR REPLACE VIEW default.{identifier(spec.name)} AS "
                        f"{view_query(spec, table, tasks=tasks)}")
+
+
+class CacheViewRefresh(threading.Thread):
+    """Refreshes ``sql_dl_cache`` after statements end (`poke`), at most every
+    `CACHE_VIEW_REFRESH` seconds, in a thread of its own: its job may wait for cores that
+    queries hold, and must delay neither them, nor the query log, nor a stop."""
+
+    def __init__(self, catalog: SharedCatalog):
+        super().__init__(name="sql_dl-cache-view", daemon=True)
+        self.catalog = catalog
+        self.poked = threading.Event()
+        self.stopped = threading.Event()
+
+    def poke(self) -> None:
+        self.poked.set()
+
+    def run(self) -> None:
+        while self.poked.wait() and not self.stopped.is_set():
+            self.poked.clear()
+            try:
+                self.catalog.refresh_cache_view()
+            except Exception as e:  # noqa: BLE001 - a stale view must never stop the server
+                if not self.stopped.is_set():
+                    logger.warning("sql_dl_cache not refreshed: %s", str(e).splitlines()[0])
+            self.stopped.wait(CACHE_VIEW_REFRESH)
 
 
 class QueryLog(threading.Thread):
@@ -247,9 +272,10 @@ def serve(manifest: str | os.PathLike, host: str = "127.0.0.1", port: int = 1000
     server = spark_internals.start_thrift_server(spark)
     _list_functions_once(spark, server)
     keeping = keep_warm(spark)  # through idle minutes, and after previews (see keep_warm)
-    statements_ended = threading.Event()  # since sql_dl_cache was last refreshed
+    cache_view = CacheViewRefresh(catalog)
+    cache_view.start()
     query_log = QueryLog.start_if_possible(
-        spark, on_finish=lambda: (keeping.poke(), statements_ended.set()))
+        spark, on_finish=lambda: (keeping.poke(), cache_view.poke()))
     _wait_until_listening(host, port)
     announce(f"ready: {jdbc_url(host, port, hive_conf)}", flush=True)
 
@@ -263,11 +289,11 @@ def serve(manifest: str | os.PathLike, host: str = "127.0.0.1", port: int = 1000
             reload.clear()
             ok = _reload(spark, catalog, manifest)
             announce(f"{'reloaded' if ok else 'reload failed'}: {manifest}", flush=True)
-        if statements_ended.is_set() and catalog.refresh_cache_view():
-            statements_ended.clear()
     logger.info("Stopping: cancelling running queries")
     if query_log is not None:
         query_log.stopped.set()
+    cache_view.stopped.set()
+    cache_view.poke()
     try:  # the cancelled queries' traces are expected
         spark_internals.silence_jvm_log(spark.sparkContext._jvm)
     except SparkInternalsError as e:

@@ -77,7 +77,8 @@ class SqlShell:
             return False
         finally:
             for line in (counts(self.spark) - before).messages(IMAGE_ERROR_FUNCTION):
-                print(line, file=self.err)
+                if line.startswith("Warning: ") or not self.silent:
+                    print(line, file=self.err)
             if self.after_statement is not None:
                 self.after_statement()
         if print_results:
