@@ -64,7 +64,7 @@ def store_timings(work: Path, entries: int) -> dict[str, dict[str, float]]:
 
     outputs = np.random.default_rng(0).random((entries, 1000), dtype=np.float32)
     cache = PredictionCache(work / "store.sqlite3", max_bytes=1 << 30)
-    keys = cache.keys("model", None, [f"image {i}".encode() for i in range(entries)])
+    keys = cache.keys("model", [f"image {i}".encode() for i in range(entries)])
     batches = range(0, entries, BATCH)
     timings = {}
     started = time.perf_counter()

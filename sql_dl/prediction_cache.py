@@ -124,9 +124,11 @@ class PredictionCache:
         self._connection: sqlite3.Connection | None = None
         self._inode: int | None = None
 
-    def keys(self, model_key: str, layer: str | None, values: Sequence[Any]) -> list[bytes | None]:
-        """Each value's row key for this model and layer (None for NULL or unreadable)."""
-        secret = hashlib.blake2b(f"{model_key}/{layer or ''}".encode(), digest_size=32).digest()
+    @staticmethod
+    def keys(model_key: str, values: Sequence[Any]) -> list[bytes | None]:
+        """Each value's row key for the output ``model_key`` names (a model and layer),
+        None for NULL or unreadable values."""
+        secret = hashlib.blake2b(model_key.encode(), digest_size=32).digest()
         keys: list[bytes | None] = []
         for value in values:
             data = None if value is None else image_bytes(value)
@@ -240,6 +242,7 @@ class PredictionCache:
         db = sqlite3.connect(self.path, timeout=60, isolation_level=None,
                              check_same_thread=False)
         try:
+            db.execute("PRAGMA page_size = 16384")  # a new file's: rows of 4 kB share pages
             db.execute("PRAGMA journal_mode = WAL")
             db.execute("PRAGMA synchronous = NORMAL")
             db.executescript(_SCHEMA)

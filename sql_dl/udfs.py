@@ -211,7 +211,7 @@ class _Scorer:
         """Looks the chunk up in the cache, and decodes the rest."""
         keys, found = None, {}
         if self.cache is not None:
-            keys = self.cache.keys(self.model_key, self.layer, chunk)
+            keys = self.cache.keys(self.model_key, chunk)
             outputs = self.cache.get(keys, self.width)
             found = {i: outputs[k] for i, k in enumerate(keys) if k in outputs}
             self.cache.touch(self.model_key, self.name, list(outputs))
