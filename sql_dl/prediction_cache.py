@@ -37,11 +37,13 @@ logger = logging.getLogger(__name__)
 FILE_NAME = "outputs.sqlite3"
 ROW_OVERHEAD = 64  # bytes a row costs beyond its key and value (page and index share)
 EVICT_TO = 0.9  # eviction frees down to this fraction of the bound
+SCHEMA_VERSION = 1  # PRAGMA user_version; a file of another version is started afresh
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outputs (
-    key BLOB PRIMARY KEY, model TEXT NOT NULL, value BLOB NOT NULL, crc INTEGER NOT NULL,
-    used INTEGER NOT NULL) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS outputs_used ON outputs (used);
+    key BLOB PRIMARY KEY, model TEXT NOT NULL, value BLOB NOT NULL, crc INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS used (key BLOB PRIMARY KEY, at INTEGER NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS used_at ON used (at);
 CREATE TABLE IF NOT EXISTS models (
     model TEXT PRIMARY KEY, name TEXT NOT NULL, hits INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS totals (id INTEGER PRIMARY KEY CHECK (id = 0), bytes INTEGER NOT NULL);
@@ -145,7 +147,7 @@ class PredictionCache:
         found: dict[bytes, np.ndarray] = {}
         for key, value, crc in rows:
             if zlib.crc32(value) != crc or len(value) != 4 * width:
-                self._discard(f"a stored output fails its checksum (key {key.hex()})")
+                self._discard(f"corrupt: a stored output fails its checksum (key {key.hex()})")
                 return {}
             found[key] = np.frombuffer(value, dtype=np.float32)
         return found
@@ -182,7 +184,7 @@ class PredictionCache:
     def _touch(db: sqlite3.Connection, model_key: str, name: str, keys: Sequence[bytes]) -> None:
         marks = ",".join("?" * len(keys))
         with _transaction(db):
-            db.execute(f"UPDATE outputs SET used = ? WHERE key IN ({marks})",
+            db.execute(f"UPDATE used SET at = ? WHERE key IN ({marks})",
                        [time.time_ns(), *keys])
             db.execute("INSERT INTO models (model, name, hits) VALUES (?, ?, ?) ON CONFLICT "
                        "(model) DO UPDATE SET hits = hits + excluded.hits",
@@ -197,9 +199,11 @@ class PredictionCache:
             added = 0
             for key, output in items:
                 value = np.ascontiguousarray(output, dtype=np.float32).tobytes()
-                inserted = db.execute("INSERT OR IGNORE INTO outputs VALUES (?, ?, ?, ?, ?)",
-                                      (key, model_key, value, zlib.crc32(value), now)).rowcount
-                added += inserted * (len(key) + len(value) + ROW_OVERHEAD)
+                inserted = db.execute("INSERT OR IGNORE INTO outputs VALUES (?, ?, ?, ?)",
+                                      (key, model_key, value, zlib.crc32(value))).rowcount
+                if inserted:
+                    db.execute("INSERT OR REPLACE INTO used VALUES (?, ?)", (key, now))
+                    added += len(key) + len(value) + ROW_OVERHEAD
             total = db.execute("UPDATE totals SET bytes = bytes + ? RETURNING bytes",
                                (added,)).fetchone()[0]
             if total > self.max_bytes:
@@ -209,13 +213,14 @@ class PredictionCache:
     def _evict(db: sqlite3.Connection, excess: int) -> None:
         """Deletes the least recently used rows that make up ``excess`` bytes."""
         freed, doomed = 0, []
-        for key, size in db.execute("SELECT key, length(key) + length(value) FROM outputs "
-                                    "ORDER BY used"):
+        for key, size in db.execute("SELECT u.key, length(o.key) + length(o.value) FROM used u "
+                                    "JOIN outputs o ON o.key = u.key ORDER BY u.at"):
             doomed.append(key)
             freed += size + ROW_OVERHEAD
             if freed >= excess:
                 break
         db.executemany("DELETE FROM outputs WHERE key = ?", [(k,) for k in doomed])
+        db.executemany("DELETE FROM used WHERE key = ?", [(k,) for k in doomed])
         db.execute("UPDATE totals SET bytes = max(0, bytes - ?)", (freed,))
         logger.debug("Prediction cache: evicted %d outputs (%d bytes)", len(doomed), freed)
 
@@ -227,7 +232,7 @@ class PredictionCache:
                 return action(self._open())
             except sqlite3.DatabaseError as e:
                 if type(e) is sqlite3.DatabaseError:  # not a database, malformed, ...
-                    self._discard_locked(f"{type(e).__name__}: {e}")
+                    self._discard_locked(f"{type(e).__name__}: {e}")  # corrupt, or old
                 else:  # locked past the timeout, disk full, ...
                     logger.warning("Prediction cache %s not used for this batch: %s: %s",
                                    self.path, type(e).__name__, e)
@@ -245,7 +250,14 @@ class PredictionCache:
             db.execute("PRAGMA page_size = 16384")  # a new file's: rows of 4 kB share pages
             db.execute("PRAGMA journal_mode = WAL")
             db.execute("PRAGMA synchronous = NORMAL")
+            db.execute("PRAGMA journal_size_limit = 16777216")  # the WAL, once checkpointed
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version != SCHEMA_VERSION and db.execute(
+                    "SELECT count(*) FROM sqlite_schema").fetchone()[0]:
+                raise sqlite3.DatabaseError(f"a cache file of format {version}, not "
+                                            f"{SCHEMA_VERSION}")
             db.executescript(_SCHEMA)
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except sqlite3.DatabaseError:
             db.close()
             raise
@@ -257,7 +269,7 @@ class PredictionCache:
             self._discard_locked(reason)
 
     def _discard_locked(self, reason: str) -> None:
-        logger.warning("Prediction cache %s is corrupt (%s): discarding it; the images are "
+        logger.warning("Prediction cache %s cannot be used (%s): discarding it; the images are "
                        "scored again", self.path, reason)
         self._close()
         for suffix in ("", "-wal", "-shm"):

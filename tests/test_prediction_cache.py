@@ -272,3 +272,17 @@ def test_the_cache_outlives_the_session_and_serves_a_cluster(spark, images, mode
     n = len(list(images.iterdir()))
     assert result.stdout.split() == [str(n)]
     assert f"Images: 0 scored, {n} from the prediction cache" in result.stderr.splitlines()
+
+
+def test_a_cache_file_of_another_format_is_started_afresh(tmp_path):
+    path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(path) as db:  # as an earlier sql_dl would have left it
+        db.execute("CREATE TABLE outputs (key BLOB PRIMARY KEY, value BLOB)")
+        db.execute("INSERT INTO outputs VALUES (x'00', x'00')")
+    cache = PredictionCache(path)
+    keys = cache.keys("model", [b"image"])
+    assert cache.get(keys, 1) == {}
+    cache.put("model", "m", [(keys[0], np.ones(1, np.float32))])
+    assert list(cache.get(keys, 1)) == keys
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 1
