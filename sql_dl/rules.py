@@ -12,9 +12,9 @@ from typing import Any
 __all__ = [
     "APPLICATIONS", "INPUT_KINDS", "INTERPOLATIONS", "LABEL_SOURCES", "MAX_PIXELS", "ON_ERROR",
     "PILLOW_MAX_PIXELS", "PREPROCESS_MODES", "RESERVED_NAMES", "application_problem",
-    "choice_problem", "default_labels", "default_mode", "max_pixels_problem",
-    "byte_size", "byte_size_problem", "duration_problem", "duration_seconds", "positive_int_problem", "received",
-    "sample_ratio_problem", "size_problem",
+    "byte_size", "byte_size_problem", "choice_problem", "default_labels", "default_mode",
+    "duration_problem", "duration_seconds", "max_pixels_problem", "positive_int_problem",
+    "received", "sample_ratio_problem", "size_problem",
 ]
 
 PREPROCESS_MODES = ("caffe", "tf", "torch", "scale", "none")

@@ -24,8 +24,9 @@ from sql_dl.manifest import PreprocessorSpec
 from sql_dl.rules import MAX_PIXELS
 from sql_dl.models import ModelPlan
 
-__all__ = ["FLOAT_ARRAY", "TOP_K", "cache_stats_udf", "image_error_udf", "model_udf", "preprocessor_udf",
-           "tensor_udf", "top_k_udf", "touch_udf", "warm_up_udf"]
+__all__ = ["CACHE_STATS", "FLOAT_ARRAY", "TOP_K", "cache_stats_udf", "image_error_udf",
+           "model_udf", "preprocessor_udf", "tensor_udf", "top_k_udf", "touch_udf",
+           "warm_up_udf"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +34,8 @@ FLOAT_ARRAY = "array<float>"
 TOP_K = "array<struct<class:string,description:string,probability:float>>"
 _TOP_K_ARROW = pa.list_(pa.struct([("class", pa.string()), ("description", pa.string()),
                                    ("probability", pa.float32())]))
+CACHE_STATS = ("array<struct<host:string,directory:string,model:string,entries:bigint,"
+               "bytes:bigint,hits:bigint>>")
 _CACHE_STATS_ARROW = pa.struct([("host", pa.string()), ("directory", pa.string()),
                                 ("model", pa.string()), ("entries", pa.int64()),
                                 ("bytes", pa.int64()), ("hits", pa.int64())])
@@ -136,10 +139,6 @@ def warm_up_udf(plans: list[ModelPlan]):
         yield from batches
 
     return _arrow_udf(warm_up, "long")
-
-
-CACHE_STATS = ("array<struct<host:string,directory:string,model:string,entries:bigint,"
-               "bytes:bigint,hits:bigint>>")
 
 
 def cache_stats_udf():
