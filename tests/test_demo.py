@@ -63,16 +63,20 @@ def test_readme_session_and_notebook_snippets_run_as_written(demo):
     assert made.returncode == 0, made.stderr
     session, = readme_blocks("To build a session configured for sql_dl:", 1)
     notebook, = readme_blocks("On a session you already have", 1)
+    shown, = readme_blocks("**Notebooks.**", 1)
     assert 'sql_dl.session("conf/models.yaml"' in session
     assert 'sql_dl.bootstrap(spark, "conf/models.yaml")' in notebook
     script = root / "snippets.py"
-    script.write_text("import sql_dl\n" + session + notebook + "spark.stop()\n")
+    script.write_text("import sql_dl\n" + session + notebook
+                      + f"table = {shown.strip()}\nprint('shown', len(table.rows), "
+                      "table._repr_html_().count('<img src=\"data:image/'))\nspark.stop()\n")
     result = subprocess.run([sys.executable, str(script)], cwd=root, capture_output=True,
                             text=True, timeout=600,
                             env={**os.environ, "SQL_DL_HOME": str(root / "home")})
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [line for line in result.stdout.splitlines() if line.startswith("|file:")]
     assert len(rows) == 20 and all("[{" in row for row in rows), rows  # show()'s default
+    assert "shown 10 10" in result.stdout.splitlines()  # sql_dl.show: 10 rows, 10 thumbnails
 
 
 @pytest.mark.slow

@@ -1,0 +1,71 @@
+"""sql_dl.show: a result's first rows as HTML, images as thumbnails, checked by decoding
+what the HTML carries."""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+
+import pytest
+from PIL import Image
+from test_registration import local
+
+import sql_dl
+from sql_dl.notebook import THUMBNAIL_SIZE, show, thumbnail_url
+
+QUERY = ("SELECT path, image, cnn_top_k(image, 2) AS top, cnn_features(image) AS features "
+         "FROM photos ORDER BY path")
+
+
+@pytest.fixture(scope="module")
+def photos_view(spark, photos_dir, cnn_file, labels_file):
+    sql_dl.bootstrap(spark, {
+        "preprocessors": {"p": {"size": [32, 32], "mode": "caffe"}},
+        "models": {"cnn": {"path": str(cnn_file), "preprocessor": "p",
+                           "labels": str(labels_file)}},
+        "images": {"photos": {"path": str(photos_dir)}}})
+    return spark
+
+
+def decoded(url: str) -> Image.Image:
+    kind, data = re.match(r"data:image/(jpeg|png);base64,(.*)", url).groups()
+    image = Image.open(io.BytesIO(base64.b64decode(data)))
+    assert image.format.lower() == kind
+    return image
+
+
+def test_show_renders_thumbnails_top_k_and_short_arrays(photos_view, photos):
+    table = show(photos_view.sql(QUERY), n=len(photos))
+    page = table._repr_html_()
+    urls = re.findall(r'<img src="([^"]+)"', page)
+    assert len(urls) == len(photos) == len(table.rows)
+    for url, row in zip(urls, table.rows):
+        original = Image.open(local(row[0]))
+        thumbnail = decoded(url)
+        assert max(thumbnail.size) == min(THUMBNAIL_SIZE, max(original.size))
+        assert abs(thumbnail.width / thumbnail.height - original.width / original.height) < 0.05
+        assert thumbnail.getextrema() != ((0, 0),) * len(thumbnail.getbands())  # not blank
+        transparent = original.mode in ("RGBA", "LA", "PA") or "transparency" in original.info
+        assert thumbnail.format == ("PNG" if transparent else "JPEG")
+    first = table.rows[0]
+    labels = ", ".join(f"{t.description} ({t.probability:.2f})" for t in first[2])
+    assert labels in page
+    assert "… (8 values)" in page and "8 values" in repr(table)
+
+
+def test_show_takes_sql_text_and_only_n_rows(photos_view):
+    from_sql = show(QUERY, n=3)
+    assert len(from_sql.rows) == 3
+    assert from_sql._repr_html_() == show(photos_view.sql(QUERY), n=3)._repr_html_()
+
+
+def test_thumbnails_of_what_cannot_be_decoded_are_none(photos):
+    assert thumbnail_url(b"not an image") is None
+    assert decoded(thumbnail_url(str(photos[0]), size=16)).size[0] <= 16
+
+
+@pytest.mark.parametrize("n", [0, -1, 2.5, True])
+def test_show_needs_a_positive_n(n):
+    with pytest.raises(ValueError, match=f"show: n must be a positive integer. Received: n={n!r}"):
+        show("SELECT 1", n=n)
