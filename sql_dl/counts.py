@@ -137,27 +137,30 @@ class Counts(NamedTuple):
         return lines
 
 
+def _value(spark) -> dict | None:
+    """The session's `ImageCounts` value, or None without accumulators (Spark Connect)."""
+    from sql_dl.backends import backend_for
+
+    counter = backend_for(spark).image_counter()
+    return None if counter is None else counter.value
+
+
 def counts(spark) -> Counts:
     """The session's totals now."""
     from sql_dl.backends import backend_for
 
-    backend = backend_for(spark)
-    counter = backend.image_counter()
-    value = counter.value if counter is not None else {}
+    value = _value(spark) or {}
     return Counts(scored=value.get("scored", 0), cached=value.get("cached", 0),
                   bad=ImageCounts.bad_total(value) if value else 0,
-                  skipped=backend.skipped_file_count() or 0)
+                  skipped=backend_for(spark).skipped_file_count() or 0)
 
 
 def statement_counts(spark, statement: str) -> Counts:
     """What one recent statement did, by its id (a Thrift Server statement's, or a SQL
     execution's); ``skipped`` is not counted per statement (0)."""
-    from sql_dl.backends import backend_for
-
-    counter = backend_for(spark).image_counter()
-    if counter is None:
+    value = _value(spark)
+    if value is None:
         return Counts()
-    value = counter.value
     scored, cached = value.get("work", {}).get(statement, (0, 0))
     return Counts(scored=scored, cached=cached, bad=len(value.get("bad", {}).get(statement, ())))
 
@@ -170,30 +173,24 @@ def bad_image_count(spark) -> int | None:
     read it, even when Spark's plan reads it twice. None on Spark Connect, which has no
     accumulators (each task still logs its count).
     """
-    from sql_dl.backends import backend_for
-
-    counter = backend_for(spark).image_counter()
-    return None if counter is None else ImageCounts.bad_total(counter.value)
+    value = _value(spark)
+    return None if value is None else ImageCounts.bad_total(value)
 
 
 def scored_image_count(spark) -> int | None:
     """How many images sql_dl's models have run on in this session: a running total, as
     `bad_image_count`. Work, not distinct images: an image scored twice (by two functions,
     or by a plan that reads it twice) counts twice. None on Spark Connect."""
-    from sql_dl.backends import backend_for
-
-    counter = backend_for(spark).image_counter()
-    return None if counter is None else counter.value["scored"]
+    value = _value(spark)
+    return None if value is None else value["scored"]
 
 
 def cached_image_count(spark) -> int | None:
     """How many images the prediction cache answered for sql_dl's model functions in this
     session (without decoding them or calling a model): a running total, as
     `bad_image_count`. None on Spark Connect."""
-    from sql_dl.backends import backend_for
-
-    counter = backend_for(spark).image_counter()
-    return None if counter is None else counter.value["cached"]
+    value = _value(spark)
+    return None if value is None else value["cached"]
 
 
 def skipped_file_count(spark) -> int | None:

@@ -123,10 +123,7 @@ class SharedCatalog:
             self.spark.sql(f"DROP VIEW IF EXISTS default.{identifier(name)}")
         for spec in manifest.images.values():
             self._publish_view(spec)
-        models = self.spark.table(MODELS_VIEW)
-        columns = [(f.name, f.dataType.simpleString()) for f in models.schema.fields]
-        self.spark.sql(f"CREATE OR REPLACE VIEW default.{MODELS_VIEW} AS "
-                       f"{values_query(columns, models.collect())}")
+        self._publish_rows(MODELS_VIEW, self.spark.table(MODELS_VIEW).collect())
         self.refresh_cache_view()
         self.spark.conf.set(_PUBLISHED_CONF, ",".join(sorted(views)))
         for table in old_tables:
@@ -137,12 +134,15 @@ class SharedCatalog:
         one task per core)."""
         from sql_dl.prediction_cache import CACHE_VIEW
 
-        stats = self.spark.table(CACHE_VIEW)
-        columns = [(f.name, f.dataType.simpleString()) for f in stats.schema.fields]
-        rows = stats.collect()
+        rows = self.spark.table(CACHE_VIEW).collect()  # the job, outside the lock
         with self.lock:
-            self.spark.sql(f"CREATE OR REPLACE VIEW default.{CACHE_VIEW} AS "
-                           f"{values_query(columns, rows)}")
+            self._publish_rows(CACHE_VIEW, rows)
+
+    def _publish_rows(self, view: str, rows: list) -> None:
+        """``default.<view>``: the rows of the session's temporary view ``view``, as literals."""
+        fields = self.spark.table(view).schema.fields
+        columns = [(f.name, f.dataType.simpleString()) for f in fields]
+        self.spark.sql(f"CREATE OR REPLACE VIEW default.{view} AS {values_query(columns, rows)}")
 
     def _published_views(self) -> set[str]:
         return set(filter(None, self.spark.conf.get(_PUBLISHED_CONF, "").split(",")))
