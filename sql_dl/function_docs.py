@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 from sql_dl.manifest import Manifest, PreprocessorSpec
 from sql_dl.models import ModelPlan
+from sql_dl.rules import (IMAGE_ERROR_FUNCTION, IMAGE_INFO_FUNCTION, THUMBNAIL_FUNCTION,
+                          THUMBNAIL_MAX_SIZE, THUMBNAIL_SIZE)
 
 __all__ = ["FunctionDoc", "function_docs"]
 
@@ -53,17 +55,42 @@ def _described(text: str, description: str | None) -> str:
     return f"{text} {description}" if description else text
 
 
-def function_docs(manifest: Manifest, plans: list[ModelPlan],
-                  image_error_function: str) -> dict[str, FunctionDoc]:
+def _image_docs(view: str) -> dict[str, FunctionDoc]:
+    """The functions every manifest registers, whatever it lists."""
+    error, thumbnail, info = IMAGE_ERROR_FUNCTION, THUMBNAIL_FUNCTION, IMAGE_INFO_FUNCTION
+    return {
+        error: FunctionDoc(
+            "sql_dl.udfs.image_error_udf",
+            f"{error}(image) - Why an image cannot be decoded, as STRING 'Type: message', or "
+            "NULL when it decodes.",
+            (IMAGE_ARGUMENT,),
+            (f"SELECT path, {error}(image) FROM {view} WHERE {error}(image) IS NOT NULL;",)),
+        thumbnail: FunctionDoc(
+            "sql_dl.udfs.thumbnail_udf",
+            f"{thumbnail}(image[, size]) - The image shrunk so that its longest side is at "
+            "most size pixels, aspect ratio kept, as a STRING data URL "
+            "('data:image/jpeg;base64,...', PNG when it has transparency) that notebooks and "
+            "BI tools display; decoded as Keras's load_img decodes (first frame, EXIF "
+            "orientation not applied); NULL when it cannot be decoded.",
+            (IMAGE_ARGUMENT, f"size - INT from 1 to {THUMBNAIL_MAX_SIZE}, pixels on the "
+                             f"longest side (default {THUMBNAIL_SIZE})"),
+            (f"SELECT path, {thumbnail}(image) FROM {view} LIMIT 5;",
+             f"SELECT '<img src=\"' || {thumbnail}(image, 64) || '\">' AS html FROM {view};")),
+        info: FunctionDoc(
+            "sql_dl.udfs.image_info_udf",
+            f"{info}(image) - The image's header as STRUCT<format: STRING, mode: STRING, "
+            "width: INT, height: INT, frames: INT> (format and mode as Pillow names them, "
+            "such as JPEG and RGB; format NULL for an image struct), read without decoding "
+            "any pixel; NULL when the header cannot be read.",
+            (IMAGE_ARGUMENT,),
+            (f"SELECT {info}(image).format, count(*) FROM {view} GROUP BY 1;",
+             f"SELECT path FROM {view} WHERE {info}(image).width < 224;"))}
+
+
+def function_docs(manifest: Manifest, plans: list[ModelPlan]) -> dict[str, FunctionDoc]:
     """The text of every function the manifest registers, by SQL name."""
     view = next(iter(manifest.images), "images")
-    docs = {image_error_function: FunctionDoc(
-        "sql_dl.udfs.image_error_udf",
-        f"{image_error_function}(image) - Why an image cannot be decoded, as STRING "
-        "'Type: message', or NULL when it decodes.",
-        (IMAGE_ARGUMENT,),
-        (f"SELECT path, {image_error_function}(image) FROM {view} "
-         f"WHERE {image_error_function}(image) IS NOT NULL;",))}
+    docs = _image_docs(view)
     for spec in manifest.preprocessors.values():
         size = spec.size[0] * spec.size[1] * 3
         docs[spec.name] = FunctionDoc(

@@ -7,6 +7,7 @@ interpolation=...)`` followed by ``img_to_array``; the caffe, tf and torch modes
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import importlib
 import io
@@ -19,9 +20,10 @@ from PIL import Image
 from sql_dl.batches import stack_valid
 from sql_dl.errors import ImageDecodeError
 from sql_dl.manifest import PreprocessorSpec, is_local, local_path
-from sql_dl.rules import MAX_PIXELS
+from sql_dl.rules import MAX_PIXELS, THUMBNAIL_SIZE
 
-__all__ = ["decode_error", "describe_source", "preprocess_batch", "read_uri", "to_pil"]
+__all__ = ["decode_error", "describe_source", "image_info", "preprocess_batch", "read_uri",
+           "thumbnail_url", "to_pil"]
 
 # Spark's image struct (spark.read.format("image")) stores pixels as OpenCV does: BGR(A).
 _STRUCT_FIELDS = ("height", "width", "nChannels", "data")
@@ -65,17 +67,22 @@ def to_pil(value: Any, max_pixels: int = MAX_PIXELS):
     Only the header is read here; an image of more than ``max_pixels`` pixels is refused
     before any pixel is decoded.
     """
-    if isinstance(value, str):
-        value = read_uri(value)
-    if isinstance(value, dict):
-        return _struct_to_pil(value)
-    image = Image.open(io.BytesIO(value))
+    image = _open(value)
     pixels = image.width * image.height
     if pixels > max_pixels:
         raise Image.DecompressionBombError(
             f"{image.width}x{image.height} = {pixels} pixels is over the limit of {max_pixels} "
             "(the preprocessor's max_pixels)")
     return image
+
+
+def _open(value: Any):
+    """An encoded image, a path/URI or an image struct opened with PIL (header only)."""
+    if isinstance(value, str):
+        value = read_uri(value)
+    if isinstance(value, dict):
+        return _struct_to_pil(value)
+    return Image.open(io.BytesIO(value))
 
 
 def _struct_to_pil(row: dict):
@@ -100,6 +107,45 @@ def decode_error(value: Any, max_pixels: int = MAX_PIXELS) -> str | None:
     except Exception as e:  # PIL raises many types on hostile input
         return error_text(e)
     return None
+
+
+def image_info(value: Any) -> dict[str, Any] | None:
+    """``format``, ``mode``, ``width``, ``height`` and ``frames`` of an image, from its header
+    (no pixel is decoded; an image struct has no format). None for NULL, or for what Pillow
+    cannot identify or refuses from its header alone."""
+    if value is None:
+        return None
+    try:
+        image = _open(value)
+        return {"format": image.format, "mode": image.mode, "width": image.width,
+                "height": image.height, "frames": getattr(image, "n_frames", 1)}
+    except Exception:  # noqa: BLE001 - Pillow raises many types on hostile input
+        return None
+
+
+def thumbnail_url(value: Any, size: int = THUMBNAIL_SIZE,
+                  max_pixels: int = MAX_PIXELS) -> str | None:
+    """A ``data:image/...;base64`` URL of the image (encoded bytes, a path/URI or an image
+    struct), shrunk so that its longest side is at most ``size`` pixels, aspect ratio kept
+    (never enlarged): JPEG, or PNG when the image has transparency.
+
+    Decoded as Keras's ``load_img`` decodes: the first frame, EXIF orientation not applied.
+    A JPEG is decoded at the smallest DCT scale still twice the thumbnail's size. None for
+    NULL and for what cannot be decoded within ``max_pixels``."""
+    if value is None:
+        return None
+    try:
+        image = to_pil(value, max_pixels)
+        image.draft(None, (2 * size, 2 * size))  # JPEG only: decode at a reduced scale
+        alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
+        image = image.convert("RGBA" if alpha else "RGB")
+        image.thumbnail((size, size), Image.Resampling.LANCZOS)
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG" if alpha else "JPEG", quality=90, subsampling=0)
+    except Exception:  # noqa: BLE001 - Pillow raises many types on hostile input
+        return None
+    kind = "png" if alpha else "jpeg"
+    return f"data:image/{kind};base64,{base64.b64encode(buffer.getvalue()).decode()}"
 
 
 def load_rgb(value: Any, size: tuple[int, int], interpolation: str,

@@ -4,37 +4,15 @@ arrays shortened. Rendering happens on the driver, for the rows shown only."""
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 from typing import Any
 
-from sql_dl.rules import MAX_PIXELS
+from sql_dl.images import thumbnail_url
+from sql_dl.rules import THUMBNAIL_SIZE
 
-__all__ = ["THUMBNAIL_SIZE", "Table", "show", "thumbnail_url"]
+__all__ = ["Table", "show"]
 
-THUMBNAIL_SIZE = 128  # pixels on the longest side
 FLOATS_SHOWN = 4  # values shown of a long float array
-
-
-def thumbnail_url(value: Any, size: int = THUMBNAIL_SIZE,
-                  max_pixels: int = MAX_PIXELS) -> str | None:
-    """A ``data:image/...;base64`` URL of the image (encoded bytes, a path/URI or an image
-    struct), shrunk so its longest side is at most ``size``: JPEG, or PNG when it has
-    transparency. Decoded as Keras's ``load_img`` does (first frame); None if it cannot be."""
-    from sql_dl.images import to_pil
-
-    try:
-        image = to_pil(value, max_pixels)
-        alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
-        image = image.convert("RGBA" if alpha else "RGB")
-        image.thumbnail((size, size))
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG" if alpha else "JPEG", quality=85)
-    except Exception:  # noqa: BLE001 - Pillow raises many types for what it cannot decode
-        return None
-    kind = "png" if alpha else "jpeg"
-    return f"data:image/{kind};base64,{base64.b64encode(buffer.getvalue()).decode()}"
 
 
 class Table:

@@ -16,6 +16,7 @@ from sql_dl.manifest import Manifest, load_manifest
 from sql_dl.spark_extension import check_extension
 from sql_dl.models import ModelPlan, plan_model
 from sql_dl.prediction_cache import CACHE_VIEW, stats_frame
+from sql_dl.rules import IMAGE_ERROR_FUNCTION, IMAGE_INFO_FUNCTION, THUMBNAIL_FUNCTION
 from sql_dl.sql_text import identifier, values_query
 from sql_dl.views import image_frame
 
@@ -24,7 +25,6 @@ __all__ = ["IMAGE_ERROR_FUNCTION", "MODELS_VIEW", "bootstrap", "registered_names
 logger = logging.getLogger(__name__)
 
 MODELS_VIEW = "sql_dl_models"
-IMAGE_ERROR_FUNCTION = "sql_dl_image_error"
 _REGISTERED_CONF = "sql_dl.registered"
 _ARROW_BATCH_CONF = "spark.sql.execution.arrow.maxRecordsPerBatch"
 _SPARK_DEFAULT_ARROW_BATCH = "10000"
@@ -79,7 +79,7 @@ def bootstrap(spark, manifest: str | os.PathLike | Mapping[str, Any] | Manifest,
         _drop_previous(spark, set(functions), set(views))
     else:
         rows += [tuple(r) for r in _previous_rows(spark) if r.function not in functions]
-    docs = function_docs(manifest, plans, IMAGE_ERROR_FUNCTION)
+    docs = function_docs(manifest, plans)
     for function_name, udf in functions.items():
         if function_name in previous_functions:  # replacing it would log a warning
             spark.sql(f"DROP TEMPORARY FUNCTION IF EXISTS {identifier(function_name)}")
@@ -115,12 +115,19 @@ def bootstrap(spark, manifest: str | os.PathLike | Mapping[str, Any] | Manifest,
 
 def _functions(manifest: Manifest, plans: list[ModelPlan], backend) -> tuple[dict[str, Any], list]:
     """The manifest's UDFs by SQL name (models shipped), and their ``sql_dl_models`` rows."""
-    from sql_dl.udfs import image_error_udf, model_udf, preprocessor_udf, top_k_udf
+    from sql_dl.udfs import (image_error_udf, image_info_udf, model_udf, preprocessor_udf,
+                             thumbnail_udf, top_k_udf)
 
     counter = backend.image_counter()
-    functions: dict[str, Any] = {IMAGE_ERROR_FUNCTION: image_error_udf()}
+    functions: dict[str, Any] = {IMAGE_ERROR_FUNCTION: image_error_udf(),
+                                 THUMBNAIL_FUNCTION: thumbnail_udf(),
+                                 IMAGE_INFO_FUNCTION: image_info_udf()}
     rows = [(IMAGE_ERROR_FUNCTION, "image_error", None, "image", None, None,
-             "why an image cannot be decoded, or NULL", None)]
+             "why an image cannot be decoded, or NULL", None),
+            (THUMBNAIL_FUNCTION, "thumbnail", None, "image", None, None,
+             "the image as a data URL to display, or NULL", None),
+            (IMAGE_INFO_FUNCTION, "image_info", None, "image", None, None,
+             "format, mode, width, height and frames from the header, or NULL", None)]
     for spec in manifest.preprocessors.values():
         functions[spec.name] = preprocessor_udf(spec, counter)
         rows.append((spec.name, "preprocessor", None, "image", spec.size[0] * spec.size[1] * 3,

@@ -11,7 +11,9 @@ from typing import Any
 
 __all__ = [
     "APPLICATIONS", "INPUT_KINDS", "INTERPOLATIONS", "LABEL_SOURCES", "MAX_PIXELS", "ON_ERROR",
-    "PILLOW_MAX_PIXELS", "PREPROCESS_MODES", "RESERVED_NAMES", "application_problem",
+    "IMAGE_ERROR_FUNCTION", "IMAGE_INFO_FUNCTION", "PILLOW_MAX_PIXELS", "PREPROCESS_MODES",
+    "RESERVED_NAMES", "THUMBNAIL_FUNCTION", "THUMBNAIL_MAX_SIZE", "THUMBNAIL_SIZE",
+    "application_problem",
     "byte_size", "byte_size_problem", "choice_problem", "default_labels", "default_mode",
     "duration_problem", "duration_seconds", "max_pixels_problem", "positive_int_problem",
     "received", "sample_ratio_problem", "size_problem",
@@ -26,7 +28,14 @@ ON_ERROR = ("null", "fail")
 MAX_PIXELS = 89_478_485
 # Pillow refuses images over twice its limit whatever sql_dl allows.
 PILLOW_MAX_PIXELS = 2 * MAX_PIXELS
-RESERVED_NAMES = ("sql_dl_models", "sql_dl_image_error", "sql_dl_cache")
+# The functions every manifest registers, and the views bootstrap creates.
+IMAGE_ERROR_FUNCTION = "sql_dl_image_error"
+THUMBNAIL_FUNCTION = "sql_dl_thumbnail"
+IMAGE_INFO_FUNCTION = "sql_dl_image_info"
+RESERVED_NAMES = ("sql_dl_models", "sql_dl_cache", IMAGE_ERROR_FUNCTION, THUMBNAIL_FUNCTION,
+                  IMAGE_INFO_FUNCTION)
+THUMBNAIL_SIZE = 128  # pixels on a thumbnail's longest side, by default
+THUMBNAIL_MAX_SIZE = 1024
 
 # keras.applications image classifiers and the preprocessing their preprocess_input applies
 # ("none": the model rescales 0..255 input itself).

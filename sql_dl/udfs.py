@@ -19,14 +19,15 @@ import pyarrow as pa
 from sql_dl.batches import chunks, column_values, float_rows, stack_valid
 from sql_dl.counts import ImageTally
 from sql_dl.errors import FunctionArgumentError, ImageDecodeError
-from sql_dl.images import decode_error, describe_source, error_text, preprocess_batch
+from sql_dl.images import (decode_error, describe_source, error_text, image_info,
+                            preprocess_batch, thumbnail_url)
 from sql_dl.manifest import PreprocessorSpec
-from sql_dl.rules import MAX_PIXELS
+from sql_dl.rules import MAX_PIXELS, THUMBNAIL_FUNCTION, THUMBNAIL_MAX_SIZE, THUMBNAIL_SIZE
 from sql_dl.models import ModelPlan
 
-__all__ = ["CACHE_STATS", "FLOAT_ARRAY", "TOP_K", "cache_stats_udf", "image_error_udf",
-           "model_udf", "preprocessor_udf", "tensor_udf", "top_k_udf", "touch_udf",
-           "warm_up_udf"]
+__all__ = ["CACHE_STATS", "FLOAT_ARRAY", "IMAGE_INFO", "TOP_K", "cache_stats_udf",
+           "image_error_udf", "image_info_udf", "model_udf", "preprocessor_udf", "tensor_udf",
+           "thumbnail_udf", "top_k_udf", "touch_udf", "warm_up_udf"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +40,10 @@ CACHE_STATS = ("array<struct<host:string,directory:string,model:string,entries:b
 _CACHE_STATS_ARROW = pa.struct([("host", pa.string()), ("directory", pa.string()),
                                 ("model", pa.string()), ("entries", pa.int64()),
                                 ("bytes", pa.int64()), ("hits", pa.int64())])
+IMAGE_INFO = "struct<format:string,mode:string,width:int,height:int,frames:int>"
+_IMAGE_INFO_ARROW = pa.struct([("format", pa.string()), ("mode", pa.string()),
+                               ("width", pa.int32()), ("height", pa.int32()),
+                               ("frames", pa.int32())])
 PREPROCESSOR_BATCH = 32
 WARM_UP_HOLD = 0.2  # seconds a warm-up task keeps its worker
 
@@ -117,6 +122,42 @@ def image_error_udf(max_pixels: int = MAX_PIXELS):
             yield pa.array([decode_error(v, max_pixels) for v in column_values(batch)], pa.string())
 
     return _arrow_udf(image_error, "string")
+
+
+def thumbnail_udf(max_pixels: int = MAX_PIXELS):
+    """``(x [, size]) -> string``: the image as a ``data:image/...;base64`` URL, its longest
+    side at most ``size`` pixels; NULL where it cannot be decoded (or ``x`` or ``size`` is
+    NULL)."""
+
+    # Spark passes an array per batch for thumbnail(x), a tuple for thumbnail(x, size)
+    def thumbnail(batches: Iterator[tuple[pa.Array, ...]]) -> Iterator[pa.Array]:
+        for batch in batches:
+            images, sizes = batch if isinstance(batch, tuple) else (batch, None)
+            sizes = sizes.to_pylist() if sizes is not None else [THUMBNAIL_SIZE] * len(images)
+            yield pa.array([None if size is None else thumbnail_url(value, _size(size),
+                                                                    max_pixels)
+                            for value, size in zip(column_values(images), sizes)], pa.string())
+
+    return _arrow_udf(thumbnail, "string")
+
+
+def _size(size: Any) -> int:
+    if isinstance(size, bool) or not isinstance(size, int) or not (
+            1 <= size <= THUMBNAIL_MAX_SIZE):
+        raise FunctionArgumentError(
+            f"{THUMBNAIL_FUNCTION}(image, size): size must be an integer from 1 to "
+            f"{THUMBNAIL_MAX_SIZE} (pixels on the longest side). Received: size={size}")
+    return size
+
+
+def image_info_udf():
+    """``x -> struct<format, mode, width, height, frames>`` from the image's header."""
+
+    def info(batches: Iterator[pa.Array]) -> Iterator[pa.Array]:
+        for batch in batches:
+            yield pa.array([image_info(v) for v in column_values(batch)], _IMAGE_INFO_ARROW)
+
+    return _arrow_udf(info, IMAGE_INFO)
 
 
 def warm_up_udf(plans: list[ModelPlan]):

@@ -9,6 +9,7 @@ import socket
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 # The suite's own temporary directory, Keras home and model cache, for the driver, the JVM
@@ -23,6 +24,8 @@ tempfile.tempdir = None  # re-read TMPDIR
 PHOTO_SIZE = (32, 32)
 NUM_CLASSES = 5
 CLASS_NAMES = ["cat", "dog", "fish", "bird", "frog"]
+# The functions every manifest registers, sorted.
+BUILT_IN = ["sql_dl_image_error", "sql_dl_image_info", "sql_dl_thumbnail"]
 
 
 def photo_files(directory: Path) -> list[Path]:
@@ -154,3 +157,45 @@ def labels_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("labels") / "labels.txt"
     path.write_text("\n".join(CLASS_NAMES) + "\n")
     return path
+
+
+# Spark's file sources never list empty files, so empty.jpg is in no view.
+UNDECODABLE = ("random.jpg", "truncated.jpg", "text.png", "bomb.png")
+
+
+@pytest.fixture(scope="session")
+def hostile_dir(tmp_path_factory, photos) -> Path:
+    """Undecodable files, and valid ones in every format and mode Pillow reads."""
+    import skimage.data
+    from PIL import Image
+
+    directory = tmp_path_factory.mktemp("hostile")
+    jpeg = next(f for f in photos if f.suffix == ".jpg").read_bytes()
+    (directory / "empty.jpg").write_bytes(b"")
+    (directory / "random.jpg").write_bytes(np.random.default_rng(0).bytes(5000))
+    (directory / "truncated.jpg").write_bytes(jpeg[: len(jpeg) // 3])
+    (directory / "text.png").write_text("this is not a PNG")
+    (directory / "bomb.png").write_bytes(png_bomb())
+    chelsea = Image.fromarray(skimage.data.chelsea())
+    chelsea.convert("CMYK").save(directory / "cmyk.jpg")
+    Image.fromarray(skimage.data.camera().astype(np.uint16) * 257).save(directory / "grey16.png")
+    chelsea.convert("P").save(directory / "palette.gif")
+    frames = [chelsea.convert("P"), chelsea.rotate(90).convert("P")]
+    frames[0].save(directory / "animated.gif", save_all=True, append_images=frames[1:])
+    for suffix in ("bmp", "webp", "tiff"):
+        chelsea.save(directory / f"photo.{suffix}")
+    Image.new("RGB", (1, 1), (200, 30, 90)).save(directory / "one.png")
+    alpha = chelsea.convert("RGBA")
+    alpha.putalpha(Image.linear_gradient("L").resize(chelsea.size).point(lambda a: 64 + a // 2))
+    alpha.save(directory / "alpha.png")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90° to view; load_img does not apply it
+    chelsea.save(directory / "rotated_exif.jpg", exif=exif)
+    assert Image.open(directory / "grey16.png").mode == "I;16"
+    assert Image.open(directory / "cmyk.jpg").mode == "CMYK"
+    return directory
+
+
+@pytest.fixture(scope="session")
+def valid_files(hostile_dir) -> list[Path]:
+    return sorted(f for f in hostile_dir.iterdir() if f.name not in (*UNDECODABLE, "empty.jpg"))

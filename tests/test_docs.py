@@ -25,7 +25,8 @@ def test_manifest_key_is_in_the_reference(key):
     assert re.search(rf"^\s+{key}:", reference, re.M), f"manifest key {key!r} is not in the README"
 
 
-@pytest.mark.parametrize("kind", ["model", "features", "top_k", "preprocessor", "image_error"])
+@pytest.mark.parametrize("kind", ["model", "features", "top_k", "preprocessor",
+                                  "image_error", "thumbnail", "image_info"])
 def test_function_kind_is_in_the_sql_reference(kind):
     reference = README.split("## SQL reference", 1)[1].split("\n## ", 1)[0]
     assert kind in reference.split("`sql_dl_models` lists", 1)[1].split("\n\n", 1)[0]

@@ -136,6 +136,7 @@ CASES = [
     ("preprocessors: {p: {size: [3, 3], mode: tf, max_pixels: 0}}", r"preprocessors.p.max_pixels: must be a positive integer. Received: max_pixels=0"),
     ("preprocessors: {p: {size: [3, 3], mode: tf, max_pixels: 200000000}}", r"preprocessors.p.max_pixels: must be at most 178956970, the most Pillow decodes. Received: max_pixels=200000000"),
     ("models: {sql_dl_image_error: {path: models/x.keras}}", r"models.sql_dl_image_error: the name 'sql_dl_image_error' is reserved"),
+    ("preprocessors: {sql_dl_thumbnail: {size: [3, 3], mode: tf}}", r"preprocessors.sql_dl_thumbnail: the name 'sql_dl_thumbnail' is reserved"),
     ("models: {m: {path: models/x.keras, trust_code: yes please}}", r"models.m.trust_code: must be true or false. Received: trust_code='yes please'"),
     ("models: {m: {path: models/x.keras, sha256: abc}}", r"models.m.sha256: must be the 64 hex digits of a SHA-256 \(sha256sum FILE\). Received: sha256='abc'"),
     (f"models: {{m: {{application: VGG16, sha256: {'a' * 64}}}}}", r"models.m.sha256: checks the model file \(path\) or the weights file \(weights\), and weights: imagenet has no file; remove sha256"),

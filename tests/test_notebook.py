@@ -12,7 +12,9 @@ from PIL import Image
 from test_registration import local
 
 import sql_dl
-from sql_dl.notebook import THUMBNAIL_SIZE, show, thumbnail_url
+from sql_dl.images import thumbnail_url
+from sql_dl.notebook import show
+from sql_dl.rules import THUMBNAIL_SIZE
 
 QUERY = ("SELECT path, image, cnn_top_k(image, 2) AS top, cnn_features(image) AS features "
          "FROM photos ORDER BY path")

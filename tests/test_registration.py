@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from pyspark.sql.functions import pandas_udf
-from conftest import CLASS_NAMES, tiny_cnn
+from conftest import BUILT_IN, CLASS_NAMES, tiny_cnn
 from test_images import keras_tensor
 
 import sql_dl
@@ -190,7 +190,7 @@ def test_models_view(registered, cnn_file):
     rows = {r.function: r for r in registered.table("sql_dl_models").collect()}
     assert set(rows) == {"p32", "p32_tf", "cnn", "cnn_features", "cnn_top_k", "cnn_tf",
                          "cnn_tf_features", "cnn_tf_top_k", "raw", "raw_features", "raw_top_k",
-                         "sql_dl_image_error"}
+                         *BUILT_IN}
     assert tuple(rows["sql_dl_image_error"])[1:4] == ("image_error", None, "image")
     assert tuple(rows["cnn"])[1:] == ("model", "cnn", "image", 5, "p32", str(cnn_file),
                                       "A tiny CNN for tests.")
@@ -243,7 +243,7 @@ def test_bootstrap_again_replaces_definitions(spark, registered, manifest, cnn_f
         with pytest.raises(AnalysisException, match="TABLE_OR_VIEW_NOT_FOUND"):
             spark.table("photos")
         assert {r.function for r in spark.table("sql_dl_models").collect()} == {
-            "p32", "p32_tf", "cnn2", "cnn2_features", "cnn2_top_k", "sql_dl_image_error"}
+            "p32", "p32_tf", "cnn2", "cnn2_features", "cnn2_top_k", *BUILT_IN}
     finally:
         sql_dl.bootstrap(spark, manifest)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import png_bomb, tiny_cnn
+from conftest import UNDECODABLE, png_bomb, tiny_cnn
 from test_images import keras_tensor
 from test_registration import TOLERANCE, local
 
@@ -18,42 +18,6 @@ import sql_dl
 from sql_dl import ModelLoadError
 from sql_dl.ml import read_images
 from sql_dl.cli.shell import SqlShell
-
-# Spark's file sources never list empty files, so empty.jpg is in no view.
-UNDECODABLE = ("random.jpg", "truncated.jpg", "text.png", "bomb.png")
-
-
-@pytest.fixture(scope="module")
-def hostile_dir(tmp_path_factory, photos) -> Path:
-    """Undecodable files, and valid ones in every format and mode Pillow reads."""
-    import skimage.data
-    from PIL import Image
-
-    directory = tmp_path_factory.mktemp("hostile")
-    jpeg = next(f for f in photos if f.suffix == ".jpg").read_bytes()
-    (directory / "empty.jpg").write_bytes(b"")
-    (directory / "random.jpg").write_bytes(np.random.default_rng(0).bytes(5000))
-    (directory / "truncated.jpg").write_bytes(jpeg[: len(jpeg) // 3])
-    (directory / "text.png").write_text("this is not a PNG")
-    (directory / "bomb.png").write_bytes(png_bomb())
-    chelsea = Image.fromarray(skimage.data.chelsea())
-    chelsea.convert("CMYK").save(directory / "cmyk.jpg")
-    Image.fromarray(skimage.data.camera().astype(np.uint16) * 257).save(directory / "grey16.png")
-    chelsea.convert("P").save(directory / "palette.gif")
-    frames = [chelsea.convert("P"), chelsea.rotate(90).convert("P")]
-    frames[0].save(directory / "animated.gif", save_all=True, append_images=frames[1:])
-    for suffix in ("bmp", "webp", "tiff"):
-        chelsea.save(directory / f"photo.{suffix}")
-    Image.new("RGB", (1, 1), (200, 30, 90)).save(directory / "one.png")
-    assert Image.open(directory / "grey16.png").mode == "I;16"
-    assert Image.open(directory / "cmyk.jpg").mode == "CMYK"
-    return directory
-
-
-@pytest.fixture(scope="module")
-def valid_files(hostile_dir) -> list[Path]:
-    return sorted(f for f in hostile_dir.iterdir() if f.name not in (*UNDECODABLE, "empty.jpg"))
-
 
 @pytest.fixture(scope="module")
 def hostile(spark, hostile_dir, cnn_file):

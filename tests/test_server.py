@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 from pyhive.exc import OperationalError
-from conftest import CLASS_NAMES, free_port, jdbc_functions, readme_blocks
+from conftest import BUILT_IN, CLASS_NAMES, free_port, jdbc_functions, readme_blocks
 from test_cli import expected_best
 from test_registration import local
 
@@ -171,7 +171,7 @@ def test_connections_are_isolated_and_all_see_the_manifest(server, cnn_file, pho
         assert [best for _, best in rows] == expected_best(cnn_file, [local(p) for p, _ in rows])
         cursor.execute("SELECT function FROM sql_dl_models ORDER BY function")
         assert [r[0] for r in cursor.fetchall()] == ["cnn", "cnn_features", "cnn_top_k", "p32",
-                                                     "sql_dl_image_error"]
+                                                     *BUILT_IN]
     assert set(CLASS_NAMES) >= {r[1] for r in rows}
 
 
@@ -371,7 +371,7 @@ def test_sighup_reloads_keep_open_connections_working(own_manifest, tmp_path, cn
         cursor.execute("SELECT function FROM sql_dl_models ORDER BY function")
         return [r[0] for r in cursor.fetchall()]
 
-    assert functions(kept) == ["cnn", "cnn_features", "cnn_top_k", "p32", "sql_dl_image_error"]
+    assert functions(kept) == ["cnn", "cnn_features", "cnn_top_k", "p32", *BUILT_IN]
     pngs = [f for f in photos if f.suffix == ".png"]
     second = {"preprocessors": {"p32": {"size": [32, 32], "mode": "caffe"}},
               "models": {"cnn2": {"path": str(cnn_file), "preprocessor": "p32",
@@ -383,7 +383,7 @@ def test_sighup_reloads_keep_open_connections_working(own_manifest, tmp_path, cn
             assert reload(server, own_manifest, data) == f"reloaded: {own_manifest}"
             name, view, files = ("cnn2", "pngs", pngs) if data is second else ("cnn", "photos", photos)
             assert functions(kept) == sorted([name, f"{name}_features", f"{name}_top_k", "p32",
-                                              "sql_dl_image_error"])
+                                              *BUILT_IN])
             kept.execute(f"SELECT path FROM {view} ORDER BY path")
             assert [local(p) for (p,) in kept.fetchall()] == files
 
@@ -403,7 +403,7 @@ def test_sighup_reloads_keep_open_connections_working(own_manifest, tmp_path, cn
         assert all("SparkExecuteStatementOperation: Error executing query" in e for e in errors)
 
         assert reload(server, own_manifest, "models: {broken: {}}\n") == f"reload failed: {own_manifest}"
-        assert functions(kept) == ["cnn2", "cnn2_features", "cnn2_top_k", "p32", "sql_dl_image_error"]
+        assert functions(kept) == ["cnn2", "cnn2_features", "cnn2_top_k", "p32", *BUILT_IN]
         fresh = hive.connect(host="127.0.0.1", port=server.port).cursor()  # functions: new ones
         fresh.execute("SELECT count(cnn2(image)) FROM pngs")
         assert fresh.fetchall() == [(len(pngs),)]
