@@ -17,7 +17,7 @@ from sql_dl.counts import (bad_image_count, cached_image_count, scored_image_cou
                            skipped_file_count)
 from sql_dl.errors import ImageDecodeError, ManifestError, ModelLoadError, SqlDlError
 from sql_dl.manifest import Manifest, load_manifest
-from sql_dl.notebook import show
+from sql_dl.notebook import load_ipython_extension, show
 from sql_dl.publish import publish
 from sql_dl.registration import bootstrap
 from sql_dl.session import session
@@ -34,6 +34,7 @@ __all__ = [
     "bad_image_count",
     "bootstrap",
     "cached_image_count",
+    "load_ipython_extension",
     "load_manifest",
     "publish",
     "scored_image_count",

@@ -1,6 +1,9 @@
 """Results people can see in a notebook: `show` renders a DataFrame's first rows as an HTML
 table, images as thumbnails, top-k arrays as "label (probability)" lists and long float
-arrays shortened. Rendering happens on the driver, for the rows shown only."""
+arrays shortened. Rendering happens on the driver, for the rows shown only.
+
+``%load_ext sql_dl`` adds the ``%%sql`` cell magic (`load_ipython_extension`), which runs
+a cell's statements and shows the last result."""
 
 from __future__ import annotations
 
@@ -8,9 +11,12 @@ import html
 from typing import Any
 
 from sql_dl.images import thumbnail_url
-from sql_dl.rules import THUMBNAIL_SIZE
+from sql_dl.rules import IMAGE_ERROR_FUNCTION, THUMBNAIL_SIZE
+from sql_dl.sql_text import split_statements
 
-__all__ = ["Table", "show"]
+__all__ = ["Table", "load_ipython_extension", "run_cell", "show"]
+
+ROWS_SHOWN = 20
 
 FLOATS_SHOWN = 4  # values shown of a long float array
 
@@ -35,7 +41,7 @@ class Table:
         return "\n".join(lines)
 
 
-def show(data, n: int = 20) -> Table:
+def show(data, n: int = ROWS_SHOWN) -> Table:
     """The first ``n`` rows of a DataFrame, or of SQL text run on the active session, to
     display (a notebook shows the returned `Table` as HTML).
 
@@ -45,16 +51,68 @@ def show(data, n: int = 20) -> Table:
     if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
         raise ValueError(f"show: n must be a positive integer. Received: n={n!r}")
     if isinstance(data, str):
-        from pyspark.sql import SparkSession
-
-        spark = SparkSession.getActiveSession()
-        if spark is None:
-            raise ValueError("show: SQL text needs an active Spark session; build one with "
-                             "sql_dl.session(...) first, or pass a DataFrame. "
-                             f"Received: {data[:60]!r}")
-        data = spark.sql(data)
+        data = _active_session("show", data).sql(data)
     rows = data.limit(n).collect()  # only the rows shown leave the executors
     return Table(list(data.columns), [tuple(row) for row in rows])
+
+
+def run_cell(text: str, n: int = ROWS_SHOWN):
+    """Runs SQL statements (``;``-separated) on the active session, in order, and returns
+    ``(last DataFrame, its first n rows as a Table)``. Commands (CREATE, SET, ...) run; a
+    query before the last one is only planned, as nothing would show it. The Table is None
+    when the last statement gives no columns (DDL such as CREATE VIEW). Warnings about images that did not
+    decode, or files deleted after listing, are printed to stderr, as ``sql-dl sql`` does.
+    A failing statement raises Spark's error and stops the cell."""
+    import sys
+
+    from sql_dl.counts import counts
+
+    statements = split_statements(text)
+    if not statements:
+        raise ValueError("%%sql: the cell has no SQL statement")
+    spark = _active_session("%%sql", statements[0])
+    frame = table = None
+    for i, statement in enumerate(statements):
+        before = counts(spark)
+        frame = spark.sql(statement)  # runs commands; a query runs when shown
+        if i == len(statements) - 1 and frame.columns:
+            table = show(frame, n)
+        for line in (counts(spark) - before).messages(IMAGE_ERROR_FUNCTION):
+            print(line, file=sys.stderr)
+    return frame, table
+
+
+def load_ipython_extension(ipython) -> None:
+    """``%load_ext sql_dl``: registers the ``%%sql`` cell magic in IPython/Jupyter."""
+    from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+
+    @magic_arguments()
+    @argument("-n", "--rows", type=int, default=ROWS_SHOWN,
+              help=f"rows of the last result to show (default {ROWS_SHOWN})")
+    @argument("-o", "--output", metavar="NAME",
+              help="also keep the last result's DataFrame in this notebook variable")
+    def sql(line: str, cell: str):
+        """Runs the cell's SQL statements (separated by ;) on the active Spark session and
+        shows the last one's first rows with sql_dl.show: images as thumbnails, top-k as
+        'label (probability)'."""
+        args = parse_argstring(sql, line)
+        frame, table = run_cell(cell, args.rows)
+        if args.output:
+            ipython.user_ns[args.output] = frame
+        return table
+
+    ipython.register_magic_function(sql, magic_kind="cell")
+
+
+def _active_session(caller: str, text: str):
+    from pyspark.sql import SparkSession
+
+    spark = SparkSession.getActiveSession()
+    if spark is None:
+        raise ValueError(f"{caller}: SQL text needs an active Spark session; build one with "
+                         "sql_dl.session(...) first, or pass a DataFrame. "
+                         f"Received: {text[:60]!r}")
+    return spark
 
 
 def _cell_html(value: Any) -> str:

@@ -1,10 +1,13 @@
-"""SQL text sql_dl writes: identifiers and string literals quoted the one way Spark reads."""
+"""SQL text: identifiers and string literals quoted the one way Spark reads, and scripts split
+into statements."""
 
 from __future__ import annotations
 
 from typing import Any, Sequence
 
-__all__ = ["identifier", "string_literal", "values_query"]
+import sqlparse
+
+__all__ = ["identifier", "split_statements", "string_literal", "values_query"]
 
 
 def identifier(name: str) -> str:
@@ -31,3 +34,13 @@ def values_query(columns: Sequence[tuple[str, str]], rows: Sequence[Sequence[Any
     casts = ", ".join(f"CAST({identifier(name)} AS {kind}) AS {identifier(name)}"
                       for name, kind in columns)
     return f"SELECT {casts} FROM VALUES {values} AS t({names}){'' if rows else ' WHERE false'}"
+
+
+def split_statements(text: str) -> list[str]:
+    """Splits SQL text into statements at semicolons outside quotes and comments."""
+    statements = []
+    for statement in sqlparse.split(text):
+        code = sqlparse.format(statement, strip_comments=True).strip().rstrip(";").strip()
+        if code:
+            statements.append(statement.strip().rstrip(";").strip())
+    return statements

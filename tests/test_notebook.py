@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import re
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -71,3 +72,33 @@ def test_thumbnails_of_what_cannot_be_decoded_are_none(photos):
 def test_show_needs_a_positive_n(n):
     with pytest.raises(ValueError, match=f"show: n must be a positive integer. Received: n={n!r}"):
         show("SELECT 1", n=n)
+
+
+@pytest.fixture
+def ipython():
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "sql_dl")
+    yield shell
+    InteractiveShell.clear_instance()
+
+
+def test_the_sql_cell_magic_runs_statements_and_shows_the_last(photos_view, photos, ipython,
+                                                               capsys):
+    table = ipython.run_cell_magic("sql", "-n 2 -o last", (
+        "-- a view, then a query of it\n"
+        "CREATE OR REPLACE TEMP VIEW few AS SELECT * FROM photos WHERE path LIKE '%.png';\n"
+        "SELECT path, image, cnn_top_k(image, 1) AS top, cnn(X'00') AS bad FROM few "
+        "ORDER BY path;"))
+    pngs = sorted(str(p) for p in photos if p.suffix == ".png")
+    assert [local(row[0]) for row in table.rows] == [Path(p) for p in pngs[:2]]
+    page = table._repr_html_()
+    assert len(re.findall(r'<img src="data:image/', page)) == 2
+    assert f"{table.rows[0][2][0].description} ({table.rows[0][2][0].probability:.2f})" in page
+    assert ipython.user_ns["last"].count() == len(pngs)  # -o keeps the whole result
+    assert ("Warning: 1 image(s) could not be decoded and gave NULL"  # one distinct image
+            in capsys.readouterr().err)
+    assert ipython.run_cell_magic("sql", "", "CREATE OR REPLACE TEMP VIEW v AS SELECT 1") is None
+    with pytest.raises(ValueError, match="%%sql: the cell has no SQL statement"):
+        ipython.run_cell_magic("sql", "", "-- nothing\n")

@@ -7,29 +7,18 @@ import time
 from pathlib import Path
 from typing import Iterable, TextIO
 
-import sqlparse
-
 from sql_dl import spark_internals
 from sql_dl.errors import SqlDlError
 from sql_dl.counts import counts
 from sql_dl.registration import IMAGE_ERROR_FUNCTION
+from sql_dl.sql_text import split_statements
 
-__all__ = ["SqlShell", "split_statements"]
+__all__ = ["SqlShell"]
 
 HISTORY_FILE = Path.home() / ".sql_dl_history"
 PROMPT = "sql-dl> "
 CONTINUATION = "      > "
 _EXIT_STATEMENTS = ("quit", "exit")
-
-
-def split_statements(text: str) -> list[str]:
-    """Splits SQL text into statements at semicolons outside quotes and comments."""
-    statements = []
-    for statement in sqlparse.split(text):
-        code = sqlparse.format(statement, strip_comments=True).strip().rstrip(";").strip()
-        if code:
-            statements.append(statement.strip().rstrip(";").strip())
-    return statements
 
 
 class SqlShell:
