@@ -7,8 +7,12 @@ a cell's statements and shows the last result."""
 
 from __future__ import annotations
 
+import base64
 import html
+import io
 from typing import Any
+
+from PIL import Image
 
 from sql_dl.images import thumbnail_url
 from sql_dl.rules import IMAGE_ERROR_FUNCTION, THUMBNAIL_SIZE
@@ -17,6 +21,7 @@ from sql_dl.sql_text import split_statements
 __all__ = ["Table", "load_ipython_extension", "run_cell", "show"]
 
 ROWS_SHOWN = 20
+SMALL_SHOWN = 64  # pixels a side below which an image is shown enlarged
 
 FLOATS_SHOWN = 4  # values shown of a long float array
 
@@ -118,8 +123,24 @@ def _active_session(caller: str, text: str):
 def _cell_html(value: Any) -> str:
     url = _image_url(value)
     if url is not None:
-        return f'<img src="{url}" style="max-width:{THUMBNAIL_SIZE}px">'
+        return _img_tag(url)
     return html.escape(_cell_text(value))
+
+
+def _img_tag(url: str) -> str:
+    """An ``<img>`` of a data URL, at most `THUMBNAIL_SIZE` a side; an image smaller than
+    `SMALL_SHOWN` pixels a side (digits, icons) is shown enlarged, pixelated, so that it can
+    be seen."""
+    style = f"max-width:{THUMBNAIL_SIZE}px;max-height:{THUMBNAIL_SIZE}px"
+    try:
+        with Image.open(io.BytesIO(base64.b64decode(url.partition(",")[2]))) as image:
+            width, height = image.size  # the header only
+    except Exception:  # noqa: BLE001 - a data URL from elsewhere; let the browser try
+        width = height = SMALL_SHOWN
+    scale = SMALL_SHOWN // max(width, height, 1)
+    if scale > 1:
+        style = f"width:{width * scale}px;height:{height * scale}px;image-rendering:pixelated"
+    return f'<img src="{html.escape(url)}" alt="image {width}x{height}" style="{style}">'
 
 
 def _image_url(value: Any) -> str | None:

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import base64
+import io
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 from conftest import readme_blocks
 from test_images import keras_tensor
 
@@ -116,3 +122,79 @@ def test_readme_bi_client_and_spark_connect_snippets_run_as_written(demo):
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [line for line in result.stdout.splitlines() if line.startswith("|file:")]
     assert len(rows) == 3 and all("[{" in row for row in rows), result.stdout
+
+
+def chromium_screenshot(page: Path, out: Path, profile: Path,
+                        height: int = 3000) -> Image.Image:
+    """A headless Chromium screenshot of a local page, 1000 px wide at a device scale of 1.
+    Every host name resolves to nothing and background networking is off: the page can
+    only load what it carries."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.fail("Chromium is needed for the browser check: apt-get install chromium "
+                    "(bash .ci/setup installs it)")
+    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                    "--force-device-scale-factor=1", f"--window-size=1000,{height}",
+                    "--host-resolver-rules=MAP * ~NOTFOUND", "--disable-background-networking",
+                    "--disable-component-update", "--no-first-run", "--no-pings",
+                    f"--user-data-dir={profile}", f"--screenshot={out}", page.as_uri()],
+                   check=True, capture_output=True, timeout=120)
+    return Image.open(out).convert("RGB")
+
+
+@pytest.mark.slow
+def test_the_quickstart_notebook_shows_its_thumbnails_in_a_browser(demo, tmp_path, monkeypatch):
+    """examples/quickstart.ipynb executed by nbconvert on the demo's data, exported to HTML
+    and rendered by headless Chromium: every thumbnail the notebook's outputs carry is found,
+    pixel for pixel, in the screenshot."""
+    import nbformat
+    from nbconvert import HTMLExporter
+    from nbconvert.preprocessors import ExecutePreprocessor
+    from skimage.feature import match_template
+
+    root, made = demo
+    assert made.returncode == 0, made.stderr
+    kernels = tmp_path / "jupyter" / "kernels" / "sql_dl_test"  # this interpreter, whatever
+    kernels.mkdir(parents=True)                                    # kernels the machine has
+    (kernels / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "sql_dl tests", "language": "python"}))
+    for name, value in (("JUPYTER_PATH", tmp_path / "jupyter"),
+                        ("JUPYTER_RUNTIME_DIR", tmp_path / "runtime"),
+                        ("IPYTHONDIR", tmp_path / "ipython"),
+                        ("SQL_DL_DEMO_DIR", root / "demo"), ("SQL_DL_HOME", tmp_path / "home")):
+        monkeypatch.setenv(name, str(value))
+    notebook = nbformat.read(ROOT / "examples" / "quickstart.ipynb", as_version=4)
+    started = time.monotonic()
+    ExecutePreprocessor(timeout=300, kernel_name="sql_dl_test").preprocess(
+        notebook, {"metadata": {"path": str(tmp_path)}})
+    print(f"quickstart.ipynb ran in {time.monotonic() - started:.1f} s")
+
+    outputs = [o for cell in notebook.cells for o in cell.get("outputs", [])]
+    html_outputs = "".join(o.get("data", {}).get("text/html", "") for o in outputs)
+    urls = re.findall(r'<img src="(data:image/[^"]+)"', html_outputs)
+    assert len(urls) == 5 + 12  # sql_dl.show's 5 rows, then %%sql -n 12
+    text = "".join(o.get("text", "") for o in outputs)
+    misread = int(re.search(r"(\d+) of 1797 digits are misread", text).group(1))
+    assert 12 <= misread < 180  # the demo CNN reads over 90% right
+    assert "<td>PNG</td><td>L</td><td>32</td><td>32</td><td>1797</td>" in html_outputs
+
+    urls_off = dict.fromkeys(("jquery_url", "jupyter_widgets_base_url", "mathjax_url",
+                              "mermaid_js_url", "mermaid_layout_elk_js_url", "require_js_url",
+                              "widget_renderer_url"), "")  # nothing to fetch from a CDN
+    page = tmp_path / "quickstart.html"
+    page.write_text(HTMLExporter(**urls_off).from_notebook_node(notebook)[0])
+    shot = chromium_screenshot(page, tmp_path / "quickstart.png", tmp_path / "chromium")
+    grey = np.asarray(shot.convert("L"), dtype=np.float64)  # float32 sums lose flat areas
+    for url in urls:
+        thumbnail = Image.open(io.BytesIO(base64.b64decode(url.partition(",")[2]))).convert("L")
+        assert thumbnail.size == (32, 32)  # the digits are never enlarged in the data...
+        shown = np.kron(np.asarray(thumbnail, np.float64), np.ones((2, 2)))  # ...but on screen
+        match = match_template(grey, shown)
+        y, x = np.unravel_index(match.argmax(), match.shape)
+        assert match[y, x] > 0.95, f"thumbnail not found on the page (best match {match[y, x]})"
+        region = grey[y:y + 64, x:x + 64]
+        assert region.std() > 40 and region.min() < 40 < 215 < region.max()  # not blank
+    if os.environ.get("SQL_DL_SCREENSHOT"):  # where to keep it: the README's picture
+        shot.crop(Image.eval(shot.convert("L"), lambda v: 255 - v).getbbox()).quantize(
+            256).save(os.environ["SQL_DL_SCREENSHOT"], optimize=True)

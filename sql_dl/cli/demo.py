@@ -10,7 +10,7 @@ from typing import Callable
 import numpy as np
 import yaml
 
-__all__ = ["run_demo", "render_digits", "train_digits_cnn"]
+__all__ = ["prepare_demo", "render_digits", "run_demo", "train_digits_cnn"]
 
 logger = logging.getLogger(__name__)
 
@@ -90,16 +90,10 @@ def demo_manifest() -> dict:
     }
 
 
-def run_demo(directory: Path, sql_file: Path | None, make_session: Callable) -> int:
-    """Prepares the demo in ``directory`` (reusing earlier work) and runs its SQL."""
-    from sql_dl.cli.shell import SqlShell
-
-    started = time.monotonic()
-    directory = directory.resolve()
-    sql_file = sql_file or DEFAULT_SQL
-    if not sql_file.exists():
-        logger.error("no SQL script at %s; give one with --sql", sql_file)
-        return 1
+def prepare_demo(directory: Path) -> Path:
+    """Renders the digits and trains the CNN in ``directory`` (reusing earlier work), and
+    writes the demo's manifest there; returns the manifest's path."""
+    directory = Path(directory).resolve()
     logger.info("Rendering the digits to %s", directory / "digits")
     count = render_digits(directory / "digits")
     logger.info("  %d images in 10 folders", count)
@@ -113,6 +107,19 @@ def run_demo(directory: Path, sql_file: Path | None, make_session: Callable) -> 
     (directory / "labels.txt").write_text("".join(f"{i}\n" for i in range(10)))
     manifest_file = directory / "models.yaml"
     manifest_file.write_text(yaml.safe_dump(demo_manifest(), sort_keys=False))
+    return manifest_file
+
+
+def run_demo(directory: Path, sql_file: Path | None, make_session: Callable) -> int:
+    """Prepares the demo in ``directory`` (reusing earlier work) and runs its SQL."""
+    from sql_dl.cli.shell import SqlShell
+
+    started = time.monotonic()
+    sql_file = sql_file or DEFAULT_SQL
+    if not sql_file.exists():
+        logger.error("no SQL script at %s; give one with --sql", sql_file)
+        return 1
+    manifest_file = prepare_demo(directory)
     logger.info("Starting Spark and bootstrapping %s", manifest_file)
     spark = make_session(str(manifest_file))
     try:
