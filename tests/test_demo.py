@@ -69,13 +69,17 @@ def test_readme_session_and_notebook_snippets_run_as_written(demo):
     assert made.returncode == 0, made.stderr
     session, = readme_blocks("To build a session configured for sql_dl:", 1)
     notebook, = readme_blocks("On a session you already have", 1)
-    shown, = readme_blocks("**Notebooks.**", 1)
+    shown, = readme_blocks("**`sql_dl.show(df_or_sql, n=20)`**", 1)
+    superset, = readme_blocks("In **Apache Superset**", 1)
     assert 'sql_dl.session("conf/models.yaml"' in session
     assert 'sql_dl.bootstrap(spark, "conf/models.yaml")' in notebook
     script = root / "snippets.py"
     script.write_text("import sql_dl\n" + session + notebook
                       + f"table = {shown.strip()}\nprint('shown', len(table.rows), "
-                      "table._repr_html_().count('<img src=\"data:image/'))\nspark.stop()\n")
+                      "table._repr_html_().count('<img src=\"data:image/'))\n"
+                      f"for row in spark.sql({superset!r}).collect():\n"
+                      "    print('superset', row.picture[:33], row.top3, sep='\\t')\n"
+                      "spark.stop()\n")
     result = subprocess.run([sys.executable, str(script)], cwd=root, capture_output=True,
                             text=True, timeout=600,
                             env={**os.environ, "SQL_DL_HOME": str(root / "home")})
@@ -83,6 +87,11 @@ def test_readme_session_and_notebook_snippets_run_as_written(demo):
     rows = [line for line in result.stdout.splitlines() if line.startswith("|file:")]
     assert len(rows) == 20 and all("[{" in row for row in rows), rows  # show()'s default
     assert "shown 10 10" in result.stdout.splitlines()  # sql_dl.show: 10 rows, 10 thumbnails
+    superset = [line.split("\t")[1:] for line in result.stdout.splitlines()
+                if line.startswith("superset\t")]
+    assert len(superset) == 100 and all(  # an <img> of a JPEG, and 'label (p), ...' x 3
+        picture == '<img src="data:image/jpeg;base64,' and re.fullmatch(
+            r"\d \(\d\.\d\d\)(, \d \(\d\.\d\d\)){2}", top3) for picture, top3 in superset), superset[:3]
 
 
 @pytest.mark.slow
