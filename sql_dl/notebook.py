@@ -10,10 +10,12 @@ from __future__ import annotations
 import base64
 import html
 import io
+import sys
 from typing import Any
 
 from PIL import Image
 
+from sql_dl.counts import counts
 from sql_dl.images import thumbnail_url
 from sql_dl.rules import IMAGE_ERROR_FUNCTION, THUMBNAIL_SIZE
 from sql_dl.sql_text import split_statements
@@ -22,7 +24,6 @@ __all__ = ["Table", "load_ipython_extension", "run_cell", "show"]
 
 ROWS_SHOWN = 20
 SMALL_SHOWN = 64  # pixels a side below which an image is shown enlarged
-
 FLOATS_SHOWN = 4  # values shown of a long float array
 
 
@@ -65,13 +66,10 @@ def run_cell(text: str, n: int = ROWS_SHOWN):
     """Runs SQL statements (``;``-separated) on the active session, in order, and returns
     ``(last DataFrame, its first n rows as a Table)``. Commands (CREATE, SET, ...) run; a
     query before the last one is only planned, as nothing would show it. The Table is None
-    when the last statement gives no columns (DDL such as CREATE VIEW). Warnings about images that did not
-    decode, or files deleted after listing, are printed to stderr, as ``sql-dl sql`` does.
-    A failing statement raises Spark's error and stops the cell."""
-    import sys
-
-    from sql_dl.counts import counts
-
+    when the last statement gives no columns (DDL such as CREATE VIEW). Warnings about
+    images that did not decode, or files deleted after listing, are printed to stderr, as
+    ``sql-dl sql`` prints them. A failing statement raises Spark's error and stops the cell.
+    """
     statements = split_statements(text)
     if not statements:
         raise ValueError("%%sql: the cell has no SQL statement")

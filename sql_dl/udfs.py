@@ -144,9 +144,10 @@ def thumbnail_udf(max_pixels: int = MAX_PIXELS):
 def _size(size: Any) -> int:
     if isinstance(size, bool) or not isinstance(size, int) or not (
             1 <= size <= THUMBNAIL_MAX_SIZE):
+        received = repr(size) if isinstance(size, str) else size  # 12.5, not Decimal('12.5')
         raise FunctionArgumentError(
             f"{THUMBNAIL_FUNCTION}(image, size): size must be an integer from 1 to "
-            f"{THUMBNAIL_MAX_SIZE} (pixels on the longest side). Received: size={size}")
+            f"{THUMBNAIL_MAX_SIZE} (pixels on the longest side). Received: size={received}")
     return size
 
 

@@ -118,7 +118,7 @@ def test_thumbnails_of_image_structs_and_sizes(images, spark, photos_dir, photos
     assert decoded(edge.large).size == Image.open(photos[0]).size  # smaller than 1024
 
 
-@pytest.mark.parametrize("size", ["0", "1025", "-3", "12.5"])
+@pytest.mark.parametrize("size", ["0", "1025", "-3", "12.5", "'64'"])
 def test_thumbnail_sizes_out_of_range_fail_with_the_rule(images, photos, size):
     from pyspark.errors import PythonException
 
