@@ -11,6 +11,10 @@ bilinear resize and the model's preprocessing included):
 - binaryFile -> a pandas decode UDF -> predict_batch_udf(batch_size=32), cold and warm, and
   a row-at-a-time Python UDF with a module-level model cache, warm: in a session of their own.
 
+With ``--camera 64`` it measures sql_dl (warm) on that many 12-megapixel JPEGs (4000x3000,
+upscaled from the same photos) with ``decode: exact`` and ``decode: draft``, interleaved,
+against the raw Keras loop (pre-traced) on the same files.
+
 With ``--scaling 256,1024,4096`` it then measures raw Keras (pre-traced) and sql_dl (warm) on
 each of those image counts, and the peak resident memory of the Python workers during each sql_dl
 query (Linux: read from /proc, reset between queries).
@@ -20,6 +24,7 @@ the ratio to raw Keras; writes results.json and results.png.
 
     python benchmarks/inference.py --images 256 --model MobileNetV2 --master 'local[2]'
     python benchmarks/inference.py --images 256 --scaling 256,1024,4096
+    python benchmarks/inference.py --images 256 --camera 64
 """
 
 from __future__ import annotations
@@ -61,6 +66,58 @@ def make_images(directory: Path, count: int, seed: int = 0) -> list[Path]:
         Image.fromarray(photo[top:top + ch, left:left + cw]).save(path, quality=90)
         files.append(path)
     return files
+
+
+def make_camera_images(directory: Path, count: int) -> list[Path]:
+    """``count`` JPEGs of 4000x3000 (12 MP, what phones make): the shipped photos upscaled,
+    8 distinct ones (mirrored too), hard-linked to make up the count."""
+    from PIL import Image
+
+    sources = make_images(directory / "sources", 4)
+    distinct = []
+    for i in range(min(8, count)):
+        image = Image.open(sources[i % 4]).convert("RGB")
+        if i >= 4:
+            image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        path = directory / f"camera-{i:05d}.jpg"
+        image.resize((4000, 3000), Image.Resampling.LANCZOS).save(path, quality=90)
+        distinct.append(path)
+    files = list(distinct)
+    for i in range(len(distinct), count):
+        files.append(directory / f"camera-{i:05d}.jpg")
+        os.link(distinct[i % len(distinct)], files[-1])
+    shutil.rmtree(directory / "sources")
+    return files
+
+
+def camera(spark, count: int, work: Path, model_file: Path, size, mode) -> dict:
+    """sql_dl (warm) on camera-sized JPEGs with exact and draft decoding, interleaved, the
+    best of three each, and the raw Keras loop (pre-traced, exact) on the same files."""
+    import sql_dl
+
+    files = make_camera_images(work / "camera", count)
+    manifest = {
+        "preprocessors": {"exact": {"size": list(size), "mode": mode},
+                          "draft": {"size": list(size), "mode": mode, "decode": "draft"}},
+        "models": {"m_exact": {"path": str(model_file), "preprocessor": "exact",
+                               "batch_size": BATCH},
+                   "m_draft": {"path": str(model_file), "preprocessor": "draft",
+                               "batch_size": BATCH}},
+        "images": {"camera": {"path": str(work / "camera")}},
+        "cache": {"predictions": False}}
+    sql_dl.bootstrap(spark, manifest, warm_up=True)
+    queries = {name: spark.sql(f"SELECT {name}(image) AS out FROM camera")
+               for name in ("m_exact", "m_draft")}
+    seconds = {name: [] for name in queries}
+    for _ in range(3):  # interleaved: the machine's noise hits both alike
+        for name, query in queries.items():
+            seconds[name].append(timed(lambda: run_query(query)))
+    raw = count / raw_keras(model_file, files, size, mode, traced=True)
+    exact, draft = (count / min(seconds[name]) for name in ("m_exact", "m_draft"))
+    print(f"camera JPEGs: raw {raw:.1f}/s, sql_dl exact {exact:.1f}/s, draft {draft:.1f}/s "
+          f"({draft / exact:.1f}x)", file=sys.stderr)
+    return {"images": count, "raw Keras loop, pre-traced": raw,
+            "sql_dl SQL, warm, decode: exact": exact, "sql_dl SQL, warm, decode: draft": draft}
 
 
 def raw_keras(model_file: Path, files: list[Path], size, mode, traced: bool = False) -> float:
@@ -246,6 +303,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--master", default="local[2]")
     parser.add_argument("--scaling", type=lambda v: [int(c) for c in v.split(",")], default=[],
                         help="comma-separated image counts for the scaling and memory run")
+    parser.add_argument("--camera", type=int, default=0,
+                        help="camera-sized JPEGs for the exact vs draft decoding run")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -300,13 +359,20 @@ def main(argv: list[str] | None = None) -> int:
             scaled = scaling(spark, args.scaling, work, model_file, manifest, size, mode)
             spark.stop()
 
+        cameras = {}
+        if args.camera:
+            spark = sql_dl.session(master=args.master, home=work / "home",
+                                   conf={"spark.ui.showConsoleProgress": "false"})
+            cameras = camera(spark, args.camera, work, model_file, size, mode)
+            spark.stop()
+
         rate = {name: args.images / s for name, s in seconds.items()}
         raw, traced = rate["raw Keras loop"], rate["raw Keras loop, pre-traced"]
         results = {"model": args.model, "images": args.images, "master": args.master,
                    "cpus": os.cpu_count(), "images_per_second": rate,
                    "ratio_to_raw": {name: r / raw for name, r in rate.items()},
                    "ratio_to_pre_traced_raw": {name: r / traced for name, r in rate.items()},
-                   "scaling": scaled}
+                   "scaling": scaled, "camera": cameras}
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "results.json").write_text(json.dumps(results, indent=2))
         chart(results, args.out / "results.png")
@@ -322,6 +388,12 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{count:>8}{row['raw Keras loop']:>9.1f}{ours:>10.1f}"
                       f"{ours / row['raw Keras loop']:>7.2f}{ours / first - 1:>+10.0%}"
                       f"{row['worker MiB before']:>19.0f}{row['worker peak MiB']:>7.0f}")
+        if cameras:
+            raw_camera = cameras["raw Keras loop, pre-traced"]
+            print(f"\n{cameras['images']} camera-sized JPEGs (4000x3000)")
+            for name, r in cameras.items():
+                if name != "images":
+                    print(f"{name:<36}{r:>10.1f}{r / raw_camera:>8.2f} x raw, pre-traced")
         print(f"wrote {args.out / 'results.json'} and {args.out / 'results.png'}", file=sys.stderr)
     finally:
         shutil.rmtree(work, ignore_errors=True)

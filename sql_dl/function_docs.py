@@ -39,6 +39,8 @@ def _preprocessing(spec: PreprocessorSpec | None) -> str:
     if spec is None:
         return "none (tensor input)"
     how = spec.function or f"mode {spec.mode}"
+    if spec.decode == "draft":
+        how += ", JPEGs decoded at a reduced scale (draft)"
     return (f"{spec.name} ({spec.size[0]}x{spec.size[1]} {spec.interpolation}, {how})"
             if spec.size else f"{spec.name} ({how})")
 

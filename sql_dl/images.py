@@ -149,9 +149,16 @@ def thumbnail_url(value: Any, size: int = THUMBNAIL_SIZE,
 
 
 def load_rgb(value: Any, size: tuple[int, int], interpolation: str,
-             max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Decodes one image to an (H, W, 3) float32 RGB array, as load_img + img_to_array do."""
+             max_pixels: int = MAX_PIXELS, decode: str = "exact") -> np.ndarray:
+    """Decodes one image to an (H, W, 3) float32 RGB array, as load_img + img_to_array do.
+
+    ``decode="draft"`` decodes a JPEG through its own DCT scaling, at the largest reduction
+    (1/2, 1/4 or 1/8) that leaves every side at least twice the target size, before the same
+    conversion and resize; other formats are decoded exactly. The pixel limit is checked on
+    the header first either way."""
     image = to_pil(value, max_pixels)
+    if decode == "draft":
+        image.draft(None, (2 * size[1], 2 * size[0]))  # JPEG only; (width, height)
     if image.mode != "RGB":
         image = image.convert("RGB")
     width_height = (size[1], size[0])
@@ -197,7 +204,7 @@ def preprocess_batch(values: list[Any], spec: PreprocessorSpec, on_error: str
 
     def convert(value: Any) -> np.ndarray | None:
         try:
-            array = load_rgb(value, spec.size, spec.interpolation, spec.max_pixels)
+            array = load_rgb(value, spec.size, spec.interpolation, spec.max_pixels, spec.decode)
         except Exception as e:  # PIL raises many types on hostile input
             if on_error == "fail":
                 raise ImageDecodeError(

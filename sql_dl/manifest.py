@@ -17,7 +17,7 @@ import yaml
 
 from sql_dl.errors import ManifestError
 from sql_dl.rules import (
-    APPLICATIONS, INPUT_KINDS, INTERPOLATIONS, LABEL_SOURCES, MAX_PIXELS, ON_ERROR,
+    APPLICATIONS, DECODE_MODES, INPUT_KINDS, INTERPOLATIONS, LABEL_SOURCES, MAX_PIXELS, ON_ERROR,
     PREPROCESS_MODES, RESERVED_NAMES, application_problem, byte_size, byte_size_problem,
     choice_problem, default_labels,
     duration_problem, duration_seconds, max_pixels_problem, positive_int_problem, received,
@@ -58,6 +58,7 @@ class PreprocessorSpec:
     function: str | None = None
     max_pixels: int = MAX_PIXELS
     description: str | None = None
+    decode: str = "exact"  # "draft": JPEGs decoded at a reduced scale (sql_dl.images)
 
 
 @dataclass(frozen=True)
@@ -302,7 +303,7 @@ class _Validator:
     def _preprocessor(self, name: str, entry: Mapping) -> PreprocessorSpec:
         where = f"preprocessors.{name}"
         self._check_keys(where, entry, ("size", "mode", "interpolation", "function", "max_pixels",
-                                        "description"))
+                                        "decode", "description"))
         size = self.check(f"{where}.size", entry.get("size"), size_problem(entry.get("size")),
                           (1, 1))
         function = entry.get("function")
@@ -327,6 +328,7 @@ class _Validator:
             max_pixels=self.check(f"{where}.max_pixels", max_pixels,
                                   max_pixels_problem(max_pixels), MAX_PIXELS),
             description=self._description(where, entry),
+            decode=self._choice(f"{where}.decode", entry.get("decode"), DECODE_MODES, "exact"),
         )
 
     def _model(self, name: str, entry: Mapping, preprocessors: Mapping[str, Any]) -> ModelSpec:

@@ -10,7 +10,7 @@ import re
 from typing import Any
 
 __all__ = [
-    "APPLICATIONS", "INPUT_KINDS", "INTERPOLATIONS", "LABEL_SOURCES", "MAX_PIXELS", "ON_ERROR",
+    "APPLICATIONS", "DECODE_MODES", "INPUT_KINDS", "INTERPOLATIONS", "LABEL_SOURCES", "MAX_PIXELS", "ON_ERROR",
     "IMAGE_ERROR_FUNCTION", "IMAGE_INFO_FUNCTION", "PILLOW_MAX_PIXELS", "PREPROCESS_MODES",
     "RESERVED_NAMES", "THUMBNAIL_FUNCTION", "THUMBNAIL_MAX_SIZE", "THUMBNAIL_SIZE",
     "application_problem",
@@ -21,6 +21,7 @@ __all__ = [
 
 PREPROCESS_MODES = ("caffe", "tf", "torch", "scale", "none")
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "hamming", "box", "lanczos")
+DECODE_MODES = ("exact", "draft")  # draft: JPEGs decoded at a reduced DCT scale
 INPUT_KINDS = ("image", "tensor")
 LABEL_SOURCES = ("parent_dir", "none")
 ON_ERROR = ("null", "fail")
