@@ -6,6 +6,7 @@ tests of every rule run without either.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 from dataclasses import dataclass, field
@@ -17,8 +18,8 @@ import yaml
 
 from sql_dl.errors import ManifestError
 from sql_dl.rules import (
-    APPLICATIONS, DECODE_MODES, INPUT_KINDS, INTERPOLATIONS, LABEL_SOURCES, MAX_PIXELS, ON_ERROR,
-    PREPROCESS_MODES, RESERVED_NAMES, application_problem, byte_size, byte_size_problem,
+    APPLICATIONS, DECODE_MODES, ENGINES, INPUT_KINDS, INTERPOLATIONS, LABEL_SOURCES, MAX_PIXELS,
+    ON_ERROR, PRECISIONS, PREPROCESS_MODES, RESERVED_NAMES, application_problem, byte_size, byte_size_problem,
     choice_problem, default_labels,
     duration_problem, duration_seconds, max_pixels_problem, positive_int_problem, received,
     sample_ratio_problem, size_problem,
@@ -79,6 +80,8 @@ class ModelSpec:
     sha256: str | None = None
     description: str | None = None
     cache: bool = True  # whether its outputs go to the prediction cache (if that is on)
+    engine: str = "keras"  # keras | openvino (converted at bootstrap, sql_dl.engines)
+    precision: str = "float32"  # float32 | bfloat16 (openvino only)
 
     @property
     def function_names(self) -> tuple[str, str, str]:
@@ -373,6 +376,15 @@ class _Validator:
             self.problem(f"{where}.features_layer", "must be a layer name", features_layer)
         on_error = entry.get("on_error", "null")
         batch_size = entry.get("batch_size", 32)
+        engine = self._choice(f"{where}.engine", entry.get("engine"), ENGINES, "keras")
+        precision = self._choice(f"{where}.precision", entry.get("precision"), PRECISIONS,
+                                 "float32")
+        if engine == "keras" and precision != "float32":
+            self.problem(f"{where}.precision", "bfloat16 needs engine: openvino; the keras "
+                                               "engine runs float32", precision)
+        if engine == "openvino" and importlib.util.find_spec("openvino") is None:
+            self.problem(f"{where}.engine", "needs the openvino package, which is not "
+                                            "installed; pip install \"sql_dl[openvino]\"", engine)
         return ModelSpec(
             name=name,
             path=path,
@@ -390,6 +402,8 @@ class _Validator:
             cache=self._bool(f"{where}.cache", entry.get("cache"), True),
             sha256=self._sha256(f"{where}.sha256", entry.get("sha256"), application, weights),
             description=self._description(where, entry),
+            engine=engine,
+            precision=precision,
         )
 
     def _sha256(self, where: str, sha256: Any, application: str | None,

@@ -50,6 +50,8 @@ class ModelPlan:
     trust_code: bool = False  # load Lambda layers and other code the model carries
     cache_key: str | None = None  # its outputs' key in the prediction cache; None: not cached
     cache_size: int = 0  # the prediction cache's bound, in bytes per executor
+    engine: str = "keras"  # openvino: ``file`` is the converted IR directory (sql_dl.engines)
+    precision: str = "float32"
 
 
 def cache_dir() -> Path:
@@ -138,28 +140,49 @@ def plan_model(spec: ModelSpec, manifest: Manifest, fetch: Callable[[str], str])
     features_layer, features_size = _features(model, spec, where)
     output_size = _size(model.outputs[0].shape)
     labels = _labels(spec, output_size, where, fetch)
+    if spec.engine == "openvino":
+        file, engine = _openvino(model, spec, features_layer, sha256, where)
+        source = f"{source}; {engine}"
     plan = ModelPlan(
         name=spec.name, file=file, staged_name=staged_name(file, sha256), input=spec.input,
         input_shape=input_shape, output_size=output_size, features_layer=features_layer,
         features_size=features_size, preprocessor=preprocessor, labels=labels,
         batch_size=spec.batch_size, on_error=spec.on_error, source=source,
         sha256=None if os.path.isdir(file) else sha256, trust_code=spec.trust_code,
-        cache_key=(_cache_key(sha256, input_shape, preprocessor)
+        cache_key=(_cache_key(sha256, input_shape, preprocessor, spec)
                    if manifest.cache.predictions and spec.cache and spec.input == "image"
                    else None),
-        cache_size=manifest.cache.max_size)
+        cache_size=manifest.cache.max_size, engine=spec.engine, precision=spec.precision)
     logger.debug("Checked model %s (%s) in %.1f s", spec.name, source, time.monotonic() - started)
     return plan
 
 
+def _openvino(model: Any, spec: ModelSpec, features_layer: str, sha256: str,
+              where: str) -> tuple[str, str]:
+    """The model converted for the OpenVINO engine (cached), and the engine as
+    ``sql_dl_models`` shows it; says once if bfloat16 runs at float32 speed on this CPU."""
+    from sql_dl.engines import bf16_native, convert_to_openvino
+
+    engine = f"engine openvino, {spec.precision}"
+    if spec.precision == "bfloat16":
+        if bf16_native():
+            engine += " (native on the driver's CPU)"
+        else:
+            engine += " (float32 speed on the driver's CPU: no AVX512_BF16 or AMX)"
+            logger.warning("%s: precision bfloat16: this CPU has neither AVX512_BF16 nor AMX, "
+                           "so OpenVINO runs the model at float32 speed", where)
+    return convert_to_openvino(model, features_layer, sha256, where), engine
+
+
 def _cache_key(model_sha256: str, input_shape: tuple[int, ...],
-               preprocessor: PreprocessorSpec) -> str:
+               preprocessor: PreprocessorSpec, spec: ModelSpec) -> str:
     """What a model output depends on besides the image: the model file's content, the
     preprocessor (and the source of its function, if any) and the code that runs them."""
     import keras
     import tensorflow as tf
 
     from sql_dl import __version__
+    from sql_dl.engines import engine_id
 
     function_source = None
     if preprocessor.function:
@@ -169,7 +192,8 @@ def _cache_key(model_sha256: str, input_shape: tuple[int, ...],
     identity = {"model": model_sha256, "input_shape": input_shape,
                 "preprocessor": dataclasses.asdict(preprocessor),
                 "function_source": function_source, "sql_dl": __version__,
-                "keras": keras.__version__, "tensorflow": tf.__version__, "engine": "keras"}
+                "keras": keras.__version__, "tensorflow": tf.__version__,
+                "engine": engine_id(spec.engine, spec.precision)}
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
 
 

@@ -10,7 +10,7 @@ import re
 from typing import Any
 
 __all__ = [
-    "APPLICATIONS", "DECODE_MODES", "INPUT_KINDS", "INTERPOLATIONS", "LABEL_SOURCES", "MAX_PIXELS", "ON_ERROR",
+    "APPLICATIONS", "DECODE_MODES", "ENGINES", "INPUT_KINDS", "PRECISIONS", "INTERPOLATIONS", "LABEL_SOURCES", "MAX_PIXELS", "ON_ERROR",
     "IMAGE_ERROR_FUNCTION", "IMAGE_INFO_FUNCTION", "PILLOW_MAX_PIXELS", "PREPROCESS_MODES",
     "RESERVED_NAMES", "THUMBNAIL_FUNCTION", "THUMBNAIL_MAX_SIZE", "THUMBNAIL_SIZE",
     "application_problem",
@@ -22,6 +22,8 @@ __all__ = [
 PREPROCESS_MODES = ("caffe", "tf", "torch", "scale", "none")
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "hamming", "box", "lanczos")
 DECODE_MODES = ("exact", "draft")  # draft: JPEGs decoded at a reduced DCT scale
+ENGINES = ("keras", "openvino")  # what runs a model's batches (sql_dl.engines)
+PRECISIONS = ("float32", "bfloat16")  # bfloat16: OpenVINO only
 INPUT_KINDS = ("image", "tensor")
 LABEL_SOURCES = ("parent_dir", "none")
 ON_ERROR = ("null", "fail")

@@ -59,8 +59,9 @@ def traced(model):
     return model
 
 
-def get_model(plan: ModelPlan) -> LoadedModel:
-    """Returns the model of ``plan``, loading it on first use in this process."""
+def get_model(plan: ModelPlan):
+    """Returns the model of ``plan`` (a `LoadedModel`, or an `OpenVinoModel` for
+    ``engine: openvino``), loading it on first use in this process."""
     return model_cache.get(plan.staged_name, lambda: _load(plan))
 
 
@@ -76,7 +77,7 @@ def _load_signature(file: str, name: str, signature: str):
     return tf.saved_model.load(shipped_file(file, name)).signatures[signature]
 
 
-def _load(plan: ModelPlan) -> LoadedModel:
+def _load(plan: ModelPlan):
     configure_threads()
     started = time.monotonic()
     path = shipped_file(plan.file, plan.staged_name)
@@ -87,6 +88,13 @@ def _load(plan: ModelPlan) -> LoadedModel:
                              "differs): it was changed or corrupted after bootstrap. Run "
                              f"bootstrap again (sql-dl serve: send SIGHUP). Received: "
                              f"sha256={actual}")
+    if plan.engine == "openvino":
+        from sql_dl.engines import OpenVinoModel
+
+        model = OpenVinoModel(path, plan.precision, plan.features_layer, _task_cpus())
+        logger.info("Compiled model %s for OpenVINO (%s) in %.1f s", plan.name, plan.precision,
+                    time.monotonic() - started)
+        return model
     try:
         model = load_keras_model(path, plan.trust_code)
     except Exception as e:  # a file changed or corrupted after bootstrap
@@ -105,14 +113,21 @@ def configure_threads() -> None:
     _threads_configured = True
     from pyspark import TaskContext
 
-    context = TaskContext.get()
-    if context is None:
+    if TaskContext.get() is None:
         return
     import tensorflow as tf
 
-    cpus = max(1, int(context.cpus()))
+    cpus = _task_cpus()
     try:
         tf.config.threading.set_intra_op_parallelism_threads(cpus)
         tf.config.threading.set_inter_op_parallelism_threads(cpus)
     except RuntimeError:  # TensorFlow already initialised in this process
         pass
+
+
+def _task_cpus() -> int:
+    """The cores of the running task (1 outside a task)."""
+    from pyspark import TaskContext
+
+    context = TaskContext.get()
+    return 1 if context is None else max(1, int(context.cpus()))
