@@ -8,6 +8,9 @@ bilinear resize and the model's preprocessing included):
   predict step (the issue's "raw loop"), once with it traced beforehand;
 - sql_dl SQL, cold (the first query after bootstrap, model loading included) and warm, and
   cold again in a new session bootstrapped with ``warm_up=True``;
+- sql_dl SQL, warm, with ``engine: openvino`` in float32 and bfloat16 (interleaved with the
+  Keras engine, best of three; their features compared with Keras's), when openvino is
+  installed;
 - binaryFile -> a pandas decode UDF -> predict_batch_udf(batch_size=32), cold and warm, and
   a row-at-a-time Python UDF with a module-level model cache, warm: in a session of their own.
 
@@ -30,6 +33,7 @@ the ratio to raw Keras; writes results.json and results.png.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import shutil
@@ -96,28 +100,59 @@ def camera(spark, count: int, work: Path, model_file: Path, size, mode) -> dict:
     import sql_dl
 
     files = make_camera_images(work / "camera", count)
-    manifest = {
+    engines = {"": {}}
+    if importlib.util.find_spec("openvino") is not None:
+        engines[", OpenVINO bfloat16"] = {"engine": "openvino", "precision": "bfloat16"}
+    models = {f"m_{decode}{i}": ({"path": str(model_file), "preprocessor": decode,
+                                 "batch_size": BATCH, **engine}, f"decode: {decode}{label}")
+              for i, (label, engine) in enumerate(engines.items())
+              for decode in ("exact", "draft")}
+    sql_dl.bootstrap(spark, {
         "preprocessors": {"exact": {"size": list(size), "mode": mode},
                           "draft": {"size": list(size), "mode": mode, "decode": "draft"}},
-        "models": {"m_exact": {"path": str(model_file), "preprocessor": "exact",
-                               "batch_size": BATCH},
-                   "m_draft": {"path": str(model_file), "preprocessor": "draft",
-                               "batch_size": BATCH}},
+        "models": {name: entry for name, (entry, _) in models.items()},
         "images": {"camera": {"path": str(work / "camera")}},
-        "cache": {"predictions": False}}
-    sql_dl.bootstrap(spark, manifest, warm_up=True)
-    queries = {name: spark.sql(f"SELECT {name}(image) AS out FROM camera")
-               for name in ("m_exact", "m_draft")}
-    seconds = {name: [] for name in queries}
-    for _ in range(3):  # interleaved: the machine's noise hits both alike
-        for name, query in queries.items():
+        "cache": {"predictions": False}}, warm_up=True)
+    seconds = {name: [] for name in models}
+    for _ in range(3):  # interleaved: the machine's noise hits all alike
+        for name in models:
+            query = spark.sql(f"SELECT {name}(image) AS out FROM camera")
             seconds[name].append(timed(lambda: run_query(query)))
-    raw = count / raw_keras(model_file, files, size, mode, traced=True)
-    exact, draft = (count / min(seconds[name]) for name in ("m_exact", "m_draft"))
-    print(f"camera JPEGs: raw {raw:.1f}/s, sql_dl exact {exact:.1f}/s, draft {draft:.1f}/s "
-          f"({draft / exact:.1f}x)", file=sys.stderr)
-    return {"images": count, "raw Keras loop, pre-traced": raw,
-            "sql_dl SQL, warm, decode: exact": exact, "sql_dl SQL, warm, decode: draft": draft}
+    results = {"images": count, "raw Keras loop, pre-traced":
+               count / raw_keras(model_file, files, size, mode, traced=True)}
+    for name, (_, label) in models.items():
+        results[f"sql_dl SQL, warm, {label}"] = count / min(seconds[name])
+    print("camera JPEGs: " + ", ".join(f"{k} {v:.1f}/s" for k, v in results.items()
+                                       if k != "images"), file=sys.stderr)
+    return results
+
+
+def openvino_engines(spark, manifest: dict) -> tuple[dict, dict]:
+    """Seconds of warm sql_dl queries with the Keras engine and OpenVINO in float32 and
+    bfloat16 (interleaved, best of three), and how far OpenVINO's features are from Keras's
+    (relative L2 over all images)."""
+    import sql_dl
+
+    model = manifest["models"]["m"]
+    sql_dl.bootstrap(spark, {**manifest, "models": {
+        "m": model, "m_f32": {**model, "engine": "openvino"},
+        "m_bf16": {**model, "engine": "openvino", "precision": "bfloat16"}}}, warm_up=True)
+    names = {"m": "sql_dl SQL, warm (Keras engine, same session)",
+             "m_f32": "sql_dl SQL, warm, OpenVINO float32",
+             "m_bf16": "sql_dl SQL, warm, OpenVINO bfloat16"}
+    seconds = {label: [] for label in names.values()}
+    for _ in range(3):
+        for name, label in names.items():
+            query = spark.sql(f"SELECT {name}(image) AS out FROM photos")
+            seconds[label].append(timed(lambda: run_query(query)))
+    rows = spark.sql("SELECT m_features(image) AS k, m_f32_features(image) AS f, "
+                     "m_bf16_features(image) AS b FROM photos").collect()
+    keras_features = np.array([r.k for r in rows])
+    errors = {f"OpenVINO {kind} features, relative L2 to Keras's": float(
+        np.linalg.norm(np.array([r[column] for r in rows]) - keras_features)
+        / np.linalg.norm(keras_features)) for kind, column in (("float32", "f"), ("bfloat16", "b"))}
+    print(", ".join(f"{k}: {v:.2e}" for k, v in errors.items()), file=sys.stderr)
+    return {label: min(times) for label, times in seconds.items()}, errors
 
 
 def raw_keras(model_file: Path, files: list[Path], size, mode, traced: bool = False) -> float:
@@ -340,6 +375,13 @@ def main(argv: list[str] | None = None) -> int:
         sql_dl.bootstrap(spark, manifest, warm_up=True)
         query = spark.sql("SELECT m(image) AS out FROM photos")
         seconds["sql_dl SQL, cold after warm-up"] = timed(lambda: run_query(query))
+        errors = {}
+        if importlib.util.find_spec("openvino") is not None:
+            engines, errors = openvino_engines(spark, manifest)
+            seconds.update(engines)
+        else:
+            print("openvino is not installed: no OpenVINO rows (pip install -e '.[openvino]')",
+                  file=sys.stderr)
         spark.stop()
         # A session of their own: Python workers sql_dl never touched.
         spark = sql_dl.session(master=args.master, home=work / "home",
@@ -372,13 +414,13 @@ def main(argv: list[str] | None = None) -> int:
                    "cpus": os.cpu_count(), "images_per_second": rate,
                    "ratio_to_raw": {name: r / raw for name, r in rate.items()},
                    "ratio_to_pre_traced_raw": {name: r / traced for name, r in rate.items()},
-                   "scaling": scaled, "camera": cameras}
+                   "scaling": scaled, "camera": cameras, "openvino_errors": errors}
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "results.json").write_text(json.dumps(results, indent=2))
         chart(results, args.out / "results.png")
-        print(f"{'pipeline':<32}{'images/s':>10}{'x raw':>8}{'x pre-traced':>14}")
+        print(f"{'pipeline':<48}{'images/s':>10}{'x raw':>8}{'x pre-traced':>14}")
         for name, r in rate.items():
-            print(f"{name:<32}{r:>10.1f}{r / raw:>8.2f}{r / traced:>14.2f}")
+            print(f"{name:<48}{r:>10.1f}{r / raw:>8.2f}{r / traced:>14.2f}")
         if scaled:
             print(f"\n{'images':>8}{'raw*/s':>9}{'sql_dl/s':>10}{'x raw':>7}{'vs first':>10}"
                   f"{'worker MiB before':>19}{'peak':>7}")
@@ -388,12 +430,14 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{count:>8}{row['raw Keras loop']:>9.1f}{ours:>10.1f}"
                       f"{ours / row['raw Keras loop']:>7.2f}{ours / first - 1:>+10.0%}"
                       f"{row['worker MiB before']:>19.0f}{row['worker peak MiB']:>7.0f}")
+        for name, error in errors.items():
+            print(f"{name}: {error:.2e}")
         if cameras:
             raw_camera = cameras["raw Keras loop, pre-traced"]
             print(f"\n{cameras['images']} camera-sized JPEGs (4000x3000)")
             for name, r in cameras.items():
                 if name != "images":
-                    print(f"{name:<36}{r:>10.1f}{r / raw_camera:>8.2f} x raw, pre-traced")
+                    print(f"{name:<56}{r:>10.1f}{r / raw_camera:>8.2f} x raw, pre-traced")
         print(f"wrote {args.out / 'results.json'} and {args.out / 'results.png'}", file=sys.stderr)
     finally:
         shutil.rmtree(work, ignore_errors=True)

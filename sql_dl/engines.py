@@ -115,7 +115,9 @@ class OpenVinoModel:
         self.features_layer = features_layer
         self.compiled = _openvino_core().compile_model(
             os.path.join(path, _IR), "CPU",
-            {"INFERENCE_PRECISION_HINT": _HINTS[precision], "INFERENCE_NUM_THREADS": threads})
+            {"INFERENCE_PRECISION_HINT": _HINTS[precision], "INFERENCE_NUM_THREADS": threads,
+             # pinned, the threads of the workers of one machine would share its first cores
+             "ENABLE_CPU_PINNING": False})
 
     def predict(self, batch: np.ndarray, layer: str | None = None) -> np.ndarray:
         """Runs a float32 batch of any size; ``layer`` None gives the output, the features
