@@ -186,9 +186,9 @@ def _cache_key(model_sha256: str, input_shape: tuple[int, ...],
 
     function_source = None
     if preprocessor.function:
-        spec = importlib.util.find_spec(preprocessor.function.split(":")[0])
-        if spec is not None and spec.origin and os.path.isfile(spec.origin):
-            function_source = file_sha256(spec.origin)
+        module = importlib.util.find_spec(preprocessor.function.split(":")[0])
+        if module is not None and module.origin and os.path.isfile(module.origin):
+            function_source = file_sha256(module.origin)
     identity = {"model": model_sha256, "input_shape": input_shape,
                 "preprocessor": dataclasses.asdict(preprocessor),
                 "function_source": function_source, "sql_dl": __version__,
