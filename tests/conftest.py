@@ -74,6 +74,20 @@ def png_bomb(side: int = 100_000) -> bytes:
     return bytes(data)
 
 
+def decoded(url: str):
+    """The image a ``data:image/...;base64`` URL carries (a PIL image), its format checked
+    against the URL's type."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    kind, data = re.fullmatch(r"data:image/(jpeg|png);base64,([A-Za-z0-9+/=]+)", url).groups()
+    image = Image.open(io.BytesIO(base64.b64decode(data)))
+    assert image.format.lower() == kind
+    return image
+
+
 def free_port() -> int:
     """A loopback port nothing listens on now."""
     with socket.socket() as s:

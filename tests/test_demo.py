@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 import os
 import re
@@ -16,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from conftest import readme_blocks
+from conftest import decoded, readme_blocks
 from test_images import keras_tensor
 
 
@@ -196,7 +194,7 @@ def test_the_quickstart_notebook_shows_its_thumbnails_in_a_browser(demo, tmp_pat
     shot = chromium_screenshot(page, tmp_path / "quickstart.png", tmp_path / "chromium")
     grey = np.asarray(shot.convert("L"), dtype=np.float64)  # float32 sums lose flat areas
     for url in urls:
-        thumbnail = Image.open(io.BytesIO(base64.b64decode(url.partition(",")[2]))).convert("L")
+        thumbnail = decoded(url).convert("L")
         assert thumbnail.size == (32, 32)  # the digits are never enlarged in the data...
         shown = np.kron(np.asarray(thumbnail, np.float64), np.ones((2, 2)))  # ...but on screen
         match = match_template(grey, shown)

@@ -3,13 +3,11 @@ bytes, path and image struct, against Keras's load_img and the files' known head
 
 from __future__ import annotations
 
-import base64
-import io
 import re
 
 import numpy as np
 import pytest
-from conftest import UNDECODABLE
+from conftest import UNDECODABLE, decoded
 from PIL import Image
 from test_registration import local
 
@@ -37,14 +35,6 @@ HEADERS = {
 def images(spark, hostile_dir):
     sql_dl.bootstrap(spark, {"images": {"hostile": {"path": str(hostile_dir)}}})
     return spark
-
-
-def decoded(url: str) -> Image.Image:
-    """The image a data URL carries, its format checked against the URL's type."""
-    kind, data = re.fullmatch(r"data:image/(jpeg|png);base64,([A-Za-z0-9+/=]+)", url).groups()
-    image = Image.open(io.BytesIO(base64.b64decode(data)))
-    assert image.format.lower() == kind
-    return image
 
 
 def load_img_reference(path, size: tuple[int, int]) -> np.ndarray:

@@ -3,13 +3,12 @@ what the HTML carries."""
 
 from __future__ import annotations
 
-import base64
-import io
 import re
 from pathlib import Path
 
 import pytest
 from PIL import Image
+from conftest import decoded
 from test_registration import local
 
 import sql_dl
@@ -29,13 +28,6 @@ def photos_view(spark, photos_dir, cnn_file, labels_file):
                            "labels": str(labels_file)}},
         "images": {"photos": {"path": str(photos_dir)}}})
     return spark
-
-
-def decoded(url: str) -> Image.Image:
-    kind, data = re.match(r"data:image/(jpeg|png);base64,(.*)", url).groups()
-    image = Image.open(io.BytesIO(base64.b64decode(data)))
-    assert image.format.lower() == kind
-    return image
 
 
 def test_show_renders_thumbnails_top_k_and_short_arrays(photos_view, photos):
