@@ -136,7 +136,7 @@ def thumbnail_url(value: Any, size: int = THUMBNAIL_SIZE,
         return None
     try:
         image = to_pil(value, max_pixels)
-        image.draft(None, (2 * size, 2 * size))  # JPEG only: decode at a reduced scale
+        _draft(image, size, size)
         alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
         image = image.convert("RGBA" if alpha else "RGB")
         image.thumbnail((size, size), Image.Resampling.LANCZOS)
@@ -146,6 +146,13 @@ def thumbnail_url(value: Any, size: int = THUMBNAIL_SIZE,
         return None
     kind = "png" if alpha else "jpeg"
     return f"data:image/{kind};base64,{base64.b64encode(buffer.getvalue()).decode()}"
+
+
+def _draft(image, width: int, height: int) -> None:
+    """Makes a JPEG decode through its own DCT scaling, at the largest reduction (1/2, 1/4,
+    1/8) that leaves every side at least twice ``width`` x ``height``; other formats are
+    left as they are."""
+    image.draft(None, (2 * width, 2 * height))
 
 
 def load_rgb(value: Any, size: tuple[int, int], interpolation: str,
@@ -158,7 +165,7 @@ def load_rgb(value: Any, size: tuple[int, int], interpolation: str,
     the header first either way."""
     image = to_pil(value, max_pixels)
     if decode == "draft":
-        image.draft(None, (2 * size[1], 2 * size[0]))  # JPEG only; (width, height)
+        _draft(image, size[1], size[0])
     if image.mode != "RGB":
         image = image.convert("RGB")
     width_height = (size[1], size[0])

@@ -19,8 +19,8 @@ import yaml
 from sql_dl.errors import ManifestError
 from sql_dl.rules import (
     APPLICATIONS, DECODE_MODES, ENGINES, INPUT_KINDS, INTERPOLATIONS, LABEL_SOURCES, MAX_PIXELS,
-    ON_ERROR, PRECISIONS, PREPROCESS_MODES, RESERVED_NAMES, application_problem, byte_size, byte_size_problem,
-    choice_problem, default_labels,
+    ON_ERROR, PRECISIONS, PREPROCESS_MODES, RESERVED_NAMES, application_problem, byte_size,
+    byte_size_problem, choice_problem, default_labels,
     duration_problem, duration_seconds, max_pixels_problem, positive_int_problem, received,
     sample_ratio_problem, size_problem,
 )
