@@ -1,7 +1,8 @@
 """Image inference throughput: sql_dl against a raw Keras loop and Spark's predict_batch_udf.
 
-One run measures, on the same JPEG files and the same model (random weights; decoding,
-bilinear resize and the model's preprocessing included):
+One run measures, on the same JPEG files and the same model (random weights, logits out;
+decoding, bilinear resize and the model's preprocessing included), every pipeline's outputs
+checked against the raw loop's:
 
 - raw Keras: load_img + preprocess_input, then predict_on_batch of 32, in this process, the
   model loaded before the clock starts; once with the first batch paying for tracing Keras's
@@ -12,11 +13,14 @@ bilinear resize and the model's preprocessing included):
   Keras engine, best of three; their features compared with Keras's), when openvino is
   installed;
 - binaryFile -> a pandas decode UDF -> predict_batch_udf(batch_size=32), cold and warm, and
-  a row-at-a-time Python UDF with a module-level model cache, warm: in a session of their own.
+  a row-at-a-time Python UDF with a module-level model cache, warm: in a session of their own;
+- the ceilings: sql_dl's decoder alone (a process per core), and each engine alone on
+  pre-decoded tensors ("compute only");
+- the peers (benchmarks/peers.py, the ``bench`` extra): Ray Data and Daft, cold and second run.
 
 With ``--camera 64`` it measures sql_dl (warm) on that many 12-megapixel JPEGs (4000x3000,
 upscaled from the same photos) with ``decode: exact`` and ``decode: draft``, interleaved,
-against the raw Keras loop (pre-traced) on the same files.
+against the raw Keras loop (pre-traced) on the same files, and each decoder alone.
 
 With ``--scaling 256,1024,4096`` it then measures raw Keras (pre-traced) and sql_dl (warm) on
 each of those image counts, and the peak resident memory of the Python workers during each sql_dl
@@ -40,11 +44,14 @@ import shutil
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 import pandas as pd
+
+import peers
 
 MODELS = {"MobileNetV2": ((224, 224), "tf"), "InceptionV3": ((299, 299), "tf")}
 BATCH = 32
@@ -122,15 +129,18 @@ def camera(spark, count: int, work: Path, model_file: Path, size, mode) -> dict:
                count / raw_keras(model_file, files, size, mode, traced=True)}
     for name, (_, label) in models.items():
         results[f"sql_dl SQL, warm, {label}"] = count / min(seconds[name])
+    for decode in ("exact", "draft"):
+        results[f"decode only, {decode} (a process per core)"] = count / best_of(
+            2, lambda: decode_only(files, size, mode, decode))
     print("camera JPEGs: " + ", ".join(f"{k} {v:.1f}/s" for k, v in results.items()
                                        if k != "images"), file=sys.stderr)
     return results
 
 
-def openvino_engines(spark, manifest: dict) -> tuple[dict, dict]:
+def openvino_engines(spark, manifest: dict) -> tuple[dict, dict, dict]:
     """Seconds of warm sql_dl queries with the Keras engine and OpenVINO in float32 and
-    bfloat16 (interleaved, best of three), and how far OpenVINO's features are from Keras's
-    (relative L2 over all images)."""
+    bfloat16 (interleaved, best of three), how far OpenVINO's features are from Keras's
+    (relative L2 over all images), and the OpenVINO outputs by file name."""
     import sql_dl
 
     model = manifest["models"]["m"]
@@ -152,12 +162,22 @@ def openvino_engines(spark, manifest: dict) -> tuple[dict, dict]:
         np.linalg.norm(np.array([r[column] for r in rows]) - keras_features)
         / np.linalg.norm(keras_features)) for kind, column in (("float32", "f"), ("bfloat16", "b"))}
     print(", ".join(f"{k}: {v:.2e}" for k, v in errors.items()), file=sys.stderr)
-    return {label: min(times) for label, times in seconds.items()}, errors
+    outputs = {f"sql_dl SQL, OpenVINO {kind}": sql_outputs(spark, name)
+               for kind, name in (("float32", "m_f32"), ("bfloat16", "m_bf16"))}
+    return {label: min(times) for label, times in seconds.items()}, errors, outputs
 
 
-def raw_keras(model_file: Path, files: list[Path], size, mode, traced: bool = False) -> float:
+def sql_outputs(spark, function: str) -> dict:
+    """A model function's outputs on the ``photos`` view, by file name."""
+    return {Path(r.path).name: np.array(r.out)
+            for r in spark.sql(f"SELECT path, {function}(image) AS out FROM photos").collect()}
+
+
+def raw_keras(model_file: Path, files: list[Path], size, mode, traced: bool = False,
+              outputs: dict | None = None) -> float:
     """Seconds for the loop; the model is loaded before the clock starts and, if ``traced``,
-    its predict step is traced too (otherwise the first batch pays for it)."""
+    its predict step is traced too (otherwise the first batch pays for it). ``outputs``, if
+    given, receives the model's output per file name."""
     import keras
 
     model = keras.saving.load_model(model_file)
@@ -168,8 +188,78 @@ def raw_keras(model_file: Path, files: list[Path], size, mode, traced: bool = Fa
         batch = np.stack([keras.utils.img_to_array(keras.utils.load_img(
             f, color_mode="rgb", target_size=size, interpolation="bilinear"))
             for f in files[start:start + BATCH]])
-        model.predict_on_batch(keras.applications.imagenet_utils.preprocess_input(batch, mode=mode))
+        out = model.predict_on_batch(keras.applications.imagenet_utils.preprocess_input(
+            batch, mode=mode))
+        if outputs is not None:
+            outputs.update(zip((f.name for f in files[start:start + BATCH]), np.asarray(out)))
     return time.perf_counter() - started
+
+
+def _decode(files: list[Path], size, mode, decode: str) -> int:
+    from sql_dl.images import apply_mode, load_rgb
+
+    for file in files:
+        apply_mode(load_rgb(str(file), size, "bilinear", decode=decode)[None], mode)
+    return len(files)
+
+
+def decode_only(files: list[Path], size, mode, decode: str = "exact") -> float:
+    """Seconds for sql_dl's decoder (and the model's preprocessing) alone on ``files``, in one
+    process per core: the decode ceiling of this machine."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    cores = os.cpu_count() or 1
+    with ProcessPoolExecutor(cores, mp_context=get_context("spawn")) as pool:
+        list(pool.map(_decode, [files[:1]] * cores, [size] * cores, [mode] * cores,
+                      [decode] * cores))  # the processes started and sql_dl imported
+        started = time.perf_counter()
+        chunks = [files[i::cores] for i in range(cores)]
+        assert sum(pool.map(_decode, chunks, [size] * cores, [mode] * cores,
+                            [decode] * cores)) == len(files)
+        return time.perf_counter() - started
+
+
+def compute_only(model_file: Path, files: list[Path], size, mode) -> dict:
+    """Seconds for the model alone on pre-decoded tensors, in batches of 32 on every core, with
+    Keras (pre-traced) and, when installed, OpenVINO in float32 and bfloat16 (compiled as
+    sql_dl's workers compile it): the compute ceiling of each engine."""
+    import hashlib
+
+    import keras
+
+    from sql_dl.images import apply_mode, load_rgb
+
+    tensors = apply_mode(np.stack([load_rgb(str(f), size, "bilinear") for f in files]), mode)
+    batches = [tensors[i:i + BATCH] for i in range(0, len(tensors), BATCH)]
+    model = keras.saving.load_model(model_file)
+    model.predict_on_batch(batches[0])
+    runners = {"compute only, Keras (pre-decoded tensors)": model.predict_on_batch}
+    if importlib.util.find_spec("openvino") is not None:
+        from sql_dl.engines import OpenVinoModel, convert_to_openvino
+
+        converted = convert_to_openvino(model, model.layers[-2].name, hashlib.sha256(
+            model_file.read_bytes()).hexdigest(), "benchmark")
+        for precision in ("float32", "bfloat16"):
+            engine = OpenVinoModel(converted, precision, model.layers[-2].name,
+                                   os.cpu_count() or 1)
+            engine.predict(batches[0])
+            runners[f"compute only, OpenVINO {precision}"] = engine.predict
+    seconds = {}
+    for name, run in runners.items():
+        seconds[name] = best_of(2, lambda: timed(lambda: [run(b) for b in batches]))
+    return seconds
+
+
+def difference(outputs: dict, reference: dict) -> float:
+    """The largest absolute difference between two sets of outputs by file name, over the
+    largest reference value; inf when they are not of the same files."""
+    if outputs.keys() != reference.keys():
+        return float("inf")
+    names = sorted(reference)
+    ours = np.stack([np.ravel(outputs[n]) for n in names])
+    theirs = np.stack([np.ravel(reference[n]) for n in names])
+    return float(np.abs(ours - theirs).max() / np.abs(theirs).max())
 
 
 def python_workers() -> list[Path]:
@@ -283,7 +373,7 @@ def predict_batch_udf_pipeline(spark, model_file: Path, image_dir: Path, size, m
     predict = predict_batch_udf(make_predict_fn, return_type=ArrayType(FloatType()),
                                 batch_size=BATCH, input_tensor_shapes=[[*size, 3]])
     files = spark.read.format("binaryFile").load(str(image_dir))
-    return files.select(predict(decode_udf("content")).alias("out"))
+    return files.select("path", predict(decode_udf("content")).alias("out"))
 
 
 def row_udf_pipeline(spark, model_file: Path, image_dir: Path, size, mode):
@@ -345,6 +435,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     size, mode = MODELS[args.model]
     work = Path(tempfile.mkdtemp(prefix="sql_dl-bench-"))
+    os.environ["SQL_DL_CACHE"] = str(work / "cache")  # OpenVINO conversions of this run's model
     try:
         import keras
 
@@ -353,11 +444,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Making {args.images} JPEGs and a {args.model} with random weights", file=sys.stderr)
         files = make_images(work / "images", args.images)
         model_file = work / f"{args.model}.keras"
-        getattr(keras.applications, args.model)(weights=None).save(model_file)
+        # logits out: a random-weight model's softmax is too flat to compare outputs by
+        getattr(keras.applications, args.model)(weights=None, classifier_activation=None).save(
+            model_file)
 
+        reference = {}  # the raw loop's outputs, which every pipeline's are checked against
         seconds = {"raw Keras loop": best_of(2, lambda: raw_keras(model_file, files, size, mode)),
-                   "raw Keras loop, pre-traced": best_of(
-                       2, lambda: raw_keras(model_file, files, size, mode, traced=True))}
+                   "raw Keras loop, pre-traced": best_of(2, lambda: raw_keras(
+                       model_file, files, size, mode, traced=True, outputs=reference)),
+                   "decode only (sql_dl's decoder, a process per core)": best_of(
+                       2, lambda: decode_only(files, size, mode)),
+                   **compute_only(model_file, files, size, mode)}
+        differences = {}
         spark = sql_dl.session(master=args.master, conf={"spark.ui.showConsoleProgress": "false"},
                                home=work / "home")
         manifest = {
@@ -369,6 +467,7 @@ def main(argv: list[str] | None = None) -> int:
         query = spark.sql("SELECT m(image) AS out FROM photos")
         seconds["sql_dl SQL, cold"] = timed(lambda: run_query(query))
         seconds["sql_dl SQL, warm"] = best_of(2, lambda: timed(lambda: run_query(query)))
+        differences["sql_dl SQL"] = difference(sql_outputs(spark, "m"), reference)
         spark.stop()
         spark = sql_dl.session(master=args.master, conf={"spark.ui.showConsoleProgress": "false"},
                                home=work / "home")
@@ -377,8 +476,9 @@ def main(argv: list[str] | None = None) -> int:
         seconds["sql_dl SQL, cold after warm-up"] = timed(lambda: run_query(query))
         errors = {}
         if importlib.util.find_spec("openvino") is not None:
-            engines, errors = openvino_engines(spark, manifest)
+            engines, errors, outputs = openvino_engines(spark, manifest)
             seconds.update(engines)
+            differences.update({k: difference(v, reference) for k, v in outputs.items()})
         else:
             print("openvino is not installed: no OpenVINO rows (pip install -e '.[openvino]')",
                   file=sys.stderr)
@@ -389,10 +489,22 @@ def main(argv: list[str] | None = None) -> int:
         pipeline = predict_batch_udf_pipeline(spark, model_file, work / "images", size, mode)
         seconds["predict_batch_udf, cold"] = timed(lambda: run_query(pipeline))
         seconds["predict_batch_udf, warm"] = best_of(2, lambda: timed(lambda: run_query(pipeline)))
+        differences["predict_batch_udf"] = difference(
+            {Path(r.path).name: np.array(r.out) for r in pipeline.collect()}, reference)
         rows = row_udf_pipeline(spark, model_file, work / "images", size, mode)
         run_query(rows)
         seconds["row-at-a-time UDF, warm"] = best_of(2, lambda: timed(lambda: run_query(rows)))
         spark.stop()
+        for name, module, run in (("Ray Data", "ray", partial(peers.ray_data, work=work)),
+                                  ("Daft", "daft", peers.daft_pipeline)):
+            if importlib.util.find_spec(module) is None:
+                print(f"{module} is not installed: no {name} rows (pip install -e '.[bench]')",
+                      file=sys.stderr)
+                continue
+            runs = run(work / "images", model_file, size, mode)
+            for label, (took, outputs) in zip(("cold", "second run"), runs):
+                seconds[f"{name}, {label}"] = took
+                differences[f"{name}, {label}"] = difference(outputs, reference)
         scaled = {}
         if args.scaling:
             spark = sql_dl.session(master=args.master, home=work / "home",
@@ -414,7 +526,8 @@ def main(argv: list[str] | None = None) -> int:
                    "cpus": os.cpu_count(), "images_per_second": rate,
                    "ratio_to_raw": {name: r / raw for name, r in rate.items()},
                    "ratio_to_pre_traced_raw": {name: r / traced for name, r in rate.items()},
-                   "scaling": scaled, "camera": cameras, "openvino_errors": errors}
+                   "scaling": scaled, "camera": cameras, "openvino_errors": errors,
+                   "difference_to_raw": differences}
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "results.json").write_text(json.dumps(results, indent=2))
         chart(results, args.out / "results.png")
@@ -430,6 +543,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{count:>8}{row['raw Keras loop']:>9.1f}{ours:>10.1f}"
                       f"{ours / row['raw Keras loop']:>7.2f}{ours / first - 1:>+10.0%}"
                       f"{row['worker MiB before']:>19.0f}{row['worker peak MiB']:>7.0f}")
+        print("\nlargest difference to the raw loop's outputs (over their largest value):")
+        for name, value in differences.items():
+            print(f"  {name:<46}{value:.1e}")
         for name, error in errors.items():
             print(f"{name}: {error:.2e}")
         if cameras:

@@ -373,13 +373,15 @@ def test_sighup_reloads_keep_open_connections_working(own_manifest, tmp_path, cn
 
     assert functions(kept) == ["cnn", "cnn_features", "cnn_top_k", "p32", *BUILT_IN]
     pngs = [f for f in photos if f.suffix == ".png"]
+    # the second manifest also moves the model to the OpenVINO engine (float32, which gives
+    # Keras's top-1)
     second = {"preprocessors": {"p32": {"size": [32, 32], "mode": "caffe"}},
               "models": {"cnn2": {"path": str(cnn_file), "preprocessor": "p32",
-                                  "labels": str(labels_file)}},
+                                  "labels": str(labels_file), "engine": "openvino"}},
               "images": {"pngs": {"path": str(photos_dir), "glob": "*.png"}}}
     try:
         first = yaml.safe_load(own_manifest.read_text())
-        for data in (second, first, second):  # several reloads, one open connection throughout
+        for data in (second, first):  # reloads there and back, one open connection throughout
             assert reload(server, own_manifest, data) == f"reloaded: {own_manifest}"
             name, view, files = ("cnn2", "pngs", pngs) if data is second else ("cnn", "photos", photos)
             assert functions(kept) == sorted([name, f"{name}_features", f"{name}_top_k", "p32",
@@ -393,20 +395,23 @@ def test_sighup_reloads_keep_open_connections_working(own_manifest, tmp_path, cn
             rows = fresh.fetchall()
             assert [local(p) for p, _ in rows] == files
             assert [best for _, best in rows] == expected_best(cnn_file, files)
+            fresh.execute(f"SELECT source FROM sql_dl_models WHERE function = '{name}'")
+            assert fresh.fetchall()[0][0].endswith(
+                "; engine openvino, float32" if data is second else ".keras")
             other, other_view = ("cnn", "photos") if data is second else ("cnn2", "pngs")
             with pytest.raises(OperationalError, match="UNRESOLVED_ROUTINE"):
                 fresh.execute(f"SELECT {other}_top_k(image, 1) FROM {view}")
             with pytest.raises(OperationalError, match="TABLE_OR_VIEW_NOT_FOUND"):
                 fresh.execute(f"SELECT * FROM {other_view}")
         errors = [line for line in Path(server.log.name).read_text().splitlines() if " ERROR " in line]
-        assert len(errors) == 6, errors  # a clean start and reloads: only the 6 failed statements
+        assert len(errors) == 4, errors  # a clean start and reloads: only the 4 failed statements
         assert all("SparkExecuteStatementOperation: Error executing query" in e for e in errors)
 
         assert reload(server, own_manifest, "models: {broken: {}}\n") == f"reload failed: {own_manifest}"
-        assert functions(kept) == ["cnn2", "cnn2_features", "cnn2_top_k", "p32", *BUILT_IN]
+        assert functions(kept) == ["cnn", "cnn_features", "cnn_top_k", "p32", *BUILT_IN]
         fresh = hive.connect(host="127.0.0.1", port=server.port).cursor()  # functions: new ones
-        fresh.execute("SELECT count(cnn2(image)) FROM pngs")
-        assert fresh.fetchall() == [(len(pngs),)]
+        fresh.execute("SELECT count(cnn(image)) FROM photos")
+        assert fresh.fetchall() == [(len(photos),)]
     finally:
         code, seconds = server.stop()
     assert (code, seconds < 15) == (0, True)  # SIGTERM stops it cleanly, within seconds
