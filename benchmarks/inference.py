@@ -10,7 +10,7 @@ checked against the raw loop's:
 - sql_dl SQL, cold (the first query after bootstrap, model loading included) and warm, and
   cold again in a new session bootstrapped with ``warm_up=True``;
 - sql_dl SQL, warm, with ``engine: openvino`` in float32 and bfloat16 (interleaved with the
-  Keras engine, best of three; their features compared with Keras's), when openvino is
+  Keras engine, best of five; their features compared with Keras's), when openvino is
   installed;
 - binaryFile -> a pandas decode UDF -> predict_batch_udf(batch_size=32), cold and warm, and
   a row-at-a-time Python UDF with a module-level model cache, warm: in a session of their own;
@@ -139,7 +139,7 @@ def camera(spark, count: int, work: Path, model_file: Path, size, mode) -> dict:
 
 def openvino_engines(spark, manifest: dict) -> tuple[dict, dict, dict]:
     """Seconds of warm sql_dl queries with the Keras engine and OpenVINO in float32 and
-    bfloat16 (interleaved, best of three), how far OpenVINO's features are from Keras's
+    bfloat16 (interleaved, best of five), how far OpenVINO's features are from Keras's
     (relative L2 over all images), and the OpenVINO outputs by file name."""
     import sql_dl
 
@@ -151,7 +151,7 @@ def openvino_engines(spark, manifest: dict) -> tuple[dict, dict, dict]:
              "m_f32": "sql_dl SQL, warm, OpenVINO float32",
              "m_bf16": "sql_dl SQL, warm, OpenVINO bfloat16"}
     seconds = {label: [] for label in names.values()}
-    for _ in range(3):
+    for _ in range(5):  # the JVM's and the workers' first queries are still warming up
         for name, label in names.items():
             query = spark.sql(f"SELECT {name}(image) AS out FROM photos")
             seconds[label].append(timed(lambda: run_query(query)))

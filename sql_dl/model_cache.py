@@ -26,7 +26,7 @@ _hits: Counter[str] = Counter()
 
 
 def stats() -> dict[str, dict[str, int]]:
-    """Per key (a model's ``ModelPlan.staged_name``): how often this process loaded it and
+    """Per key (a model's ``ModelPlan.loaded_key``): how often this process loaded it and
     how often the cache answered."""
     return {"loads": dict(_loads), "hits": dict(_hits)}
 

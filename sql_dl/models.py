@@ -53,6 +53,12 @@ class ModelPlan:
     engine: str = "keras"  # openvino: ``file`` is the converted IR directory (sql_dl.engines)
     precision: str = "float32"
 
+    @property
+    def loaded_key(self) -> str:
+        """What a worker keeps the loaded model under: one converted OpenVINO file serves both
+        precisions, each compiled apart."""
+        return self.staged_name if self.engine == "keras" else f"{self.staged_name}#{self.precision}"
+
 
 def cache_dir() -> Path:
     """Where built application models are kept between runs (``$SQL_DL_CACHE``)."""

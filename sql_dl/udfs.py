@@ -171,7 +171,7 @@ def warm_up_udf(plans: list[ModelPlan]):
         from sql_dl.worker import get_model
 
         for plan in plans:
-            if model_cache.holds(plan.staged_name):
+            if model_cache.holds(plan.loaded_key):
                 continue
             model = get_model(plan)
             batch = np.zeros((plan.batch_size, *plan.input_shape), dtype=np.float32)

@@ -62,7 +62,7 @@ def traced(model):
 def get_model(plan: ModelPlan):
     """Returns the model of ``plan`` (a `LoadedModel`, or an `OpenVinoModel` for
     ``engine: openvino``), loading it on first use in this process."""
-    return model_cache.get(plan.staged_name, lambda: _load(plan))
+    return model_cache.get(plan.loaded_key, lambda: _load(plan))
 
 
 def get_signature(file: str, name: str, signature: str):
