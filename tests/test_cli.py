@@ -57,9 +57,10 @@ def check_query_output(stdout: str, cnn_file, photos):
     assert [best for _, _, best in rows] == expected_best(cnn_file, files)
 
 
-@pytest.mark.parametrize("master", ["local[2]", "local-cluster[2,1,2048]"])
-def test_sql_execute_matches_keras(manifest_file, cnn_file, photos, tmp_path, master):
-    result = sql_dl("sql", "--home", tmp_path, "--manifest", str(manifest_file), "--master", master, "-S",
+def test_sql_execute_matches_keras(manifest_file, cnn_file, photos, tmp_path):
+    """On a cluster of two executors (the other tests of the shell run on local[2])."""
+    result = sql_dl("sql", "--home", tmp_path, "--manifest", str(manifest_file),
+                    "--master", "local-cluster[2,1,2048]", "-S",
                     "-e", f"SET spark.sql.shuffle.partitions=2; {QUERY};")
     assert result.returncode == 0, result.stderr
     settings, *rows = result.stdout.splitlines()

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 
 def test_session_configuration(spark, tmp_path_factory):
@@ -162,8 +163,17 @@ KEEP_WARM = textwrap.dedent("""
 """)
 
 
-def test_keep_warm_keeps_workers_and_models_through_previews_and_idle_time(
-        tmp_path, cnn_file, photos_dir):
+def start_keep_warm(directory: Path, cnn_file: Path, photos_dir: Path) -> subprocess.Popen:
+    """Starts the keep-warm test's script; its output goes to ``out`` and ``err`` files in
+    ``directory``. The suite starts it with its first test (conftest's ``keep_warm_run``)."""
+    script = directory / "keep_warm.py"
+    script.write_text(KEEP_WARM)
+    with open(directory / "out", "w") as out, open(directory / "err", "w") as err:
+        return subprocess.Popen([sys.executable, str(script), str(cnn_file), str(photos_dir),
+                                 str(directory / "home"), "72"], stdout=out, stderr=err)
+
+
+def test_keep_warm_keeps_workers_and_models_through_previews_and_idle_time(keep_warm_run):
     """Python workers, each with its model loaded once, survive what would take them away:
 
     - a preview (LIMIT): Spark pushes the limit below the model, and sql_dl's extension reads
@@ -172,14 +182,10 @@ def test_keep_warm_keeps_workers_and_models_through_previews_and_idle_time(
       its replacement and loads the model there before the next query;
     - 72 s without queries (Spark stops workers idle for 60 s): keep-warm's job is activity.
     """
-    script = tmp_path / "keep_warm.py"
-    script.write_text(KEEP_WARM)
-    result = subprocess.run([sys.executable, str(script), str(cnn_file), str(photos_dir),
-                             str(tmp_path / "home"), "72"], capture_output=True, text=True,
-                            timeout=400)
-    assert result.returncode == 0, result.stderr[-3000:]
+    process, directory = keep_warm_run
+    assert process.wait(timeout=400) == 0, (directory / "err").read_text()[-3000:]
     before, after_preview, runs, after_kill, after_idle = map(
-        eval, result.stdout.splitlines()[-5:])
+        eval, (directory / "out").read_text().splitlines()[-5:])
     assert len(before) == 2 and all(w.endswith(": 1 load(s)") for w in before), before
     assert after_preview == before
     assert runs >= 1
