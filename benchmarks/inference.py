@@ -411,8 +411,10 @@ def chart(results: dict, path: Path) -> None:
 
     names = list(results["images_per_second"])
     values = [results["images_per_second"][n] for n in names]
-    figure, axes = plt.subplots(figsize=(8, 3.5))
-    axes.barh(names[::-1], values[::-1], color="#4C72B0")
+    figure, axes = plt.subplots(figsize=(9, 1 + 0.3 * len(names)))
+    colors = ["#AAAAAA" if n.startswith(("decode only", "compute only")) else  # ceilings
+              "#C44E52" if n.startswith("sql_dl") else "#4C72B0" for n in names]
+    axes.barh(names[::-1], values[::-1], color=colors[::-1])
     for y, value in enumerate(values[::-1]):
         axes.text(value, y, f" {value:.1f}", va="center")
     axes.set_xlabel("images / s (higher is better)")
