@@ -22,7 +22,7 @@ os.environ.update({"TMPDIR": str(SUITE_TMP), "SPARK_LOCAL_DIRS": str(SUITE_TMP),
 tempfile.tempdir = None  # re-read TMPDIR
 # The suite starts many short-lived driver JVMs (sessions, sql-dl sql and serve): without the
 # optimizing JIT and with the serial collector they spend less of the two cores compiling and
-# collecting (the suite takes about 15% less time). spark-submit adds these to the driver's
+# collecting (the whole suite took 8% less time). spark-submit adds these to the driver's
 # java command; executors and user sessions are unaffected.
 os.environ.setdefault("SPARK_SUBMIT_OPTS", "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC")
 
