@@ -2,8 +2,9 @@
 image inference with a Keras model, on the same files and model as benchmarks/inference.py:
 
 - Ray Data: ``read_binary_files`` (its read tasks at ``num_cpus=0``, so that on a small
-  machine they cannot starve the actors of CPUs) then ``map_batches`` with a pool of one actor
-  per core, batches of 32, the object store capped;
+  machine they cannot starve the actors of CPUs, and at most one per core at a time: unbounded,
+  Ray started 32 worker processes for them and ran at less than half the speed) then
+  ``map_batches`` with a pool of one actor per core, batches of 32, the object store capped;
 - Daft: ``from_glob_path`` + ``url.download()`` then a ``@daft.cls`` batch method of batches of
   32, one process per core.
 
@@ -75,7 +76,8 @@ def ray_data(image_dir: Path, model_file: Path, size, mode, work: Path, runs: in
         results = []
         for _ in range(runs):
             started = time.perf_counter()
-            rows = (ray.data.read_binary_files(str(image_dir), include_paths=True, num_cpus=0)
+            rows = (ray.data.read_binary_files(str(image_dir), include_paths=True, num_cpus=0,
+                                              concurrency=cores)
                     .map_batches(RayPredictor, batch_size=BATCH, batch_format="numpy",
                                  compute=ray.data.ActorPoolStrategy(size=cores),
                                  num_cpus=1)
