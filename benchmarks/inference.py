@@ -57,6 +57,11 @@ MODELS = {"MobileNetV2": ((224, 224), "tf"), "InceptionV3": ((299, 299), "tf")}
 BATCH = 32
 
 
+def installed(module: str) -> bool:
+    """Whether an optional package (openvino, ray, daft) is installed."""
+    return importlib.util.find_spec(module) is not None
+
+
 def make_images(directory: Path, count: int, seed: int = 0) -> list[Path]:
     """JPEG crops, 240-640 px a side, of the photos scikit-image and scikit-learn ship."""
     import skimage.data
@@ -108,7 +113,7 @@ def camera(spark, count: int, work: Path, model_file: Path, size, mode) -> dict:
 
     files = make_camera_images(work / "camera", count)
     engines = {"": {}}
-    if importlib.util.find_spec("openvino") is not None:
+    if installed("openvino"):
         engines[", OpenVINO bfloat16"] = {"engine": "openvino", "precision": "bfloat16"}
     models = {f"m_{decode}{i}": ({"path": str(model_file), "preprocessor": decode,
                                  "batch_size": BATCH, **engine}, f"decode: {decode}{label}")
@@ -167,10 +172,14 @@ def openvino_engines(spark, manifest: dict) -> tuple[dict, dict, dict]:
     return {label: min(times) for label, times in seconds.items()}, errors, outputs
 
 
+def outputs_by_name(frame) -> dict:
+    """A frame's ``out`` column by the file name of its ``path``."""
+    return {Path(r.path).name: np.array(r.out) for r in frame.collect()}
+
+
 def sql_outputs(spark, function: str) -> dict:
     """A model function's outputs on the ``photos`` view, by file name."""
-    return {Path(r.path).name: np.array(r.out)
-            for r in spark.sql(f"SELECT path, {function}(image) AS out FROM photos").collect()}
+    return outputs_by_name(spark.sql(f"SELECT path, {function}(image) AS out FROM photos"))
 
 
 def raw_keras(model_file: Path, files: list[Path], size, mode, traced: bool = False,
@@ -210,13 +219,11 @@ def decode_only(files: list[Path], size, mode, decode: str = "exact") -> float:
     from multiprocessing import get_context
 
     cores = os.cpu_count() or 1
+    run = partial(_decode, size=size, mode=mode, decode=decode)
     with ProcessPoolExecutor(cores, mp_context=get_context("spawn")) as pool:
-        list(pool.map(_decode, [files[:1]] * cores, [size] * cores, [mode] * cores,
-                      [decode] * cores))  # the processes started and sql_dl imported
+        list(pool.map(run, [files[:1]] * cores))  # the processes started and sql_dl imported
         started = time.perf_counter()
-        chunks = [files[i::cores] for i in range(cores)]
-        assert sum(pool.map(_decode, chunks, [size] * cores, [mode] * cores,
-                            [decode] * cores)) == len(files)
+        assert sum(pool.map(run, [files[i::cores] for i in range(cores)])) == len(files)
         return time.perf_counter() - started
 
 
@@ -235,7 +242,7 @@ def compute_only(model_file: Path, files: list[Path], size, mode) -> dict:
     model = keras.saving.load_model(model_file)
     model.predict_on_batch(batches[0])
     runners = {"compute only, Keras (pre-decoded tensors)": model.predict_on_batch}
-    if importlib.util.find_spec("openvino") is not None:
+    if installed("openvino"):
         from sql_dl.engines import OpenVinoModel, convert_to_openvino
 
         converted = convert_to_openvino(model, model.layers[-2].name, hashlib.sha256(
@@ -477,7 +484,7 @@ def main(argv: list[str] | None = None) -> int:
         query = spark.sql("SELECT m(image) AS out FROM photos")
         seconds["sql_dl SQL, cold after warm-up"] = timed(lambda: run_query(query))
         errors = {}
-        if importlib.util.find_spec("openvino") is not None:
+        if installed("openvino"):
             engines, errors, outputs = openvino_engines(spark, manifest)
             seconds.update(engines)
             differences.update({k: difference(v, reference) for k, v in outputs.items()})
@@ -491,15 +498,14 @@ def main(argv: list[str] | None = None) -> int:
         pipeline = predict_batch_udf_pipeline(spark, model_file, work / "images", size, mode)
         seconds["predict_batch_udf, cold"] = timed(lambda: run_query(pipeline))
         seconds["predict_batch_udf, warm"] = best_of(2, lambda: timed(lambda: run_query(pipeline)))
-        differences["predict_batch_udf"] = difference(
-            {Path(r.path).name: np.array(r.out) for r in pipeline.collect()}, reference)
+        differences["predict_batch_udf"] = difference(outputs_by_name(pipeline), reference)
         rows = row_udf_pipeline(spark, model_file, work / "images", size, mode)
         run_query(rows)
         seconds["row-at-a-time UDF, warm"] = best_of(2, lambda: timed(lambda: run_query(rows)))
         spark.stop()
         for name, module, run in (("Ray Data", "ray", partial(peers.ray_data, work=work)),
                                   ("Daft", "daft", peers.daft_pipeline)):
-            if importlib.util.find_spec(module) is None:
+            if not installed(module):
                 print(f"{module} is not installed: no {name} rows (pip install -e '.[bench]')",
                       file=sys.stderr)
                 continue

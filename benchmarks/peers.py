@@ -5,7 +5,7 @@ image inference with a Keras model, on the same files and model as benchmarks/in
   machine they cannot starve the actors of CPUs, and at most one per core at a time: unbounded,
   Ray started 32 worker processes for them and ran at less than half the speed) then
   ``map_batches`` with a pool of one actor per core, batches of 32, the object store capped;
-- Daft: ``from_glob_path`` + ``url.download()`` then a ``@daft.cls`` batch method of batches of
+- Daft: ``from_glob_path`` + ``download()`` then a ``@daft.cls`` batch method of batches of
   32, one process per core.
 
 Both decode exactly as the raw Keras loop does (``load_img``, bilinear, ``preprocess_input``)

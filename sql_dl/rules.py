@@ -10,10 +10,10 @@ import re
 from typing import Any
 
 __all__ = [
-    "APPLICATIONS", "DECODE_MODES", "ENGINES", "INPUT_KINDS", "PRECISIONS", "INTERPOLATIONS", "LABEL_SOURCES", "MAX_PIXELS", "ON_ERROR",
-    "IMAGE_ERROR_FUNCTION", "IMAGE_INFO_FUNCTION", "PILLOW_MAX_PIXELS", "PREPROCESS_MODES",
-    "RESERVED_NAMES", "THUMBNAIL_FUNCTION", "THUMBNAIL_MAX_SIZE", "THUMBNAIL_SIZE",
-    "application_problem",
+    "APPLICATIONS", "DECODE_MODES", "ENGINES", "IMAGE_ERROR_FUNCTION", "IMAGE_INFO_FUNCTION",
+    "INPUT_KINDS", "INTERPOLATIONS", "LABEL_SOURCES", "MAX_PIXELS", "ON_ERROR",
+    "PILLOW_MAX_PIXELS", "PRECISIONS", "PREPROCESS_MODES", "RESERVED_NAMES",
+    "THUMBNAIL_FUNCTION", "THUMBNAIL_MAX_SIZE", "THUMBNAIL_SIZE", "application_problem",
     "byte_size", "byte_size_problem", "choice_problem", "default_labels", "default_mode",
     "duration_problem", "duration_seconds", "max_pixels_problem", "positive_int_problem",
     "received", "sample_ratio_problem", "size_problem",
