@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Any, Callable, NamedTuple, TypeVar
+from typing import Any, Callable, Mapping, NamedTuple, TypeVar
 
 from sql_dl.errors import SparkInternalsError
 
-__all__ = ["FENCED", "Execution", "copy_to_local", "delete_path", "hive_result_lines",
-           "describe_function", "inject_session_function", "injected_functions",
-           "launch_gateway", "list_functions_once", "set_python_exec", "silence_jvm_log",
+__all__ = ["FENCED", "ClosedStatement", "Execution", "closed_statements", "copy_to_local",
+           "delete_path", "describe_function", "hive_result_lines", "inject_session_function",
+           "injected_functions", "install_operation_manager", "launch_gateway",
+           "set_hive_server_properties", "set_python_exec", "silence_jvm_log",
            "skipped_file_count", "spark_temp_dir", "start_thrift_server", "thrift_server_executions"]
 
 CHECKED_ON = "4.3.0"
@@ -222,18 +223,61 @@ def start_thrift_server(spark):
     return thriftserver.HiveThriftServer2.startWithSparkSession(spark._jsparkSession, False)
 
 
-@_fenced("list each function once in JDBC getFunctions",
+@_fenced("give the Thrift Server's authentication its --hiveconf settings",
+         "The server serves; LDAP and CUSTOM authentication cannot read their settings.")
+def set_hive_server_properties(spark, hive_conf: Mapping[str, str]) -> None:
+    """Makes ``hive_conf`` JVM system properties of the driver, as HiveServer2's own
+    ``--hiveconf`` does (``HiveServer2.ServerOptionsProcessor``).
+
+    The server's authentication providers (``LdapAuthenticationProviderImpl``,
+    ``CustomAuthenticationProviderImpl``) read a ``new HiveConf()``, which sees system
+    properties and hive-site.xml but not the session's ``spark.hadoop.*`` settings. Relies on
+    ``SparkContext._jvm`` (checked on 4.3.0).
+    """
+    system = spark.sparkContext._jvm.java.lang.System
+    for key, value in hive_conf.items():
+        system.setProperty(key, value)
+
+
+@_fenced("replace the Thrift Server's operations (JDBC getFunctions, the audit trail)",
          "The server serves; getFunctions lists functions as Spark does (temporary and built-in "
-         "ones once per database, and % in the name pattern only where Spark reads it).")
-def list_functions_once(spark, server) -> None:
+         "ones once per database, and % in the name pattern only where Spark reads it), and "
+         "there is no audit trail.")
+def install_operation_manager(spark, server, audit: bool) -> None:
     """Makes ``server``, started and without sessions, answer JDBC ``getFunctions`` with
-    sql_dl's ``ListFunctionsOnce`` (in sql_dl's jar, which must be on the classpath).
+    sql_dl's ``ListFunctionsOnce`` and, with ``audit``, run statements as sql_dl's
+    ``AuditedStatement`` (both in sql_dl's jar, which must be on the classpath).
 
     Relies on the private fields ``SessionManager.operationManager`` and
-    ``SparkSQLSessionManager.sparkSqlOperationManager`` and on ``SparkGetFunctionsOperation``
-    (checked on 4.3.0; see jvm/src/sql_dl/spark/SqlDlOperationManager.java).
+    ``SparkSQLSessionManager.sparkSqlOperationManager``, on ``SparkGetFunctionsOperation`` and
+    on ``SparkExecuteStatementOperation`` (checked on 4.3.0; see
+    jvm/src/sql_dl/spark/SqlDlOperationManager.java).
     """
-    spark.sparkContext._jvm.sql_dl.spark.SqlDlOperationManager.install(server)
+    spark.sparkContext._jvm.sql_dl.spark.SqlDlOperationManager.install(server, audit)
+
+
+class ClosedStatement(NamedTuple):
+    """A statement the Thrift Server ran and its client closed, as the audit trail needs it."""
+
+    id: str
+    user: str
+    client: str
+    statement: str
+    created: int  # epoch milliseconds
+    rows: int  # rows the client fetched
+    outcome: str  # Hive's OperationState: FINISHED, ERROR, CANCELED, TIMEDOUT, ...
+    error: str | None
+
+
+@_fenced("read the statements the Thrift Server closed",
+         "The server serves; only its audit trail is off.")
+def closed_statements(spark, and_open: bool = False) -> list[ClosedStatement]:
+    """The statements closed since the last call (``install_operation_manager`` with
+    ``audit``), each once; with ``and_open`` (as the server stops), then those still open, as
+    they are now. Read through the SparkContext's Py4J gateway (``_jvm``)."""
+    return [ClosedStatement(r.statementId(), r.user(), r.client(), r.statement(), r.created(),
+                            r.rows(), r.outcome(), r.error())
+            for r in spark.sparkContext._jvm.sql_dl.spark.AuditedStatement.drain(and_open)]
 
 
 @_fenced("count the image files queries skipped because they were deleted",
@@ -251,7 +295,12 @@ class Execution(NamedTuple):
     user: str
     statement: str
     started: int  # epoch milliseconds
-    finished: bool
+    finished_at: int  # epoch milliseconds, 0 while it runs
+    error: str  # the error message of a statement that failed, else ""
+
+    @property
+    def finished(self) -> bool:
+        return self.finished_at > 0
 
 
 @_fenced("read the Thrift Server's records of statements",
@@ -268,4 +317,4 @@ def thrift_server_executions(spark) -> list[Execution]:
         spark.sparkContext._jsc.sc().statusStore().store())
     records = jvm.scala.jdk.javaapi.CollectionConverters.asJava(store.getExecutionList())
     return [Execution(r.execId(), r.userName(), r.statement(), r.startTimestamp(),
-                      r.finishTimestamp() > 0) for r in records]
+                      r.finishTimestamp(), r.detail() or "") for r in records]

@@ -29,6 +29,18 @@ def wait_for_port(port: int, timeout: float = 60.0) -> None:
             time.sleep(0.1)
 
 
+def check_hive_server_properties(spark, tmp_path):
+    """The settings a HiveServer2 authentication provider reads from a new HiveConf."""
+    key = "hive.server2.authentication.ldap.url"
+    system = spark.sparkContext._jvm.java.lang.System
+    spark_internals.set_hive_server_properties(spark, {key: "ldap://probe.invalid:389"})
+    try:
+        conf = spark.sparkContext._jvm.org.apache.hadoop.hive.conf.HiveConf()
+        assert conf.get(key) == "ldap://probe.invalid:389"
+    finally:
+        system.clearProperty(key)
+
+
 def check_temp_dir(spark, tmp_path):
     assert spark_internals.spark_temp_dir(spark).is_dir()
 
@@ -86,7 +98,7 @@ def check_thrift_server(spark, tmp_path):
     with ThreadPoolExecutor(1) as thread:
         server = thread.submit(spark_internals.start_thrift_server, spark).result()
     try:
-        spark_internals.list_functions_once(spark, server)
+        spark_internals.install_operation_manager(spark, server, audit=True)
         wait_for_port(port)
         # JDBC patterns: % any run (empty too), _ one character, case ignored; each once
         assert [row[:2] for row in jdbc_functions(port, "SQL_DL_PROB%")] == [
@@ -94,9 +106,21 @@ def check_thrift_server(spark, tmp_path):
         assert [row[1] for row in jdbc_functions(port, "ab_")] == ["abs"]
         assert [row[1] for row in jdbc_functions(port, "sql_dl_probe", "sql_dl_probe_db")] == [
             "sql_dl_probe"]
+        from pyhive import hive
+
+        cursor = hive.connect(host="127.0.0.1", port=port, username="probe").cursor()
+        cursor.execute("SELECT id FROM range(3)")
+        assert len(cursor.fetchall()) == 3
+        cursor.close()
+        closed = spark_internals.closed_statements(spark)[-2:]  # after jdbc_functions' USEs
+        assert [(c.user, c.client, c.statement, c.rows, c.outcome, c.error) for c in closed] == [
+            ("probe", "127.0.0.1", "USE `default`", 0, "FINISHED", None),  # PyHive's
+            ("probe", "127.0.0.1", "SELECT id FROM range(3)", 3, "FINISHED", None)]
+        assert spark_internals.closed_statements(spark, and_open=True) == []  # each once
         executions = spark_internals.thrift_server_executions(spark)
         assert any("functionName : ab_" in e.statement for e in executions)
         assert all(isinstance(e, spark_internals.Execution) for e in executions)
+        assert closed[1].id in {e.id for e in executions if e.finished}
     finally:
         injected.remove(injected.size() - 1)
         spark.sql("DROP TEMPORARY FUNCTION sql_dl_probe")
@@ -174,8 +198,10 @@ CHECKS = {
     "injected_functions": check_injected_functions,
     "inject_session_function": check_injected_functions,
     "start_thrift_server": check_thrift_server,
-    "list_functions_once": check_thrift_server,
+    "install_operation_manager": check_thrift_server,
+    "closed_statements": check_thrift_server,
     "thrift_server_executions": check_thrift_server,
+    "set_hive_server_properties": check_hive_server_properties,
     "skipped_file_count": check_skipped_file_count,
 }
 

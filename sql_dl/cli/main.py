@@ -111,6 +111,13 @@ def _parser() -> argparse.ArgumentParser:
                             "(repeatable)")
     serve.add_argument("--insecure", action="store_true",
                        help="allow a non-loopback --host without authentication")
+    serve.add_argument("--audit-log", metavar="FILE",
+                       help="append one JSON line per statement to FILE: time, user, client, "
+                            "statement, duration, rows, images scored and from cache, outcome")
+    serve.add_argument("--audit-log-max-size", metavar="SIZE", type=_size, default="100MB",
+                       help="rotate the audit log at this size (default: 100MB)")
+    serve.add_argument("--audit-log-backups", metavar="N", type=int, default=10,
+                       help="rotated audit logs kept: FILE.1 (newest) to FILE.N (default: 10)")
     _add_session_arguments(serve, manifest=False)
     serve.set_defaults(run=_run_serve)
 
@@ -184,6 +191,15 @@ def _key_value(text: str) -> tuple[str, str]:
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE. Received: {text!r}")
     return key.strip(), value.strip()
+
+
+def _size(text: str) -> int:
+    from sql_dl.cli.audit import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
 
 
 def _script(path: str) -> str:
@@ -277,7 +293,8 @@ def _run_serve(args) -> int:
 
     return serve(args.manifest, host=args.host, port=args.port, master=args.master,
                  conf={**CLI_CONF, **dict(args.conf)}, hive_conf=dict(args.hiveconf),
-                 insecure=args.insecure, home=args.home)
+                 insecure=args.insecure, home=args.home, audit_log=args.audit_log,
+                 audit_max_bytes=args.audit_log_max_size, audit_backups=args.audit_log_backups)
 
 
 def _run_train(args) -> int:

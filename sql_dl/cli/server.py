@@ -24,6 +24,7 @@ import uuid
 from typing import Mapping
 
 from sql_dl import spark_internals
+from sql_dl.cli.audit import SECRET_KEY, AuditLog, Redactor
 from sql_dl.errors import SparkInternalsError, SqlDlError
 from sql_dl.manifest import Manifest, load_manifest
 from sql_dl.registration import IMAGE_ERROR_FUNCTION
@@ -31,7 +32,7 @@ from sql_dl.counts import counts, statement_counts
 from sql_dl.sql_text import identifier, string_literal, values_query
 from sql_dl.views import view_options, view_query
 
-__all__ = ["ServerError", "check_bind_address", "serve"]
+__all__ = ["ServerError", "check_authentication", "check_bind_address", "serve"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +41,12 @@ CACHE_VIEW_REFRESH = 5.0  # seconds: sql_dl_cache is refreshed at most this ofte
 _PUBLISHED_CONF = "sql_dl.publishedViews"
 READY_TIMEOUT = 120.0
 _NO_AUTH = ("NONE", "NOSASL")
+_REQUIRED_SETTINGS = {
+    "LDAP": ("hive.server2.authentication.ldap.url",),
+    "CUSTOM": ("hive.server2.custom.authentication.class",),
+    "KERBEROS": ("hive.server2.authentication.kerberos.principal",
+                 "hive.server2.authentication.kerberos.keytab"),
+}
 
 
 class ServerError(SqlDlError, RuntimeError):
@@ -57,6 +64,10 @@ def check_bind_address(host: str, hive_conf: Mapping[str, str], insecure: bool) 
     except (OSError, ValueError) as e:
         raise ServerError(f"cannot resolve --host {host!r}: {e}") from e
     authentication = hive_conf.get("hive.server2.authentication", "NONE").upper()
+    if (not address.is_loopback and authentication in ("LDAP", "CUSTOM")
+            and hive_conf.get("hive.server2.use.SSL", "false").lower() != "true"):
+        logger.warning("hive.server2.authentication=%s on %s without hive.server2.use.SSL=true: "
+                       "clients send their passwords in clear text", authentication, host)
     if address.is_loopback or authentication not in _NO_AUTH or insecure:
         return
     raise ServerError(
@@ -65,6 +76,29 @@ def check_bind_address(host: str, hive_conf: Mapping[str, str], insecure: bool) 
         "(--hiveconf hive.server2.authentication=LDAP|CUSTOM|KERBEROS with its settings), or "
         f"pass --insecure to accept the risk. Received: --host {host}, "
         f"hive.server2.authentication={authentication}")
+
+
+def check_authentication(hive_conf: Mapping[str, str]) -> None:
+    """Refuses an authentication mode without the settings it needs, which HiveServer2 would
+    only notice at the first connection (as a refused login or a server-side error).
+
+    Raises:
+        ServerError: naming the mode and the missing settings.
+    """
+    authentication = hive_conf.get("hive.server2.authentication", "NONE").upper()
+    missing = [key for key in _REQUIRED_SETTINGS.get(authentication, ())
+               if not hive_conf.get(key, "").strip()]
+    if authentication == "LDAP" and not any(hive_conf.get(key, "").strip() for key in (
+            "hive.server2.authentication.ldap.baseDN",
+            "hive.server2.authentication.ldap.userDNPattern",
+            "hive.server2.authentication.ldap.Domain")):
+        missing.append("hive.server2.authentication.ldap.baseDN (or .userDNPattern, or .Domain)")
+    if missing:
+        raise ServerError(
+            f"hive.server2.authentication={authentication} needs "
+            f"{' and '.join(f'--hiveconf {key}=...' for key in missing)}. Received: "
+            + ", ".join(f"{k}={'***' if SECRET_KEY.search(k) else v}"
+                        for k, v in sorted(hive_conf.items())))
 
 
 def jdbc_url(host: str, port: int, hive_conf: Mapping[str, str]) -> str:
@@ -189,33 +223,47 @@ class QueryLog(threading.Thread):
     """Logs each statement the server runs with the name of the user who sent it, and when
     it ends, what it did since the previous query ended: images scored and answered from the
     prediction cache, images that could not be decoded, image files deleted after listing.
+    With an `AuditLog`, writes its line for each statement its client closed.
 
     Reads the Thrift Server's own records of executions (as its UI does) once a second, in
     the order statements started. Image counts are each statement's own (kept by its id);
     files skipped are counted since the previous statement ended, so concurrent statements
-    share them.
+    share them. Statements are logged through ``redact``.
     """
 
-    def __init__(self, spark, interval: float = 1.0, on_finish=None):
+    AUDIT_WAIT = 10  # polls a closed statement waits for Spark's record of its end
+
+    def __init__(self, spark, redact: Redactor, audit: AuditLog | None = None,
+                 interval: float = 1.0, on_finish=None):
         super().__init__(name="sql_dl-query-log", daemon=True)
         self.spark = spark
+        self.redact = redact
+        self.audit = audit
         self.on_finish = on_finish
         self.interval = interval
         self.stopped = threading.Event()
         self.started: set[str] = set()
         self.finished: set[str] = set()
+        self.closing: list[tuple[spark_internals.ClosedStatement, int]] = []
         self.skipped = counts(spark).skipped
 
     @classmethod
-    def start_if_possible(cls, spark, on_finish=None) -> QueryLog | None:
-        """Starts the log, or says once why there is none (the server serves either way).
-        ``on_finish()`` is called after each statement ends."""
+    def start_if_possible(cls, spark, redact: Redactor, audit: AuditLog | None = None,
+                          on_finish=None) -> QueryLog | None:
+        """Starts the log, or says once why there is none (the server serves either way,
+        unless it has an audit log). ``on_finish()`` is called after each statement ends.
+
+        Raises:
+            ServerError: with ``audit``, when Spark's records of statements cannot be read.
+        """
         try:
             spark_internals.thrift_server_executions(spark)
         except SparkInternalsError as e:
+            if audit is not None:
+                raise ServerError(f"--audit-log needs Spark's records of statements: {e}") from e
             logger.warning("No query log: %s", e)
             return None
-        log = cls(spark, on_finish=on_finish)
+        log = cls(spark, redact, audit, on_finish=on_finish)
         log.start()
         return log
 
@@ -223,36 +271,68 @@ class QueryLog(threading.Thread):
         while not self.stopped.wait(self.interval):
             self.poll()
 
-    def poll(self) -> None:
+    def stop(self) -> None:
+        """Stops polling; then writes the audit lines of every statement, open ones too."""
+        self.stopped.set()
+        self.join(timeout=60)
+        self.poll(final=True)
+        if self.audit is not None:
+            self.audit.close()
+
+    def poll(self, final: bool = False) -> None:
         executions = sorted(spark_internals.thrift_server_executions(self.spark),
                             key=lambda e: e.started)
         for execution in executions:
             if execution.id not in self.started:
                 self.started.add(execution.id)
                 logger.info("query %s by user %s: %s", execution.id, execution.user,
-                            " ".join(execution.statement.split()))
+                            self.redact(" ".join(execution.statement.split())))
             if execution.id not in self.finished and execution.finished:
                 self.finished.add(execution.id)
-                skipped = counts(self.spark).skipped
-                done = statement_counts(self.spark, execution.id)._replace(
-                    skipped=skipped - self.skipped)
-                for line in done.messages(IMAGE_ERROR_FUNCTION):
-                    warning = line.startswith("Warning: ")
-                    logger.log(logging.WARNING if warning else logging.INFO, "query %s: %s",
-                               execution.id, line.removeprefix("Warning: "))
-                self.skipped = skipped
-                if self.on_finish is not None:
-                    self.on_finish()
+                self._log_finish(execution)
+        listed = {e.id: e for e in executions}
+        self.started &= listed.keys()  # Spark keeps the latest statements' records only
+        self.finished &= listed.keys()
+        if self.audit is not None:
+            self._audit(listed, final)
+
+    def _log_finish(self, execution: spark_internals.Execution) -> None:
+        skipped = counts(self.spark).skipped
+        done = statement_counts(self.spark, execution.id)._replace(
+            skipped=skipped - self.skipped)
+        for line in done.messages(IMAGE_ERROR_FUNCTION):
+            warning = line.startswith("Warning: ")
+            logger.log(logging.WARNING if warning else logging.INFO, "query %s: %s",
+                       execution.id, line.removeprefix("Warning: "))
+        self.skipped = skipped
+        if self.on_finish is not None:
+            self.on_finish()
+
+    def _audit(self, executions: dict[str, spark_internals.Execution], final: bool) -> None:
+        closed = spark_internals.closed_statements(self.spark, and_open=final)
+        waiting = []
+        for statement, polls in self.closing + [(s, 0) for s in closed]:
+            execution = executions.get(statement.id)
+            if final or polls >= self.AUDIT_WAIT or (execution and execution.finished):
+                error = statement.error or (execution.error if execution else None)
+                redacted = statement._replace(statement=self.redact(statement.statement),
+                                              error=self.redact(error) or None)
+                self.audit.write(redacted, execution, statement_counts(self.spark, statement.id))
+            else:
+                waiting.append((statement, polls + 1))
+        self.closing = waiting
 
 
 def serve(manifest: str | os.PathLike, host: str = "127.0.0.1", port: int = 10000,
           master: str | None = None, conf: Mapping[str, str] | None = None,
           hive_conf: Mapping[str, str] | None = None, insecure: bool = False,
-          home: str | None = None, announce=print) -> int:
+          home: str | None = None, announce=print, audit_log: str | os.PathLike | None = None,
+          audit_max_bytes: int = 100 * 1024 ** 2, audit_backups: int = 10) -> int:
     """Runs the Thrift Server until SIGTERM or SIGINT; SIGHUP re-reads the manifest.
 
     ``announce`` gets one line when the server accepts connections (``ready: <JDBC URL>``)
     and one after each reload (``reloaded: <manifest>`` or ``reload failed: <manifest>``).
+    With ``audit_log``, each statement gets a JSON line there (see `sql_dl.cli.audit`).
 
     Returns:
         The exit code: 0 after a clean stop.
@@ -262,20 +342,26 @@ def serve(manifest: str | os.PathLike, host: str = "127.0.0.1", port: int = 1000
     from sql_dl.session import session
 
     hive_conf = dict(hive_conf or {})
+    check_authentication(hive_conf)
     check_bind_address(host, hive_conf, insecure)
     loaded = load_manifest(manifest)
+    audit = _open_audit_log(audit_log, audit_max_bytes, audit_backups) if audit_log else None
     spark = session(master=master, conf={**server_conf(host, port, hive_conf), **(conf or {})},
                     home=home)
+    spark_internals.set_hive_server_properties(spark, hive_conf)
+    redact = Redactor.for_settings(  # hive_conf is there too, as spark.hadoop.*
+        dict(spark.sparkContext.getConf().getAll()),
+        pattern=spark.conf.get("spark.sql.redaction.string.regex", None))
     catalog = SharedCatalog(spark)
     bootstrap(spark, loaded, warm_up=True)
     catalog.publish(loaded)
     server = spark_internals.start_thrift_server(spark)
-    _list_functions_once(spark, server)
+    _install_operations(spark, server, audit=audit is not None)
     keeping = keep_warm(spark)  # through idle minutes, and after previews (see keep_warm)
     cache_view = CacheViewRefresh(catalog)
     cache_view.start()
     query_log = QueryLog.start_if_possible(
-        spark, on_finish=lambda: (keeping.poke(), cache_view.poke()))
+        spark, redact, audit, on_finish=lambda: (keeping.poke(), cache_view.poke()))
     _wait_until_listening(host, port)
     announce(f"ready: {jdbc_url(host, port, hive_conf)}", flush=True)
 
@@ -290,8 +376,6 @@ def serve(manifest: str | os.PathLike, host: str = "127.0.0.1", port: int = 1000
             ok = _reload(spark, catalog, manifest)
             announce(f"{'reloaded' if ok else 'reload failed'}: {manifest}", flush=True)
     logger.info("Stopping: cancelling running queries")
-    if query_log is not None:
-        query_log.stopped.set()
     cache_view.stopped.set()
     cache_view.poke()
     try:  # the cancelled queries' traces are expected
@@ -301,22 +385,38 @@ def serve(manifest: str | os.PathLike, host: str = "127.0.0.1", port: int = 1000
     keeping.stop()
     spark.sparkContext.cancelAllJobs()
     server.stop()
+    if query_log is not None:
+        query_log.stop()
     spark.stop()
     return 0
 
 
-def _list_functions_once(spark, server) -> None:
-    """JDBC getFunctions with each function once, when sql_dl's jar is loaded (bootstrap has
-    said so once if it is not)."""
+def _open_audit_log(path, max_bytes: int, backups: int) -> AuditLog:
+    try:
+        return AuditLog(path, max_bytes, backups)
+    except OSError as e:
+        raise ServerError(f"cannot open the audit log: {e}. Received: --audit-log {path}") from e
+
+
+def _install_operations(spark, server, audit: bool) -> None:
+    """JDBC getFunctions with each function once and, with ``audit``, statements that keep
+    what the audit log needs, when sql_dl's jar is loaded (bootstrap has said so once if it
+    is not).
+
+    Raises:
+        ServerError: with ``audit``, when they cannot be installed.
+    """
     from py4j.protocol import Py4JJavaError
 
     from sql_dl.spark_extension import extension_active
 
-    if not extension_active(spark):
-        return
     try:
-        spark_internals.list_functions_once(spark, server)
+        if not extension_active(spark):
+            raise SparkInternalsError("sql_dl's Spark extension (sql_dl/jars) is not loaded")
+        spark_internals.install_operation_manager(spark, server, audit)
     except (SparkInternalsError, Py4JJavaError) as e:
+        if audit:
+            raise ServerError(f"--audit-log needs sql_dl's statement records: {e}") from e
         logger.warning("JDBC getFunctions lists functions as Spark does: %s", e)
 
 
