@@ -18,7 +18,8 @@ __all__ = ["FENCED", "ClosedStatement", "Execution", "closed_statements", "copy_
            "delete_path", "describe_function", "hive_result_lines", "inject_session_function",
            "injected_functions", "install_operation_manager", "launch_gateway",
            "set_hive_server_properties", "set_python_exec", "silence_jvm_log",
-           "skipped_file_count", "spark_temp_dir", "start_thrift_server", "thrift_server_executions"]
+           "skipped_file_count", "spark_temp_dir", "start_thrift_server",
+           "thrift_server_executions"]
 
 CHECKED_ON = "4.3.0"
 FENCED: list[str] = []  # the fenced functions' names, for the test that calls each of them

@@ -26,13 +26,15 @@ START_TIMEOUT = 240
 
 
 class Server:
-    """A `sql-dl serve` subprocess; ``url`` is set once it printed its ready line."""
+    """A `sql-dl serve` subprocess (after ``prefix``, e.g. ``ip netns exec NS``); ``url`` is
+    set once it printed its ready line."""
 
-    def __init__(self, manifest: Path, home: Path, *args: str, cwd: Path | None = None):
+    def __init__(self, manifest: Path, home: Path, *args: str, cwd: Path | None = None,
+                 prefix: tuple[str, ...] = ()):
         self.port = free_port()
         self.log = open(home.parent / f"server-{self.port}.log", "w")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "sql_dl.cli", "serve", "--manifest", str(manifest),
+            [*prefix, sys.executable, "-m", "sql_dl.cli", "serve", "--manifest", str(manifest),
              "--port", str(self.port), "--master", "local[2]", "--home", str(home), *args],
             stdout=subprocess.PIPE, stderr=self.log, text=True, cwd=cwd)
         self.lines: list[str] = []
@@ -62,10 +64,12 @@ class Server:
         return code, time.monotonic() - started
 
 
-def beeline(url: str, sql: str) -> subprocess.CompletedProcess:
+def beeline(url: str, sql: str, *login: str) -> subprocess.CompletedProcess:
+    """beeline's answer to ``sql``, its rows in ``.rows``; ``login`` is e.g. ``-n``, ``alice``,
+    ``-p``, ``password``."""
     import pyspark
 
-    command = [str(Path(pyspark.__file__).parent / "bin" / "beeline"), "-u", url,
+    command = [str(Path(pyspark.__file__).parent / "bin" / "beeline"), "-u", url, *login,
                "--outputformat=tsv2", "--showHeader=false", "--silent=true", "-e", sql]
     result = subprocess.run(command, capture_output=True, text=True, timeout=120)
     result.rows = [re.sub(r"^\d+: jdbc:hive2://\S+> ", "", line).split("\t")
@@ -462,6 +466,41 @@ def test_bind_check_accepts_loopback_authentication_or_insecure():
     check_bind_address("0.0.0.0", {}, insecure=True)
     with pytest.raises(ServerError, match=r"Received: --host 0.0.0.0, hive.server2.authentication=NOSASL"):
         check_bind_address("0.0.0.0", {"hive.server2.authentication": "nosasl"}, insecure=False)
+
+
+@pytest.mark.parametrize("hive_conf, needs", [
+    ({"hive.server2.authentication": "LDAP"},
+     "--hiveconf hive.server2.authentication.ldap.url=... and --hiveconf "
+     "hive.server2.authentication.ldap.baseDN (or .userDNPattern, or .Domain)=..."),
+    ({"hive.server2.authentication": "ldap", "hive.server2.authentication.ldap.url": "ldap://h"},
+     "--hiveconf hive.server2.authentication.ldap.baseDN (or .userDNPattern, or .Domain)=..."),
+    ({"hive.server2.authentication": "CUSTOM"},
+     "--hiveconf hive.server2.custom.authentication.class=..."),
+    ({"hive.server2.authentication": "KERBEROS",
+      "hive.server2.authentication.kerberos.principal": "hive/_HOST@REALM"},
+     "--hiveconf hive.server2.authentication.kerberos.keytab=..."),
+])
+def test_an_authentication_mode_without_its_settings_is_refused(hive_conf, needs):
+    from sql_dl.cli.server import ServerError, check_authentication
+
+    mode = hive_conf["hive.server2.authentication"].upper()
+    with pytest.raises(ServerError, match=re.escape(
+            f"hive.server2.authentication={mode} needs {needs}. Received: ")):
+        check_authentication({**hive_conf, "hive.server2.keystore.password": "pw-123"})
+    with pytest.raises(ServerError) as raised:
+        check_authentication({**hive_conf, "hive.server2.keystore.password": "pw-123"})
+    assert "pw-123" not in str(raised.value) and "hive.server2.keystore.password=***" in str(
+        raised.value)
+
+
+def test_complete_authentication_settings_pass():
+    from sql_dl.cli.server import check_authentication
+
+    check_authentication({})
+    check_authentication({"hive.server2.authentication": "NOSASL"})
+    check_authentication({"hive.server2.authentication": "LDAP",
+                          "hive.server2.authentication.ldap.url": "ldaps://h:636",
+                          "hive.server2.authentication.ldap.userDNPattern": "uid=%s,dc=x"})
 
 
 def test_http_transport_and_query_timeout(own_manifest, tmp_path, cnn_file, photos):

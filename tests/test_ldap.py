@@ -1,0 +1,407 @@
+"""sql-dl serve's LDAP login against a real directory (OpenLDAP's slapd, from Debian's packages,
+which .ci/setup installs), with TLS, on a non-loopback address in a network namespace, and
+its audit log."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from conftest import free_port, readme_blocks
+from test_server import Server, beeline, write_manifest
+
+BASE_DN = "ou=people,dc=example,dc=com"  # the README's, so its commands run unchanged
+PASSWORDS = {"alice": "alice-Pa55-word", "bob": "bob-Pa55-word"}
+KEYSTORE_PASSWORD = "keystore-Pa55-word"  # replaces the TLS recipe's, to look for it
+REFUSED = "Error validating the login"
+SLAPD = shutil.which("slapd") or "/usr/sbin/slapd"
+
+pytestmark = pytest.mark.skipif(
+    not Path(SLAPD).exists() or shutil.which("ldapwhoami") is None,
+    reason="OpenLDAP's slapd and ldap-utils are not installed (bash .ci/setup installs them)")
+
+
+def start_slapd(directory: Path, host: str, port: int,
+                prefix: tuple[str, ...] = ()) -> subprocess.Popen:
+    """slapd serving ``BASE_DN`` with the users of `PASSWORDS` on ldap://host:port, from its
+    own directory, once a user can bind."""
+    (directory / "db").mkdir(parents=True)
+    conf = directory / "slapd.conf"
+    conf.write_text("\n".join([
+        *(f"include /etc/ldap/schema/{name}.schema"
+          for name in ("core", "cosine", "inetorgperson")),
+        f"pidfile {directory / 'slapd.pid'}",
+        "modulepath /usr/lib/ldap", "moduleload back_mdb",
+        "database mdb", "maxsize 10485760", 'suffix "dc=example,dc=com"',
+        f"directory {directory / 'db'}", ""]))
+    entries = ["dn: dc=example,dc=com\nobjectClass: dcObject\nobjectClass: organization\n"
+               "o: example\ndc: example",
+               f"dn: {BASE_DN}\nobjectClass: organizationalUnit\nou: people"]
+    for user, password in PASSWORDS.items():
+        hashed = subprocess.run(["slappasswd", "-s", password], capture_output=True, text=True,
+                                check=True).stdout.strip()
+        entries.append(f"dn: uid={user},{BASE_DN}\nobjectClass: inetOrgPerson\nuid: {user}\n"
+                       f"cn: {user}\nsn: {user}\nuserPassword: {hashed}")
+    (directory / "users.ldif").write_text("\n\n".join(entries) + "\n")
+    subprocess.run(["slapadd", "-f", conf, "-l", directory / "users.ldif"], check=True,
+                   capture_output=True)
+    url = f"ldap://{host}:{port}"
+    process = subprocess.Popen([*prefix, SLAPD, "-f", conf, "-h", f"{url}/", "-d", "0"],
+                               stdout=open(directory / "slapd.log", "w"), stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 30
+    while subprocess.run([*prefix, "ldapwhoami", "-x", "-H", url, "-D", f"uid=alice,{BASE_DN}",
+                          "-w", PASSWORDS["alice"]], capture_output=True).returncode:
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError(f"slapd did not start: {(directory / 'slapd.log').read_text()}")
+        time.sleep(0.2)
+    return process
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def ldap_port(tmp_path_factory):
+    port = free_port()
+    process = start_slapd(tmp_path_factory.mktemp("slapd"), "127.0.0.1", port)
+    yield port
+    stop(process)
+
+
+def readme_server_words(ldap: str, manifest: Path) -> list[str]:
+    """The README's LDAP server command, for the directory at ``ldap`` (host:port)."""
+    serve = readme_blocks("**LDAP, step by step**", 1)[0]
+    words = shlex.split(serve.replace("\\\n", " ").replace("ldap.example.com:389", ldap))
+    assert words[:4] == ["sql-dl", "serve", "--manifest", "conf/models.yaml"]
+    return [*words[4:]]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, photos_dir, cnn_file, labels_file, ldap_port):
+    """The README's LDAP server, its audit log rotated at 2 kB."""
+    work = tmp_path_factory.mktemp("ldap_serve")
+    manifest = write_manifest(work / "models.yaml", photos_dir, cnn_file, labels_file)
+    words = readme_server_words(f"127.0.0.1:{ldap_port}", manifest)
+    server = Server(manifest, work / "home", *words, "--audit-log-max-size", "2k",
+                    "--audit-log-backups", "50", cwd=work)
+    server.url = server.wait_ready()
+    server.audit = work / "audit" / "sql_dl.jsonl"
+    yield server
+    if server.process.poll() is None:
+        server.stop()
+
+
+def connect(port: int, user: str, password: str, host: str = "127.0.0.1"):
+    from pyhive import hive
+
+    return hive.connect(host=host, port=port, username=user, password=password, auth="LDAP")
+
+
+def refusal(port: int, user: str, password: str, host: str = "127.0.0.1") -> str:
+    """What PyHive raises for a login the server refuses."""
+    from thrift.transport.TTransport import TTransportException
+
+    with pytest.raises(TTransportException) as raised:
+        connect(port, user, password, host)
+    return str(raised.value)
+
+
+def test_readme_ldap_recipe_lets_both_users_in(server, photos):
+    import pyspark
+
+    jdbc, pyhive = readme_blocks("**LDAP, step by step**", 3)[1:]
+    beeline_path = str(Path(pyspark.__file__).parent / "bin" / "beeline")
+    command = (jdbc.replace("$B", beeline_path).replace("10000", str(server.port))
+               .replace("digits", "photos"))
+    result = subprocess.run(["bash", "-euc", command], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "LDAP_PASSWORD": PASSWORDS["alice"]})
+    assert result.returncode == 0, result.stderr
+    assert re.search(rf"^\|\s*{len(photos)}\s*\|$", result.stdout, re.M), result.stdout
+
+    script = (pyhive.replace("10000", str(server.port)).replace("digits", "photos")
+              .replace('username="alice"', 'username="bob"'))
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=120, env={**os.environ, "LDAP_PASSWORD": PASSWORDS["bob"]})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"[({len(photos)},)]\n"
+
+    log = _wait_for_log(server, r"sql-dl: query \S+ by user bob: SELECT count\(\*\) FROM photos")
+    assert re.search(r"sql-dl: query \S+ by user alice: SELECT count\(\*\) FROM photos", log)
+
+
+def _wait_for_log(server: Server, pattern: str, timeout: float = 20) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        log = Path(server.log.name).read_text()
+        if re.search(pattern, log) or time.monotonic() > deadline:
+            assert re.search(pattern, log), log[-3000:]
+            return log
+        time.sleep(0.5)
+
+
+def test_wrong_unknown_and_empty_passwords_are_refused(server):
+    wrong = ("alice", PASSWORDS["bob"])
+    for user, password in (wrong, ("mallory", PASSWORDS["alice"]), ("alice", "")):
+        assert refusal(server.port, user, password) == f"Bad status: 3 (b'{REFUSED}')"
+        result = beeline(server.url, "SELECT 1", "-n", user, "-p", password)
+        assert result.returncode != 0 and result.rows == []
+        assert (f"Could not open client transport with JDBC Uri: {server.url}: Peer indicated "
+                f"failure: {REFUSED}") in result.stderr, result.stderr
+    log = Path(server.log.name).read_text()
+    assert "by user mallory" not in log
+    assert log.count("SASL negotiation failure") >= 6
+
+
+def test_the_session_user_is_the_one_the_directory_authenticated(server):
+    """A client authenticating as alice but asking to act as bob (the SASL authorization id)
+    runs as alice."""
+    import thrift_sasl
+    from pyhive import hive
+    from pyhive.sasl_compat import PureSASLClient
+    from thrift.transport.TSocket import TSocket
+
+    sasl = lambda: PureSASLClient(host="127.0.0.1", username="alice",  # noqa: E731
+                                  password=PASSWORDS["alice"], authorization_id="bob")
+    transport = thrift_sasl.TSaslClientTransport(sasl, "PLAIN", TSocket("127.0.0.1", server.port))
+    cursor = hive.connect(thrift_transport=transport).cursor()
+    cursor.execute("SELECT current_user() AS sql_dl_who")
+    assert cursor.fetchall() == [("alice",)]
+    cursor.close()
+    _wait_for_log(server, r"by user alice: SELECT current_user\(\) AS sql_dl_who")
+
+
+def audit_lines(path: Path) -> list[dict]:
+    """Every line of the audit log and its rotated files, oldest first."""
+    files = sorted(path.parent.glob(path.name + ".*"), key=lambda p: -int(p.suffix[1:]))
+    return [json.loads(line) for f in [*files, path] for line in f.read_text().splitlines()]
+
+
+def wait_for_audit(path: Path, statements: set[str], timeout: float = 30) -> list[dict]:
+    """The audit log's lines once it has a line for each of ``statements`` (or after
+    ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = audit_lines(path) if path.exists() else []
+        if statements <= {line["statement"] for line in lines} or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.5)
+
+
+def test_audit_log_has_each_statement_once_rotated_and_without_secrets(server, photos, cnn_file):
+    from pyhive import hive  # noqa: F401 - the connection below needs it
+
+    marker = uuid.uuid4().hex[:8]
+    secrets = {"SET": f"AKIA-{marker}-s3-secret", "URL": f"pg-{marker}-secret",
+               "raised": f"tok-{marker}-secret"}
+    statements = {
+        "model": f"SELECT path, cnn_top_k(image, 1)[0].description, '{marker}' FROM photos",
+        "set": f"SET spark.hadoop.fs.s3a.secret.key={secrets['SET']}",
+        "jdbc": (f"CREATE TEMPORARY VIEW v_{marker} USING jdbc OPTIONS (url "
+                 f"'jdbc:postgresql://db.invalid/x?user=u&password={secrets['URL']}', dbtable "
+                 f"'t', password '{secrets['URL']}')"),
+        "raised": f"SELECT raise_error('access token={secrets['raised']}')",
+        "unresolved": f"SELECT nope_{marker} FROM photos",
+    }
+    connection = connect(server.port, "alice", PASSWORDS["alice"])
+    cursor = connection.cursor()
+    for key, sql in statements.items():
+        try:
+            cursor.execute(sql)
+            cursor.fetchall()
+        except Exception:  # noqa: BLE001 - jdbc, raised and unresolved fail, as meant
+            assert key in ("jdbc", "raised", "unresolved")
+    for i in range(12):  # enough lines for several 2-kB files
+        cursor.execute(f"SELECT {i} AS n, '{marker}' AS m")
+        cursor.fetchall()
+    cursor.close()
+    connection.close()
+
+    redacted = "*********(redacted)"
+    expected = [statements["model"], f"SET spark.hadoop.fs.s3a.secret.key={redacted}",
+                statements["jdbc"].replace(secrets["URL"], redacted),
+                f"SELECT raise_error('access token={redacted}')", statements["unresolved"],
+                *(f"SELECT {i} AS n, '{marker}' AS m" for i in range(12))]
+    lines = wait_for_audit(server.audit, set(expected))
+    ours = [line for line in lines if line["statement"] in expected]
+    assert sorted(line["statement"] for line in ours) == sorted(expected)  # each once
+    assert len({line["statement_id"] for line in ours}) == len(expected)
+    by_text = {line["statement"]: line for line in ours}
+
+    model = by_text[statements["model"]]
+    assert model["user"] == "alice" and model["client"] == "127.0.0.1"
+    assert model["rows"] == len(photos) and model["outcome"] == "success"
+    assert model["images_scored"] + model["images_from_cache"] == len(photos)
+    assert model["duration_ms"] > 0 and model["error"] is None
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", model["time"])
+    assert set(model) == {"time", "user", "client", "statement", "duration_ms", "rows",
+                          "images_scored", "images_from_cache", "outcome", "error",
+                          "statement_id"}
+    assert by_text[f"SET spark.hadoop.fs.s3a.secret.key={redacted}"]["outcome"] == "success"
+    jdbc = by_text[expected[2]]
+    assert jdbc["outcome"] == "error" and jdbc["error"]
+    raised = by_text[expected[3]]
+    assert raised["outcome"] == "error"
+    assert raised["error"] == f"[USER_RAISED_EXCEPTION] access token={redacted} SQLSTATE: P0001"
+    unresolved = by_text[statements["unresolved"]]
+    assert unresolved["outcome"] == "error" and unresolved["rows"] == 0
+    assert unresolved["error"].startswith("[UNRESOLVED_COLUMN.WITH_SUGGESTION] A column")
+    assert "\n" not in unresolved["error"]  # the message, not Spark's plan
+    assert [by_text[f"SELECT {i} AS n, '{marker}' AS m"]["rows"] for i in range(12)] == [1] * 12
+
+    files = [server.audit, *server.audit.parent.glob(server.audit.name + ".*")]
+    assert len(files) >= 3 and all(f.stat().st_size <= 2048 for f in files)
+    assert all(f.stat().st_mode & 0o777 == 0o640 for f in files)
+    text = "\n".join(f.read_text() for f in files)
+    log = Path(server.log.name).read_text()
+    for secret in [*secrets.values(), *PASSWORDS.values()]:
+        assert secret not in text
+        assert not re.search(rf"sql-dl: .*{secret}", log)  # sql_dl's query log lines
+
+
+def test_ldap_with_tls(tmp_path, photos_dir, cnn_file, labels_file, ldap_port, photos):
+    """The README's LDAP server with the TLS recipe's keystore; beeline with a truststore and
+    PyHive with the certificate log in, a wrong password is refused, and the keystore's
+    password is in no log."""
+    keys, serve_tls, _, pyhive_tls = readme_blocks("**TLS, step by step**", 4)
+    keys = keys.replace("change-this-password", KEYSTORE_PASSWORD)
+    made = subprocess.run(["bash", "-euc", keys], cwd=tmp_path, capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    tls = [w for w in shlex.split(serve_tls.replace("\\\n", " ")) if "=" in w]
+    tls = [w.replace("$STOREPASS", KEYSTORE_PASSWORD) for w in tls]
+    assert len(tls) == 3 and all(w.startswith("hive.server2.") for w in tls)
+    manifest = write_manifest(tmp_path / "models.yaml", photos_dir, cnn_file, labels_file)
+    words = readme_server_words(f"127.0.0.1:{ldap_port}", manifest)
+    server = Server(manifest, tmp_path / "home", *words,
+                    *[a for w in tls for a in ("--hiveconf", w)], cwd=tmp_path)
+    try:
+        url = server.wait_ready()
+        assert url == f"jdbc:hive2://127.0.0.1:{server.port}/;ssl=true"
+        trusted = (f"{url};sslTrustStore={tmp_path / 'trust.p12'};"
+                   f"trustStorePassword={KEYSTORE_PASSWORD}")
+        for password, ok in [(PASSWORDS["alice"], True), (PASSWORDS["bob"], False)]:
+            result = beeline(trusted, "SELECT count(*) FROM photos", "-n", "alice", "-p", password)
+            assert (result.returncode == 0) is ok, result.stderr
+            assert result.rows == ([[str(len(photos))]] if ok else [])
+            assert ok or f"Peer indicated failure: {REFUSED}" in result.stderr
+
+        script = (pyhive_tls.replace("10000", str(server.port)).replace("digits", "photos")
+                  .replace('password="unused"', f'password="{PASSWORDS["bob"]}"')
+                  .replace('username="alice"', 'username="bob"'))
+        result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
+                                text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == f"[({len(photos)},)]\n"
+        _wait_for_log(server, r"by user bob: SELECT count\(\*\) FROM photos")
+    finally:
+        code, _ = server.stop()
+    assert code == 0
+    audit = tmp_path / "audit" / "sql_dl.jsonl"
+    users = [line["user"] for line in audit_lines(audit)
+             if line["statement"] == "SELECT count(*) FROM photos"]
+    assert sorted(users) == ["alice", "bob"]
+    everything = "\n".join([audit.read_text(), Path(server.log.name).read_text(), *server.lines])
+    assert KEYSTORE_PASSWORD not in everything
+    assert not any(p in everything for p in PASSWORDS.values())
+
+
+class Namespace:
+    """A network namespace with a veth link to this one: this side ``host_ip``, the
+    namespace's side ``ns_ip``; ``prefix`` runs a command inside it."""
+
+    def __init__(self):
+        tag = f"{os.getpid() % 10000}{uuid.uuid4().hex[:4]}"
+        self.name = f"sqldl{tag}"
+        self.outer, self.inner = f"sqo{tag}", f"sqi{tag}"
+        octets = uuid.uuid4().bytes
+        subnet = f"10.{200 + octets[0] % 50}.{octets[1]}.{octets[2] & 0xFC}"
+        self.host_ip = subnet[:subnet.rindex(".") + 1] + str(int(subnet.split(".")[-1]) + 1)
+        self.ns_ip = subnet[:subnet.rindex(".") + 1] + str(int(subnet.split(".")[-1]) + 2)
+        self.prefix = ("ip", "netns", "exec", self.name)
+        self.made = False
+
+    def create(self) -> None:
+        """Raises `OSError` with ``ip``'s message when namespaces are not available."""
+        self._run("ip", "netns", "add", self.name)
+        self.made = True
+        self._run("ip", "link", "add", self.outer, "type", "veth", "peer", "name", self.inner)
+        self._run("ip", "link", "set", self.inner, "netns", self.name)
+        self._run("ip", "addr", "add", f"{self.host_ip}/30", "dev", self.outer)
+        self._run("ip", "link", "set", self.outer, "up")
+        self._run(*self.prefix, "ip", "addr", "add", f"{self.ns_ip}/30", "dev", self.inner)
+        self._run(*self.prefix, "ip", "link", "set", self.inner, "up")
+        self._run(*self.prefix, "ip", "link", "set", "lo", "up")
+
+    def delete(self) -> None:
+        if self.made:  # takes the veth pair with it
+            subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
+
+    @staticmethod
+    def _run(*command: str) -> None:
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode:
+            raise OSError(f"{' '.join(command)}: {result.stderr.strip()}")
+
+
+@pytest.fixture
+def namespace():
+    if shutil.which("ip") is None:
+        pytest.skip("network namespaces: the ip command (Debian's iproute2) is not installed")
+    space = Namespace()
+    try:
+        space.create()
+    except OSError as e:
+        space.delete()
+        print(f"network namespaces are not available here: {e}")
+        pytest.skip(f"network namespaces are not available here: {e}")
+    yield space
+    space.delete()
+
+
+def test_non_loopback_bind_with_ldap_in_a_network_namespace(namespace, tmp_path, photos_dir,
+                                                            cnn_file, labels_file, photos):
+    """The server listens on the namespace's veth address, its directory inside the namespace
+    too; clients reach it from this side of the link."""
+    manifest = write_manifest(tmp_path / "models.yaml", photos_dir, cnn_file, labels_file)
+    refused = subprocess.run(
+        [*namespace.prefix, sys.executable, "-m", "sql_dl.cli", "serve", "--manifest",
+         str(manifest), "--host", namespace.ns_ip, "--home", str(tmp_path / "refused")],
+        capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 1
+    assert (f"Error: refusing to listen on {namespace.ns_ip} ({namespace.ns_ip}), which is not a "
+            "loopback address, without authentication") in refused.stderr
+
+    ldap_port = free_port()
+    slapd = start_slapd(tmp_path / "slapd", "127.0.0.1", ldap_port, namespace.prefix)
+    words = readme_server_words(f"127.0.0.1:{ldap_port}", manifest)
+    server = Server(manifest, tmp_path / "home", *words, "--host", namespace.ns_ip,
+                    cwd=tmp_path, prefix=namespace.prefix)
+    try:
+        url = server.wait_ready()
+        assert url == f"jdbc:hive2://{namespace.ns_ip}:{server.port}/"
+        cursor = connect(server.port, "bob", PASSWORDS["bob"], host=namespace.ns_ip).cursor()
+        cursor.execute("SELECT count(*) FROM photos")
+        assert cursor.fetchall() == [(len(photos),)]
+        cursor.close()
+        assert REFUSED in refusal(server.port, "bob", PASSWORDS["alice"], host=namespace.ns_ip)
+        log = _wait_for_log(server, r"by user bob: SELECT count\(\*\) FROM photos")
+        assert (f"hive.server2.authentication=LDAP on {namespace.ns_ip} without "
+                "hive.server2.use.SSL=true: clients send their passwords in clear text") in log
+    finally:
+        code, _ = server.stop()
+        stop(slapd)
+    assert code == 0
+    audit = audit_lines(tmp_path / "audit" / "sql_dl.jsonl")
+    assert [(line["user"], line["client"]) for line in audit
+            if line["statement"] == "SELECT count(*) FROM photos"] == [("bob", namespace.host_ip)]
