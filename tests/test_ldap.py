@@ -21,7 +21,6 @@ from test_server import Server, beeline, write_manifest
 
 BASE_DN = "ou=people,dc=example,dc=com"  # the README's, so its commands run unchanged
 PASSWORDS = {"alice": "alice-Pa55-word", "bob": "bob-Pa55-word"}
-KEYSTORE_PASSWORD = "keystore-Pa55-word"  # replaces the TLS recipe's, to look for it
 REFUSED = "Error validating the login"
 SLAPD = shutil.which("slapd") or "/usr/sbin/slapd"
 
@@ -270,50 +269,65 @@ def test_audit_log_has_each_statement_once_rotated_and_without_secrets(server, p
         assert not re.search(rf"sql-dl: .*{secret}", log)  # sql_dl's query log lines
 
 
-def test_ldap_with_tls(tmp_path, photos_dir, cnn_file, labels_file, ldap_port, photos):
-    """The README's LDAP server with the TLS recipe's keystore; beeline with a truststore and
-    PyHive with the certificate log in, a wrong password is refused, and the keystore's
-    password is in no log."""
-    keys, serve_tls, _, pyhive_tls = readme_blocks("**TLS, step by step**", 4)
-    keys = keys.replace("change-this-password", KEYSTORE_PASSWORD)
+def test_readme_tls_recipe(tmp_path, photos_dir, cnn_file, labels_file, ldap_port, photos):
+    """The README's TLS commands, as written: keystore, the LDAP server with it, beeline and
+    PyHive; a plain client and a wrong password are refused; no password reaches a log."""
+    import pyspark
+
+    keys, serve, jdbc, pyhive = readme_blocks("**TLS, step by step**", 4)
     made = subprocess.run(["bash", "-euc", keys], cwd=tmp_path, capture_output=True, text=True)
     assert made.returncode == 0, made.stderr
-    tls = [w for w in shlex.split(serve_tls.replace("\\\n", " ")) if "=" in w]
-    tls = [w.replace("$STOREPASS", KEYSTORE_PASSWORD) for w in tls]
-    assert len(tls) == 3 and all(w.startswith("hive.server2.") for w in tls)
+    assert {p.name for p in tmp_path.iterdir()} >= {"server.p12", "server.crt", "trust.p12"}
+    password = re.search(r"^STOREPASS=(\S+)$", keys, re.M).group(1)
+    words = shlex.split(serve.replace("\\\n", " ").replace('"$STOREPASS"', password)
+                        .replace("ldap.example.com:389", f"127.0.0.1:{ldap_port}"))
+    assert words[:4] == ["sql-dl", "serve", "--manifest", "conf/models.yaml"]
     manifest = write_manifest(tmp_path / "models.yaml", photos_dir, cnn_file, labels_file)
-    words = readme_server_words(f"127.0.0.1:{ldap_port}", manifest)
-    server = Server(manifest, tmp_path / "home", *words,
-                    *[a for w in tls for a in ("--hiveconf", w)], cwd=tmp_path)
+    server = Server(manifest, tmp_path / "home", *words[4:], "--audit-log", "audit.jsonl",
+                    cwd=tmp_path)
     try:
         url = server.wait_ready()
         assert url == f"jdbc:hive2://127.0.0.1:{server.port}/;ssl=true"
-        trusted = (f"{url};sslTrustStore={tmp_path / 'trust.p12'};"
-                   f"trustStorePassword={KEYSTORE_PASSWORD}")
-        for password, ok in [(PASSWORDS["alice"], True), (PASSWORDS["bob"], False)]:
-            result = beeline(trusted, "SELECT count(*) FROM photos", "-n", "alice", "-p", password)
-            assert (result.returncode == 0) is ok, result.stderr
-            assert result.rows == ([[str(len(photos))]] if ok else [])
-            assert ok or f"Peer indicated failure: {REFUSED}" in result.stderr
+        command = (jdbc.replace("$B", str(Path(pyspark.__file__).parent / "bin" / "beeline"))
+                   .replace("10000", str(server.port)).replace("digits", "photos"))
+        result = subprocess.run(["bash", "-euc", f"STOREPASS={password}\n{command}"],
+                                cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                                env={**os.environ, "LDAP_PASSWORD": PASSWORDS["alice"]})
+        assert result.returncode == 0, result.stderr
+        assert re.search(rf"^\|\s*{len(photos)}\s*\|$", result.stdout, re.M), result.stdout
 
-        script = (pyhive_tls.replace("10000", str(server.port)).replace("digits", "photos")
-                  .replace('password="unused"', f'password="{PASSWORDS["bob"]}"')
+        script = (pyhive.replace("10000", str(server.port)).replace("digits", "photos")
                   .replace('username="alice"', 'username="bob"'))
         result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
-                                text=True, timeout=120)
+                                text=True, timeout=120,
+                                env={**os.environ, "LDAP_PASSWORD": PASSWORDS["bob"]})
         assert result.returncode == 0, result.stderr
         assert result.stdout == f"[({len(photos)},)]\n"
+
+        trusted = f"{url};sslTrustStore={tmp_path / 'trust.p12'};trustStorePassword={password}"
+        wrong = beeline(trusted, "SELECT 1", "-n", "alice", "-p", PASSWORDS["bob"])
+        assert wrong.returncode != 0 and wrong.rows == []
+        assert f"Peer indicated failure: {REFUSED}" in wrong.stderr
+        plain = beeline(f"jdbc:hive2://127.0.0.1:{server.port}/", "SELECT 1", "-n", "alice",
+                        "-p", PASSWORDS["alice"])
+        assert plain.returncode != 0 and plain.rows == []
         _wait_for_log(server, r"by user bob: SELECT count\(\*\) FROM photos")
     finally:
         code, _ = server.stop()
     assert code == 0
-    audit = tmp_path / "audit" / "sql_dl.jsonl"
-    users = [line["user"] for line in audit_lines(audit)
-             if line["statement"] == "SELECT count(*) FROM photos"]
-    assert sorted(users) == ["alice", "bob"]
-    everything = "\n".join([audit.read_text(), Path(server.log.name).read_text(), *server.lines])
-    assert KEYSTORE_PASSWORD not in everything
-    assert not any(p in everything for p in PASSWORDS.values())
+    log = Path(server.log.name).read_text()
+    assert re.search(r"sql-dl: query \S+ by user alice: SELECT count\(\*\) FROM photos", log)
+    audit = tmp_path / "audit.jsonl"
+    assert sorted(line["user"] for line in audit_lines(audit)
+                  if line["statement"] == "SELECT count(*) FROM photos") == ["alice", "bob"]
+    everything = "\n".join([audit.read_text(), log, *server.lines])
+    assert not any(p in everything for p in [password, *PASSWORDS.values()])
+    assert "SSLHandshakeException" not in log  # the readiness check does not connect
+    errors = {re.sub(r"^\S+ \S+ ERROR ", "", line) for line in log.splitlines()
+              if " ERROR " in line}
+    assert errors == {"TThreadPoolServer: Error occurred during processing of message.",
+                      "TSaslTransport: SASL negotiation failure"}  # the two refused clients
+    assert "Unsupported or unrecognized SSL message" in log  # the plain client's attempt
 
 
 class Namespace:

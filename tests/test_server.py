@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import shlex
 import shutil
 import signal
 import subprocess
@@ -16,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 from pyhive.exc import OperationalError
-from conftest import BUILT_IN, CLASS_NAMES, free_port, jdbc_functions, readme_blocks
+from conftest import BUILT_IN, CLASS_NAMES, free_port, jdbc_functions
 from test_cli import expected_best
 from test_registration import local
 
@@ -522,46 +521,3 @@ def test_http_transport_and_query_timeout(own_manifest, tmp_path, cnn_file, phot
     finally:
         code, _ = server.stop()
     assert code == 0
-
-
-def test_readme_tls_recipe(own_manifest, tmp_path, cnn_file, photos):
-    """The README's TLS commands, as written: keystore, server, beeline and PyHive."""
-    import pyspark
-
-    keys, serve, jdbc, pyhive = readme_blocks("**TLS, step by step**", 4)
-    made = subprocess.run(["bash", "-euc", keys], cwd=tmp_path, capture_output=True, text=True)
-    assert made.returncode == 0, made.stderr
-    assert {p.name for p in tmp_path.iterdir()} >= {"server.p12", "server.crt", "trust.p12"}
-    password = re.search(r"^STOREPASS=(\S+)$", keys, re.M).group(1)
-    words = shlex.split(serve.replace("\\\n", " ").replace('"$STOREPASS"', password))
-    assert words[:4] == ["sql-dl", "serve", "--manifest", "conf/models.yaml"]
-    server = Server(own_manifest, tmp_path / "home", *words[4:], cwd=tmp_path)
-    try:
-        url = server.wait_ready()
-        assert url == f"jdbc:hive2://127.0.0.1:{server.port}/;ssl=true"
-        command = (jdbc.replace("$B", str(Path(pyspark.__file__).parent / "bin" / "beeline"))
-                   .replace("10000", str(server.port)).replace("digits", "photos"))
-        result = subprocess.run(["bash", "-euc", f"STOREPASS={password}\n{command}"], cwd=tmp_path,
-                                capture_output=True, text=True, timeout=120)
-        assert result.returncode == 0, result.stderr
-        assert re.search(rf"^\|\s*{len(photos)}\s*\|$", result.stdout, re.M), result.stdout
-
-        script = pyhive.replace("10000", str(server.port)).replace("digits", "photos")
-        result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
-                                text=True, timeout=120)
-        assert result.returncode == 0, result.stderr
-        assert result.stdout == f"[({len(photos)},)]\n"
-
-        plain = beeline(f"jdbc:hive2://127.0.0.1:{server.port}/", "SELECT 1")
-        assert plain.returncode != 0 and plain.rows == []
-        time.sleep(2)  # the query log reads the server's records once a second
-    finally:
-        code, _ = server.stop()
-    assert code == 0
-    log = Path(server.log.name).read_text()
-    assert re.search(r"sql-dl: query \S+ by user alice: SELECT count\(\*\) FROM photos", log)
-    assert password not in log and password not in "\n".join(server.lines)
-    assert "SSLHandshakeException" not in log  # the readiness check does not connect
-    errors = [line for line in log.splitlines() if " ERROR " in line]
-    assert len(errors) == 1 and "TThreadPoolServer: Error occurred during processing" in errors[0]
-    assert "Unsupported or unrecognized SSL message" in log  # only the plain client's attempt
