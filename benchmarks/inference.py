@@ -41,6 +41,7 @@ import importlib.util
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -55,6 +56,30 @@ import peers
 
 MODELS = {"MobileNetV2": ((224, 224), "tf"), "InceptionV3": ((299, 299), "tf")}
 BATCH = 32
+
+
+# Spark's examples/src/main/scripts/getGpusResources.sh, in short
+DISCOVERY_SCRIPT = r"""#!/bin/bash
+ADDRESSES=$(nvidia-smi --query-gpu=index --format=csv,noheader | paste -sd, | sed 's/,/","/g')
+echo "{\"name\": \"gpu\", \"addresses\": [\"$ADDRESSES\"]}"
+"""
+
+
+def gpu_conf(work: Path) -> dict[str, str]:
+    """Spark settings that schedule this machine's GPUs, one task per GPU (as the README's
+    "GPU executors" says), found by a discovery script that asks nvidia-smi."""
+    if shutil.which("nvidia-smi") is None:
+        raise SystemExit("--device gpu: nvidia-smi is not installed, so there is no GPU to use")
+    gpus = subprocess.run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
+                          capture_output=True, text=True, check=True).stdout.split()
+    script = work / "discover_gpus.sh"
+    script.write_text(DISCOVERY_SCRIPT)
+    script.chmod(0o755)
+    return {"spark.worker.resource.gpu.amount": str(len(gpus)),
+            "spark.worker.resource.gpu.discoveryScript": str(script),
+            "spark.executor.resource.gpu.amount": str(len(gpus)),
+            "spark.executor.resource.gpu.discoveryScript": str(script),
+            "spark.task.resource.gpu.amount": "1"}
 
 
 def installed(module: str) -> bool:
@@ -439,12 +464,21 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated image counts for the scaling and memory run")
     parser.add_argument("--camera", type=int, default=0,
                         help="camera-sized JPEGs for the exact vs draft decoding run")
+    parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
+                        help="gpu: Spark schedules the machine's GPUs (nvidia-smi), one task "
+                             "per GPU, on a local-cluster master unless --master is given; "
+                             "the raw loop runs on TensorFlow's first GPU")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     size, mode = MODELS[args.model]
     work = Path(tempfile.mkdtemp(prefix="sql_dl-bench-"))
     os.environ["SQL_DL_CACHE"] = str(work / "cache")  # OpenVINO conversions of this run's model
+    conf = {"spark.ui.showConsoleProgress": "false"}
+    if args.device == "gpu":
+        conf.update(gpu_conf(work))
+        if args.master == "local[2]":
+            args.master = f"local-cluster[1,{os.cpu_count()},4096]"
     try:
         import keras
 
@@ -465,7 +499,7 @@ def main(argv: list[str] | None = None) -> int:
                        2, lambda: decode_only(files, size, mode)),
                    **compute_only(model_file, files, size, mode)}
         differences = {}
-        spark = sql_dl.session(master=args.master, conf={"spark.ui.showConsoleProgress": "false"},
+        spark = sql_dl.session(master=args.master, conf=conf,
                                home=work / "home")
         manifest = {
             "preprocessors": {"p": {"size": list(size), "mode": mode}},
@@ -478,7 +512,7 @@ def main(argv: list[str] | None = None) -> int:
         seconds["sql_dl SQL, warm"] = best_of(2, lambda: timed(lambda: run_query(query)))
         differences["sql_dl SQL"] = difference(sql_outputs(spark, "m"), reference)
         spark.stop()
-        spark = sql_dl.session(master=args.master, conf={"spark.ui.showConsoleProgress": "false"},
+        spark = sql_dl.session(master=args.master, conf=conf,
                                home=work / "home")
         sql_dl.bootstrap(spark, manifest, warm_up=True)
         query = spark.sql("SELECT m(image) AS out FROM photos")
@@ -494,7 +528,7 @@ def main(argv: list[str] | None = None) -> int:
         spark.stop()
         # A session of their own: Python workers sql_dl never touched.
         spark = sql_dl.session(master=args.master, home=work / "home",
-                               conf={"spark.ui.showConsoleProgress": "false"})
+                               conf=conf)
         pipeline = predict_batch_udf_pipeline(spark, model_file, work / "images", size, mode)
         seconds["predict_batch_udf, cold"] = timed(lambda: run_query(pipeline))
         seconds["predict_batch_udf, warm"] = best_of(2, lambda: timed(lambda: run_query(pipeline)))
@@ -516,7 +550,7 @@ def main(argv: list[str] | None = None) -> int:
         scaled = {}
         if args.scaling:
             spark = sql_dl.session(master=args.master, home=work / "home",
-                                   conf={"spark.ui.showConsoleProgress": "false"})
+                                   conf=conf)
             sql_dl.bootstrap(spark, manifest, warm_up=True)
             scaled = scaling(spark, args.scaling, work, model_file, manifest, size, mode)
             spark.stop()
@@ -524,13 +558,14 @@ def main(argv: list[str] | None = None) -> int:
         cameras = {}
         if args.camera:
             spark = sql_dl.session(master=args.master, home=work / "home",
-                                   conf={"spark.ui.showConsoleProgress": "false"})
+                                   conf=conf)
             cameras = camera(spark, args.camera, work, model_file, size, mode)
             spark.stop()
 
         rate = {name: args.images / s for name, s in seconds.items()}
         raw, traced = rate["raw Keras loop"], rate["raw Keras loop, pre-traced"]
         results = {"model": args.model, "images": args.images, "master": args.master,
+                   "device": args.device,
                    "cpus": os.cpu_count(), "images_per_second": rate,
                    "ratio_to_raw": {name: r / raw for name, r in rate.items()},
                    "ratio_to_pre_traced_raw": {name: r / traced for name, r in rate.items()},

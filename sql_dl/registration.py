@@ -10,6 +10,7 @@ import warnings
 from typing import Any, Mapping
 
 from sql_dl.backends import backend_for
+from sql_dl.devices import DEVICES_VIEW, check_gpus, devices_frame
 from sql_dl.errors import SqlDlWarning
 from sql_dl.function_docs import function_docs
 from sql_dl.manifest import Manifest, load_manifest
@@ -68,6 +69,7 @@ def bootstrap(spark, manifest: str | os.PathLike | Mapping[str, Any] | Manifest,
     if not backend.extension_checked:  # once per session
         backend.extension_checked = True
         check_extension(spark)
+        check_gpus(spark)
     plans = [plan_model(spec, manifest, backend.fetch) for spec in manifest.models.values()]
     views = {name: image_frame(spark, spec, manifest.source)
              for name, spec in manifest.images.items()}
@@ -90,6 +92,7 @@ def bootstrap(spark, manifest: str | os.PathLike | Mapping[str, Any] | Manifest,
     # from literals: createDataFrame of Python rows would start Python workers of their own
     spark.sql(values_query(_MODELS_COLUMNS, rows)).createOrReplaceTempView(MODELS_VIEW)
     stats_frame(spark, backend.parallelism()).createOrReplaceTempView(CACHE_VIEW)
+    devices_frame(spark, backend.parallelism()).createOrReplaceTempView(DEVICES_VIEW)
     kept_functions, kept_views = ([], []) if replace else (previous_functions, previous_views)
     if not replace:
         tasks = {**view_tasks(spark), **tasks}

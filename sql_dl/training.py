@@ -144,6 +144,7 @@ def train(job: TrainingJob) -> TrainingResult:
     """Runs inside a task: compiles the shipped model, streams the training set into fit."""
     import keras
 
+    from sql_dl.devices import placed, task_device
     from sql_dl.models import load_keras_model
     from sql_dl.staging import shipped_file
     from sql_dl.worker import configure_threads
@@ -151,7 +152,15 @@ def train(job: TrainingJob) -> TrainingResult:
     started = time.monotonic()
     configure_threads()
     keras.utils.set_random_seed(job.seed)
-    model = load_keras_model(shipped_file(job.model_file, job.staged_name), job.trust_code)
+    with placed(task_device()):
+        return _fit(job, load_keras_model(shipped_file(job.model_file, job.staged_name),
+                                          job.trust_code), started)
+
+
+def _fit(job: TrainingJob, model, started: float) -> TrainingResult:
+    """Compiles and fits ``model`` on the job's data, under the caller's device scope."""
+    import keras
+
     params = dict(job.fit_params)
     batch_size = int(params.pop("batch_size", 32))
     optimizer: dict[str, Any] = {"class_name": job.optimizer, "config": {}}

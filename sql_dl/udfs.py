@@ -25,9 +25,10 @@ from sql_dl.manifest import PreprocessorSpec
 from sql_dl.rules import MAX_PIXELS, THUMBNAIL_FUNCTION, THUMBNAIL_MAX_SIZE, THUMBNAIL_SIZE
 from sql_dl.models import ModelPlan
 
-__all__ = ["CACHE_STATS", "FLOAT_ARRAY", "IMAGE_INFO", "TOP_K", "cache_stats_udf",
-           "image_error_udf", "image_info_udf", "model_udf", "preprocessor_udf", "tensor_udf",
-           "thumbnail_udf", "top_k_udf", "touch_udf", "warm_up_udf"]
+__all__ = ["CACHE_STATS", "DEVICES", "FLOAT_ARRAY", "IMAGE_INFO", "TOP_K", "cache_stats_udf",
+           "devices_udf", "gpu_report_udf", "image_error_udf", "image_info_udf", "model_udf",
+           "preprocessor_udf", "tensor_udf", "thumbnail_udf", "top_k_udf", "touch_udf",
+           "warm_up_udf"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +41,10 @@ CACHE_STATS = ("array<struct<host:string,directory:string,model:string,entries:b
 _CACHE_STATS_ARROW = pa.struct([("host", pa.string()), ("directory", pa.string()),
                                 ("model", pa.string()), ("entries", pa.int64()),
                                 ("bytes", pa.int64()), ("hits", pa.int64())])
+DEVICES = "array<struct<host:string,worker:bigint,device:string,model:string,loads:bigint>>"
+_DEVICES_ARROW = pa.struct([("host", pa.string()), ("worker", pa.int64()),
+                            ("device", pa.string()), ("model", pa.string()),
+                            ("loads", pa.int64())])
 IMAGE_INFO = "struct<format:string,mode:string,width:int,height:int,frames:int>"
 _IMAGE_INFO_ARROW = pa.struct([("format", pa.string()), ("mode", pa.string()),
                                ("width", pa.int32()), ("height", pa.int32()),
@@ -167,11 +172,10 @@ def warm_up_udf(plans: list[ModelPlan]):
     that the tasks of one job (one per core) take distinct workers."""
 
     def warm_up(batches: Iterator[pa.Array]) -> Iterator[pa.Array]:
-        from sql_dl import model_cache
-        from sql_dl.worker import get_model
+        from sql_dl.worker import get_model, holds
 
         for plan in plans:
-            if model_cache.holds(plan.loaded_key):
+            if holds(plan):
                 continue
             model = get_model(plan)
             batch = np.zeros((plan.batch_size, *plan.input_shape), dtype=np.float32)
@@ -199,6 +203,36 @@ def cache_stats_udf():
             yield pa.array([rows] * len(batch), pa.list_(_CACHE_STATS_ARROW))
 
     return _arrow_udf(cache_stats, CACHE_STATS)
+
+
+def devices_udf():
+    """``id -> array<struct>``: the models of the Python workers of the task's executor, per
+    device (see `sql_dl.devices.executor_devices`)."""
+
+    def devices(batches: Iterator[pa.Array]) -> Iterator[pa.Array]:
+        from sql_dl.devices import executor_devices
+
+        rows = executor_devices()
+        for batch in batches:
+            yield pa.array([rows] * len(batch), pa.list_(_DEVICES_ARROW))
+
+    return _arrow_udf(devices, DEVICES)
+
+
+def gpu_report_udf():
+    """``id -> string``: JSON of what TensorFlow sees in the task's worker (see
+    `sql_dl.devices.gpu_report`)."""
+
+    def report(batches: Iterator[pa.Array]) -> Iterator[pa.Array]:
+        import json
+
+        from sql_dl.devices import gpu_report
+
+        text = json.dumps(gpu_report())
+        for batch in batches:
+            yield pa.array([text] * len(batch), pa.string())
+
+    return _arrow_udf(report, "string")
 
 
 def touch_udf():

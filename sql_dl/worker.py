@@ -11,30 +11,34 @@ from typing import Any
 
 import numpy as np
 
-from sql_dl import model_cache
+from sql_dl import devices, model_cache
 from sql_dl.errors import ModelLoadError
 from sql_dl.models import ModelPlan, load_error, load_keras_model
 from sql_dl.staging import file_sha256, shipped_file
 
-__all__ = ["LoadedModel", "configure_threads", "get_model", "get_signature"]
+__all__ = ["LoadedModel", "configure_threads", "get_model", "get_signature", "holds",
+           "model_key"]
 
 logger = logging.getLogger(__name__)
 
 _threads_configured = False
+MODEL_NAMES: dict[str, str] = {}  # loaded key -> the manifest name it was first loaded as
 
 
 @dataclass
 class LoadedModel:
     """A model and the sub-models of its feature layers, called through Keras's compiled
-    predict step."""
+    predict step, on ``device`` (see `sql_dl.devices`; None: TensorFlow's default)."""
 
     model: Any
+    device: str | None = None
     sub_models: dict[str, Any] = field(default_factory=dict)
 
     def predict(self, batch: np.ndarray, layer: str | None = None) -> np.ndarray:
         """Runs a float32 batch of any size through the model, or up to ``layer``."""
-        model = self.model if layer is None else self._sub_model(layer)
-        outputs = model.predict_on_batch(batch)
+        with devices.placed(self.device):
+            model = self.model if layer is None else self._sub_model(layer)
+            outputs = model.predict_on_batch(batch)
         return np.asarray(outputs, dtype=np.float32).reshape(len(batch), -1)
 
     def _sub_model(self, layer: str):
@@ -61,23 +65,54 @@ def traced(model):
 
 def get_model(plan: ModelPlan):
     """Returns the model of ``plan`` (a `LoadedModel`, or an `OpenVinoModel` for
-    ``engine: openvino``), loading it on first use in this process."""
-    return model_cache.get(plan.loaded_key, lambda: _load(plan))
+    ``engine: openvino``), loading it on first use in this process, and for a Keras model
+    on first use on the running task's GPU."""
+    device = _device(plan)
+    key = _key(plan.loaded_key, device)
+    held = model_cache.holds(key)
+    MODEL_NAMES.setdefault(plan.loaded_key, plan.name)
+    model = model_cache.get(key, lambda: _load(plan, device))
+    if not held:
+        devices.note_models()  # for sql_dl_devices
+    return model
+
+
+def model_key(plan: ModelPlan) -> str:
+    """The key `get_model` keeps ``plan``'s model under, in the running task."""
+    return _key(plan.loaded_key, _device(plan))
+
+
+def holds(plan: ModelPlan) -> bool:
+    """Whether `get_model` has ``plan``'s model for the running task already."""
+    return model_cache.holds(model_key(plan))
 
 
 def get_signature(file: str, name: str, signature: str):
-    """Returns a SavedModel's signature function (``file`` staged as ``name``), loaded once."""
-    return model_cache.get(f"{name}#{signature}", lambda: _load_signature(file, name, signature))
+    """Returns a SavedModel's signature function (``file`` staged as ``name``), loaded once
+    per device (call it under ``devices.placed(devices.task_device())``)."""
+    device = devices.task_device()
+    return model_cache.get(_key(f"{name}#{signature}", device),
+                           lambda: _load_signature(file, name, signature, device))
 
 
-def _load_signature(file: str, name: str, signature: str):
+def _device(plan: ModelPlan) -> str | None:
+    """The running task's GPU for a Keras model; OpenVINO compiles for the CPU."""
+    return None if plan.engine == "openvino" else devices.task_device()
+
+
+def _key(key: str, device: str | None) -> str:
+    return key if device is None else f"{key}@{device}"
+
+
+def _load_signature(file: str, name: str, signature: str, device: str | None):
     configure_threads()
     import tensorflow as tf
 
-    return tf.saved_model.load(shipped_file(file, name)).signatures[signature]
+    with devices.placed(device):
+        return tf.saved_model.load(shipped_file(file, name)).signatures[signature]
 
 
-def _load(plan: ModelPlan):
+def _load(plan: ModelPlan, device: str | None):
     configure_threads()
     started = time.monotonic()
     path = shipped_file(plan.file, plan.staged_name)
@@ -95,18 +130,22 @@ def _load(plan: ModelPlan):
         logger.info("Compiled model %s for OpenVINO (%s) in %.1f s", plan.name, plan.precision,
                     time.monotonic() - started)
         return model
-    try:
-        model = load_keras_model(path, plan.trust_code)
-    except Exception as e:  # a file changed or corrupted after bootstrap
-        raise ModelLoadError(f"model {plan.name!r}: cannot load the copy shipped to this "
-                             f"executor ({path}): {load_error(e)}. Received: "
-                             f"source={plan.source!r}") from e
-    logger.info("Loaded model %s in %.1f s", plan.name, time.monotonic() - started)
-    return LoadedModel(traced(model))
+    with devices.placed(device):
+        try:
+            model = load_keras_model(path, plan.trust_code)
+        except Exception as e:  # a file changed or corrupted after bootstrap
+            raise ModelLoadError(f"model {plan.name!r}: cannot load the copy shipped to this "
+                                 f"executor ({path}): {load_error(e)}. Received: "
+                                 f"source={plan.source!r}") from e
+        loaded = LoadedModel(traced(model), device)
+    logger.info("Loaded model %s%s in %.1f s", plan.name, f" on {device}" if device else "",
+                time.monotonic() - started)
+    return loaded
 
 
 def configure_threads() -> None:
-    """Gives TensorFlow the cores of one task, so parallel tasks do not oversubscribe."""
+    """Gives TensorFlow the cores of one task, so parallel tasks do not oversubscribe, and
+    on GPU executors memory growth (see `sql_dl.devices.configure_memory_growth`)."""
     global _threads_configured
     if _threads_configured:
         return
@@ -123,6 +162,8 @@ def configure_threads() -> None:
         tf.config.threading.set_inter_op_parallelism_threads(cpus)
     except RuntimeError:  # TensorFlow already initialised in this process
         pass
+    if devices.task_gpus():
+        devices.configure_memory_growth()
 
 
 def _task_cpus() -> int:

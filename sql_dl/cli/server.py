@@ -6,8 +6,9 @@ each sees the manifest without running anything first:
 - functions: the Python UDFs registered in the root session are injected into the root
   session's ``SparkSessionExtensions``, which every session created later applies;
 - views: image views and ``sql_dl_models`` become persistent views in the metastore (see
-  `SharedCatalog`); so does ``sql_dl_cache``, whose rows the server refreshes after
-  statements (a persistent view cannot call the Python function that reads the caches).
+  `SharedCatalog`); so do ``sql_dl_cache`` and ``sql_dl_devices``, whose rows the server
+  refreshes after statements (a persistent view cannot call the Python function that reads
+  the executors).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ __all__ = ["ServerError", "check_authentication", "check_bind_address", "serve"]
 logger = logging.getLogger(__name__)
 
 INTERNAL_DATABASE = "sql_dl_internal"
-CACHE_VIEW_REFRESH = 5.0  # seconds: sql_dl_cache is refreshed at most this often
+CACHE_VIEW_REFRESH = 5.0  # seconds: sql_dl_cache and sql_dl_devices refreshed at most this often
 _PUBLISHED_CONF = "sql_dl.publishedViews"
 READY_TIMEOUT = 120.0
 _NO_AUTH = ("NONE", "NOSASL")
@@ -137,7 +138,7 @@ class SharedCatalog:
 
     def __init__(self, spark):
         self.spark = spark
-        self.lock = threading.RLock()  # publish (main thread) and refresh_cache_view (its own)
+        self.lock = threading.RLock()  # publish (main thread) and refresh_executor_views (its own)
 
     def publish(self, manifest: Manifest) -> None:
         with self.lock:
@@ -158,19 +159,22 @@ class SharedCatalog:
         for spec in manifest.images.values():
             self._publish_view(spec)
         self._publish_rows(MODELS_VIEW, self.spark.table(MODELS_VIEW).collect())
-        self.refresh_cache_view()
+        self.refresh_executor_views()
         self.spark.conf.set(_PUBLISHED_CONF, ",".join(sorted(views)))
         for table in old_tables:
             self.spark.sql(f"DROP TABLE IF EXISTS {INTERNAL_DATABASE}.{identifier(table)}")
 
-    def refresh_cache_view(self) -> None:
-        """Rewrites ``default.sql_dl_cache`` with the caches' numbers now (a short Spark job:
-        one task per core)."""
+    def refresh_executor_views(self) -> None:
+        """Rewrites ``default.sql_dl_cache`` and ``default.sql_dl_devices`` with the
+        executors' numbers now (two short Spark jobs: one task per core)."""
+        from sql_dl.devices import DEVICES_VIEW
         from sql_dl.prediction_cache import CACHE_VIEW
 
-        rows = self.spark.table(CACHE_VIEW).collect()  # the job, outside the lock
+        rows = {view: self.spark.table(view).collect()  # the jobs, outside the lock
+                for view in (CACHE_VIEW, DEVICES_VIEW)}
         with self.lock:
-            self._publish_rows(CACHE_VIEW, rows)
+            for view, view_rows in rows.items():
+                self._publish_rows(view, view_rows)
 
     def _publish_rows(self, view: str, rows: list) -> None:
         """``default.<view>``: the rows of the session's temporary view ``view``, as literals."""
@@ -194,10 +198,10 @@ class SharedCatalog:
                        f"{view_query(spec, table, tasks=tasks)}")
 
 
-class CacheViewRefresh(threading.Thread):
-    """Refreshes ``sql_dl_cache`` after statements end (`poke`), at most every
-    `CACHE_VIEW_REFRESH` seconds, in a thread of its own: its job may wait for cores that
-    queries hold, and must delay neither them, nor the query log, nor a stop."""
+class ExecutorViewRefresh(threading.Thread):
+    """Refreshes ``sql_dl_cache`` and ``sql_dl_devices`` after statements end (`poke`), at
+    most every `CACHE_VIEW_REFRESH` seconds, in a thread of its own: its jobs may wait for
+    cores that queries hold, and must delay neither them, nor the query log, nor a stop."""
 
     def __init__(self, catalog: SharedCatalog):
         super().__init__(name="sql_dl-cache-view", daemon=True)
@@ -212,10 +216,11 @@ class CacheViewRefresh(threading.Thread):
         while self.poked.wait() and not self.stopped.is_set():
             self.poked.clear()
             try:
-                self.catalog.refresh_cache_view()
+                self.catalog.refresh_executor_views()
             except Exception as e:  # noqa: BLE001 - a stale view must never stop the server
                 if not self.stopped.is_set():
-                    logger.warning("sql_dl_cache not refreshed: %s", str(e).splitlines()[0])
+                    logger.warning("sql_dl_cache and sql_dl_devices not refreshed: %s",
+                                   str(e).splitlines()[0])
             self.stopped.wait(CACHE_VIEW_REFRESH)
 
 
@@ -358,7 +363,7 @@ def serve(manifest: str | os.PathLike, host: str = "127.0.0.1", port: int = 1000
     server = spark_internals.start_thrift_server(spark)
     _install_operations(spark, server, audit=audit is not None)
     keeping = keep_warm(spark)  # through idle minutes, and after previews (see keep_warm)
-    cache_view = CacheViewRefresh(catalog)
+    cache_view = ExecutorViewRefresh(catalog)
     cache_view.start()
     query_log = QueryLog.start_if_possible(
         spark, redact, audit, on_finish=lambda: (keeping.poke(), cache_view.poke()))

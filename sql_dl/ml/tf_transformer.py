@@ -63,14 +63,18 @@ class TFTransformer(Transformer, DefaultParamsReadable, DefaultParamsWritable):
         schema = ", ".join(f"`o{i}` array<float>" for i in range(len(output_names)))
 
         def run(batches: Iterator[Tuple[pa.Array, ...]]) -> Iterator[pa.Array]:
+            from sql_dl.devices import placed, task_device
             from sql_dl.worker import get_signature
 
             function = get_signature(model_dir, name, signature)
+            device = task_device()
             for batch in batches:
                 columns = [column_values(c) for c in ([batch] if isinstance(batch, pa.Array)
                                                       else batch)]
                 for chunk in zip(*(chunks(c, batch_size) for c in columns)):
-                    yield _run_chunk(function, chunk, input_names, output_names, shapes)
+                    with placed(device):
+                        result = _run_chunk(function, chunk, input_names, output_names, shapes)
+                    yield result
 
         udf = arrow_udf(run, schema)
         struct = "__sql_dl_tf_outputs"
