@@ -153,6 +153,23 @@ def spark(tmp_path_factory):
 
 
 @pytest.fixture(scope="session", autouse=True)
+def gpu_run_started(request, tmp_path_factory):
+    """tests/test_devices.py's GPU-scheduled script, started with the suite's first test when
+    a test that reads it is selected. Yields the process and its directory (else None)."""
+    if not any("gpu_run" in item.fixturenames for item in request.session.items):
+        yield None
+        return
+    from test_devices import start_gpu_run
+
+    directory = tmp_path_factory.mktemp("gpus")
+    process = start_gpu_run(directory, *(request.getfixturevalue(name) for name in
+                                         ("photos_dir", "cnn_file", "labels_file")))
+    yield process, directory
+    if process.poll() is None:
+        process.kill()
+
+
+@pytest.fixture(scope="session", autouse=True)
 def keep_warm_run(request, tmp_path_factory):
     """The keep-warm test's script, started with the suite's first test when that test is
     selected: 72 s of its 100 s are its session staying idle, which the other tests use.

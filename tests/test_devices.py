@@ -59,9 +59,11 @@ spark.stop()
 """
 
 
-@pytest.fixture(scope="module")
-def gpu_run(tmp_path_factory, photos_dir, cnn_file, labels_file):
-    work = tmp_path_factory.mktemp("gpus")
+def start_gpu_run(work: Path, photos_dir: Path, cnn_file: Path,
+                  labels_file: Path) -> subprocess.Popen:
+    """Starts `SCRIPT` in ``work``: its placement records go to ``work/placements``, its
+    output to ``out`` and ``err`` there. The suite starts it with its first test (conftest's
+    ``gpu_run_started``): most of its minute is a driver of its own starting and waiting."""
     discovery = work / "discover_gpus.sh"
     discovery.write_text('#!/bin/bash\necho \'{"name": "gpu", "addresses": ["0", "1"]}\'\n')
     discovery.chmod(0o755)
@@ -72,18 +74,26 @@ def gpu_run(tmp_path_factory, photos_dir, cnn_file, labels_file):
                            "labels": str(labels_file), "batch_size": 2}},
         "images": {"photos": {"path": str(photos_dir)}},
         "cache": {"predictions": False}}))  # every call runs the model
-    records = work / "placements"
-    records.mkdir()
+    (work / "placements").mkdir()
     tests = str(Path(__file__).parent)
     env = {**os.environ, devices.PLACEMENT_ENV: "gpu_placement:record",
-           "SQL_DL_TEST_PLACEMENTS": str(records), "SQL_DL_CACHE": str(work / "cache"),
+           "SQL_DL_TEST_PLACEMENTS": str(work / "placements"), "SQL_DL_CACHE": str(work / "cache"),
            "PYTHONPATH": os.pathsep.join(filter(None, [tests, os.environ.get("PYTHONPATH")]))}
-    result = subprocess.run([sys.executable, "-c", SCRIPT, str(manifest), str(photos_dir),
-                             str(work / "head.keras"), str(discovery), str(cnn_file)],
-                            capture_output=True, text=True, timeout=600, env=env, cwd=work)
-    assert result.returncode == 0, result.stderr[-5000:]
-    placed = [json.loads(line) for f in records.iterdir() for line in f.read_text().splitlines()]
-    return json.loads(result.stdout.splitlines()[-1]), placed, result.stderr
+    with open(work / "out", "w") as out, open(work / "err", "w") as err:
+        return subprocess.Popen([sys.executable, "-c", SCRIPT, str(manifest), str(photos_dir),
+                                 str(work / "head.keras"), str(discovery), str(cnn_file)],
+                                stdout=out, stderr=err, env=env, cwd=work)
+
+
+@pytest.fixture(scope="module")
+def gpu_run(gpu_run_started):
+    """The script's result, its placement records and its stderr."""
+    process, work = gpu_run_started
+    assert process.wait(timeout=600) == 0, (work / "err").read_text()[-5000:]
+    placed = [json.loads(line) for f in (work / "placements").iterdir()
+              for line in f.read_text().splitlines()]
+    return (json.loads((work / "out").read_text().splitlines()[-1]), placed,
+            (work / "err").read_text())
 
 
 def test_every_model_call_runs_on_the_gpu_spark_assigned_to_its_task(gpu_run):

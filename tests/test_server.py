@@ -313,6 +313,9 @@ def test_images_from_the_prediction_cache_are_counted_and_listed(server, photos)
             break
         time.sleep(0.5)
     assert rows[0][1] >= len(photos) and rows[0][2] >= len(photos)
+    # refreshed with it: the server's workers hold cnn (warmed up at start), on no GPU
+    cursor.execute("SELECT DISTINCT model, device FROM sql_dl_devices WHERE model = 'cnn'")
+    assert cursor.fetchall() == [("cnn", "default")]
 
 
 def test_a_long_lived_connection_sees_the_folder_change(server, photos, live_dir):
