@@ -137,21 +137,30 @@ def note_models() -> None:
     temporary = folder / f".{os.getpid()}.json"
     temporary.write_text(json.dumps(rows))
     temporary.replace(folder / f"{os.getpid()}.json")
+    _live_files()  # one file per live worker: those of workers that exited go
 
 
 def executor_devices() -> list[dict]:
     """The models of every live Python worker of the running task's executor, per device
     (as `note_models` recorded them)."""
     rows = []
-    for path in sorted(_registry().glob("[0-9]*.json")):
-        if not _alive(int(path.stem)):
-            path.unlink(missing_ok=True)
-            continue
+    for path in _live_files():
         try:
             rows += json.loads(path.read_text())
         except (OSError, ValueError):  # gone or being replaced: its worker is listed next time
             continue
     return rows
+
+
+def _live_files() -> list[Path]:
+    """The registry's files of live workers; removes the others."""
+    live = []
+    for path in sorted(_registry().glob("[0-9]*.json")):
+        if _alive(int(path.stem)):
+            live.append(path)
+        else:
+            path.unlink(missing_ok=True)
+    return live
 
 
 def _registry() -> Path:
