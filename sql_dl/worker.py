@@ -16,8 +16,7 @@ from sql_dl.errors import ModelLoadError
 from sql_dl.models import ModelPlan, load_error, load_keras_model
 from sql_dl.staging import file_sha256, shipped_file
 
-__all__ = ["LoadedModel", "configure_threads", "get_model", "get_signature", "holds",
-           "model_key"]
+__all__ = ["LoadedModel", "configure_threads", "get_model", "get_signature", "holds"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,14 +76,9 @@ def get_model(plan: ModelPlan):
     return model
 
 
-def model_key(plan: ModelPlan) -> str:
-    """The key `get_model` keeps ``plan``'s model under, in the running task."""
-    return _key(plan.loaded_key, _device(plan))
-
-
 def holds(plan: ModelPlan) -> bool:
     """Whether `get_model` has ``plan``'s model for the running task already."""
-    return model_cache.holds(model_key(plan))
+    return model_cache.holds(_key(plan.loaded_key, _device(plan)))
 
 
 def get_signature(file: str, name: str, signature: str):
