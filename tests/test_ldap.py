@@ -4,6 +4,7 @@ its audit log."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -23,7 +24,14 @@ from test_server import Server, beeline, write_manifest
 BASE_DN = "ou=people,dc=example,dc=com"  # the README's, so its commands run unchanged
 PASSWORDS = {"alice": "alice-Pa55-word", "bob": "bob-Pa55-word"}
 REFUSED = "Error validating the login"
-SLAPD = shutil.which("slapd") or "/usr/sbin/slapd"
+
+
+def sbin(name: str) -> str:
+    """A system command's path, also where /usr/sbin is not on PATH (slapd, ip)."""
+    return shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin") or name
+
+
+SLAPD, SLAPADD, SLAPPASSWD, IP = (sbin(n) for n in ("slapd", "slapadd", "slappasswd", "ip"))
 
 pytestmark = pytest.mark.skipif(
     not Path(SLAPD).exists() or shutil.which("ldapwhoami") is None,
@@ -47,12 +55,12 @@ def start_slapd(directory: Path, host: str, port: int,
                "o: example\ndc: example",
                f"dn: {BASE_DN}\nobjectClass: organizationalUnit\nou: people"]
     for user, password in PASSWORDS.items():
-        hashed = subprocess.run(["slappasswd", "-s", password], capture_output=True, text=True,
+        hashed = subprocess.run([SLAPPASSWD, "-s", password], capture_output=True, text=True,
                                 check=True).stdout.strip()
         entries.append(f"dn: uid={user},{BASE_DN}\nobjectClass: inetOrgPerson\nuid: {user}\n"
                        f"cn: {user}\nsn: {user}\nuserPassword: {hashed}")
     (directory / "users.ldif").write_text("\n\n".join(entries) + "\n")
-    subprocess.run(["slapadd", "-f", conf, "-l", directory / "users.ldif"], check=True,
+    subprocess.run([SLAPADD, "-f", conf, "-l", directory / "users.ldif"], check=True,
                    capture_output=True)
     url = f"ldap://{host}:{port}"
     process = subprocess.Popen([*prefix, SLAPD, "-f", conf, "-h", f"{url}/", "-d", "0"],
@@ -346,28 +354,27 @@ class Namespace:
         tag = f"{os.getpid() % 10000}{uuid.uuid4().hex[:4]}"
         self.name = f"sqldl{tag}"
         self.outer, self.inner = f"sqo{tag}", f"sqi{tag}"
-        octets = uuid.uuid4().bytes
-        subnet = f"10.{200 + octets[0] % 50}.{octets[1]}.{octets[2] & 0xFC}"
-        self.host_ip = subnet[:subnet.rindex(".") + 1] + str(int(subnet.split(".")[-1]) + 1)
-        self.ns_ip = subnet[:subnet.rindex(".") + 1] + str(int(subnet.split(".")[-1]) + 2)
-        self.prefix = ("ip", "netns", "exec", self.name)
+        octets = uuid.uuid4().bytes  # a random /30 in 10.200.0.0-10.249.255.255
+        link = ipaddress.ip_network(f"10.{200 + octets[0] % 50}.{octets[1]}.{octets[2] & 0xFC}/30")
+        self.host_ip, self.ns_ip = (str(address) for address in link.hosts())
+        self.prefix = (IP, "netns", "exec", self.name)
         self.made = False
 
     def create(self) -> None:
         """Raises `OSError` with ``ip``'s message when namespaces are not available."""
-        self._run("ip", "netns", "add", self.name)
+        self._run(IP, "netns", "add", self.name)
         self.made = True
-        self._run("ip", "link", "add", self.outer, "type", "veth", "peer", "name", self.inner)
-        self._run("ip", "link", "set", self.inner, "netns", self.name)
-        self._run("ip", "addr", "add", f"{self.host_ip}/30", "dev", self.outer)
-        self._run("ip", "link", "set", self.outer, "up")
-        self._run(*self.prefix, "ip", "addr", "add", f"{self.ns_ip}/30", "dev", self.inner)
-        self._run(*self.prefix, "ip", "link", "set", self.inner, "up")
-        self._run(*self.prefix, "ip", "link", "set", "lo", "up")
+        self._run(IP, "link", "add", self.outer, "type", "veth", "peer", "name", self.inner)
+        self._run(IP, "link", "set", self.inner, "netns", self.name)
+        self._run(IP, "addr", "add", f"{self.host_ip}/30", "dev", self.outer)
+        self._run(IP, "link", "set", self.outer, "up")
+        self._run(*self.prefix, IP, "addr", "add", f"{self.ns_ip}/30", "dev", self.inner)
+        self._run(*self.prefix, IP, "link", "set", self.inner, "up")
+        self._run(*self.prefix, IP, "link", "set", "lo", "up")
 
     def delete(self) -> None:
         if self.made:  # takes the veth pair with it
-            subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
+            subprocess.run([IP, "netns", "del", self.name], capture_output=True)
 
     @staticmethod
     def _run(*command: str) -> None:
@@ -378,7 +385,7 @@ class Namespace:
 
 @pytest.fixture
 def namespace():
-    if shutil.which("ip") is None:
+    if not Path(IP).exists():
         pytest.skip("network namespaces: the ip command (Debian's iproute2) is not installed")
     space = Namespace()
     try:
