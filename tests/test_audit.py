@@ -45,6 +45,12 @@ def test_known_secrets_and_spark_redaction_pattern_are_redacted_anywhere():
     assert redact(None) is None
 
 
+def test_a_pattern_python_cannot_apply_is_refused():
+    with pytest.raises(ValueError, match=r"spark\.sql\.redaction\.string\.regex is not a regular "
+                                         r"expression Python can apply: .*Received: '\(\?<x'"):
+        Redactor(pattern="(?<x")
+
+
 @pytest.mark.parametrize("text, size", [("4096", 4096), ("2k", 2048), ("100MB", 100 * 1024 ** 2),
                                         ("1 GiB", 1024 ** 3), ("512kb", 512 * 1024)])
 def test_sizes(text, size):

@@ -50,7 +50,11 @@ class Redactor:
     def __init__(self, secrets: Iterable[str] = (), pattern: str | None = None):
         self.secrets = sorted({s for s in secrets if s and s.lower() not in ("true", "false")},
                               key=len, reverse=True)
-        self.pattern = re.compile(pattern) if pattern else None
+        try:
+            self.pattern = re.compile(pattern) if pattern else None
+        except re.error as e:
+            raise ValueError(f"spark.sql.redaction.string.regex is not a regular expression "
+                             f"Python can apply: {e}. Received: {pattern!r}") from e
 
     @classmethod
     def for_settings(cls, settings: dict[str, str], pattern: str | None = None) -> Redactor:

@@ -249,9 +249,12 @@ def serve(manifest: str | os.PathLike, host: str = "127.0.0.1", port: int = 1000
     spark = session(master=master, conf={**server_conf(host, port, hive_conf), **(conf or {})},
                     home=home)
     spark_internals.set_hive_server_properties(spark, hive_conf)
-    redact = Redactor.for_settings(  # hive_conf is there too, as spark.hadoop.*
-        dict(spark.sparkContext.getConf().getAll()),
-        pattern=spark.conf.get("spark.sql.redaction.string.regex", None))
+    try:
+        redact = Redactor.for_settings(  # hive_conf is there too, as spark.hadoop.*
+            dict(spark.sparkContext.getConf().getAll()),
+            pattern=spark.conf.get("spark.sql.redaction.string.regex", None))
+    except ValueError as e:
+        raise ServerError(str(e)) from e
     catalog = SharedCatalog(spark)
     bootstrap(spark, loaded, warm_up=True)
     catalog.publish(loaded)
