@@ -116,7 +116,7 @@ def test_a_worker_loads_a_model_once_per_device_it_was_asked_to_use(gpu_run):
     assert {(r["worker"], r["device"]) for r in rows} <= used
 
 
-def test_results_are_kerass_and_the_missing_gpu_is_reported_once(gpu_run, cnn_file, photos):
+def test_outputs_equal_keras_and_the_missing_gpu_is_reported_once(gpu_run, cnn_file, photos):
     import keras
     from test_images import keras_tensor
     from test_registration import local
