@@ -63,7 +63,8 @@ def start_gpu_run(work: Path, photos_dir: Path, cnn_file: Path,
                   labels_file: Path) -> subprocess.Popen:
     """Starts `SCRIPT` in ``work``: its placement records go to ``work/placements``, its
     output to ``out`` and ``err`` there. The suite starts it with its first test (conftest's
-    ``gpu_run_started``): most of its minute is a driver of its own starting and waiting."""
+    ``gpu_run_started``), at a low CPU priority (its executors too), so that it takes the
+    cores the other tests leave idle rather than slowing them."""
     discovery = work / "discover_gpus.sh"
     discovery.write_text('#!/bin/bash\necho \'{"name": "gpu", "addresses": ["0", "1"]}\'\n')
     discovery.chmod(0o755)
@@ -82,7 +83,8 @@ def start_gpu_run(work: Path, photos_dir: Path, cnn_file: Path,
     with open(work / "out", "w") as out, open(work / "err", "w") as err:
         return subprocess.Popen([sys.executable, "-c", SCRIPT, str(manifest), str(photos_dir),
                                  str(work / "head.keras"), str(discovery), str(cnn_file)],
-                                stdout=out, stderr=err, env=env, cwd=work)
+                                stdout=out, stderr=err, env=env, cwd=work,
+                                preexec_fn=lambda: os.nice(15))
 
 
 @pytest.fixture(scope="module")
