@@ -133,24 +133,33 @@ def refusal(port: int, user: str, password: str, host: str = "127.0.0.1") -> str
     return str(raised.value)
 
 
-def test_readme_ldap_recipe_lets_both_users_in(server, photos):
+def run_readme_clients(jdbc: str, pyhive: str, port: int, photos: list[Path],
+                       cwd: Path | None = None, prelude: str = "") -> None:
+    """Runs a README beeline block as alice and a README PyHive block as bob against the
+    server on ``port`` (``photos`` for ``digits``); each must count the photos."""
     import pyspark
 
-    jdbc, pyhive = readme_blocks("**LDAP, step by step**", 3)[1:]
     beeline_path = str(Path(pyspark.__file__).parent / "bin" / "beeline")
-    command = (jdbc.replace("$B", beeline_path).replace("10000", str(server.port))
+    command = (jdbc.replace("$B", beeline_path).replace("10000", str(port))
                .replace("digits", "photos"))
-    result = subprocess.run(["bash", "-euc", command], capture_output=True, text=True, timeout=120,
+    result = subprocess.run(["bash", "-euc", prelude + command], cwd=cwd, capture_output=True,
+                            text=True, timeout=120,
                             env={**os.environ, "LDAP_PASSWORD": PASSWORDS["alice"]})
     assert result.returncode == 0, result.stderr
     assert re.search(rf"^\|\s*{len(photos)}\s*\|$", result.stdout, re.M), result.stdout
 
-    script = (pyhive.replace("10000", str(server.port)).replace("digits", "photos")
+    script = (pyhive.replace("10000", str(port)).replace("digits", "photos")
               .replace('username="alice"', 'username="bob"'))
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            timeout=120, env={**os.environ, "LDAP_PASSWORD": PASSWORDS["bob"]})
+    result = subprocess.run([sys.executable, "-c", script], cwd=cwd, capture_output=True,
+                            text=True, timeout=120,
+                            env={**os.environ, "LDAP_PASSWORD": PASSWORDS["bob"]})
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"[({len(photos)},)]\n"
+
+
+def test_readme_ldap_recipe_lets_both_users_in(server, photos):
+    jdbc, pyhive = readme_blocks("**LDAP, step by step**", 3)[1:]
+    run_readme_clients(jdbc, pyhive, server.port, photos)
 
     log = _wait_for_log(server, r"sql-dl: query \S+ by user bob: SELECT count\(\*\) FROM photos")
     assert re.search(r"sql-dl: query \S+ by user alice: SELECT count\(\*\) FROM photos", log)
@@ -288,8 +297,6 @@ def test_audit_log_has_each_statement_once_rotated_and_without_secrets(server, p
 def test_readme_tls_recipe(tmp_path, photos_dir, ldap_port, photos):
     """The README's TLS commands, as written: keystore, the LDAP server with it, beeline and
     PyHive; a plain client and a wrong password are refused; no password reaches a log."""
-    import pyspark
-
     keys, serve, jdbc, pyhive = readme_blocks("**TLS, step by step**", 4)
     made = subprocess.run(["bash", "-euc", keys], cwd=tmp_path, capture_output=True, text=True)
     assert made.returncode == 0, made.stderr
@@ -304,21 +311,8 @@ def test_readme_tls_recipe(tmp_path, photos_dir, ldap_port, photos):
     try:
         url = server.wait_ready()
         assert url == f"jdbc:hive2://127.0.0.1:{server.port}/;ssl=true"
-        command = (jdbc.replace("$B", str(Path(pyspark.__file__).parent / "bin" / "beeline"))
-                   .replace("10000", str(server.port)).replace("digits", "photos"))
-        result = subprocess.run(["bash", "-euc", f"STOREPASS={password}\n{command}"],
-                                cwd=tmp_path, capture_output=True, text=True, timeout=120,
-                                env={**os.environ, "LDAP_PASSWORD": PASSWORDS["alice"]})
-        assert result.returncode == 0, result.stderr
-        assert re.search(rf"^\|\s*{len(photos)}\s*\|$", result.stdout, re.M), result.stdout
-
-        script = (pyhive.replace("10000", str(server.port)).replace("digits", "photos")
-                  .replace('username="alice"', 'username="bob"'))
-        result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
-                                text=True, timeout=120,
-                                env={**os.environ, "LDAP_PASSWORD": PASSWORDS["bob"]})
-        assert result.returncode == 0, result.stderr
-        assert result.stdout == f"[({len(photos)},)]\n"
+        run_readme_clients(jdbc, pyhive, server.port, photos, cwd=tmp_path,
+                           prelude=f"STOREPASS={password}\n")
 
         trusted = f"{url};sslTrustStore={tmp_path / 'trust.p12'};trustStorePassword={password}"
         wrong = beeline(trusted, "SELECT 1", "-n", "alice", "-p", PASSWORDS["bob"])

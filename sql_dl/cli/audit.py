@@ -22,8 +22,6 @@ from sql_dl.spark_internals import ClosedStatement, Execution
 
 __all__ = ["AuditLog", "Redactor", "SECRET_KEY", "parse_size"]
 
-logger = logging.getLogger(__name__)
-
 REDACTED = "*********(redacted)"  # Spark's own mark for a redacted value
 _SECRET_WORDS = (r"secret|password|passwd|pwd|token|credential"
                  r"|(?:access|account|private)[._-]?key")
