@@ -1,7 +1,7 @@
 """Everything is in setup.cfg; this builds the Spark extension jar (jvm/) with the package, so
 that ``pip install .`` and ``pip install -e .`` both get it, and lets an install choose its
-TensorFlow: ``SQL_DL_TENSORFLOW="tensorflow[and-cuda]"`` (GPU executors, see the README's "GPU
-executors") replaces the default ``tensorflow-cpu`` requirement, version range kept."""
+TensorFlow: ``SQL_DL_TENSORFLOW="tensorflow[and-cuda]"`` (GPU executors: docs/deployment.md)
+replaces the default ``tensorflow-cpu`` requirement, version range kept."""
 
 import configparser
 import os

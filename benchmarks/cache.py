@@ -41,7 +41,7 @@ QUERY = "SELECT path, m(image) AS out FROM photos"
 
 
 def timed_query(spark) -> tuple[float, dict]:
-    from sql_dl.counts import counts
+    from sql_dl.driver.counts import counts
 
     before = counts(spark)
     started = time.perf_counter()
@@ -52,7 +52,7 @@ def timed_query(spark) -> tuple[float, dict]:
 
 
 def clear_cache() -> None:
-    from sql_dl.prediction_cache import cache_path
+    from sql_dl.executor.prediction_cache import cache_path
 
     for suffix in ("", "-wal", "-shm"):
         Path(f"{cache_path()}{suffix}").unlink(missing_ok=True)
@@ -60,7 +60,7 @@ def clear_cache() -> None:
 
 def store_timings(work: Path, entries: int) -> dict[str, dict[str, float]]:
     """Seconds to put and then get ``entries`` outputs of 1,000 float32, in batches of 32."""
-    from sql_dl.prediction_cache import PredictionCache
+    from sql_dl.executor.prediction_cache import PredictionCache
 
     outputs = np.random.default_rng(0).random((entries, 1000), dtype=np.float32)
     cache = PredictionCache(work / "store.sqlite3", max_bytes=1 << 30)
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         import keras
 
         import sql_dl
-        from sql_dl.prediction_cache import cache_path
+        from sql_dl.executor.prediction_cache import cache_path
 
         print(f"Making {args.images} JPEGs and a MobileNetV2 in {work}", file=sys.stderr)
         files = make_images(work / "images", args.images)

@@ -66,7 +66,7 @@ echo "{\"name\": \"gpu\", \"addresses\": [\"$ADDRESSES\"]}"
 
 
 def gpu_conf(work: Path) -> dict[str, str]:
-    """Spark settings that schedule this machine's GPUs, one task per GPU (as the README's
+    """Spark settings that schedule this machine's GPUs, one task per GPU (as the manual's
     "GPU executors" says), found by a discovery script that asks nvidia-smi."""
     if shutil.which("nvidia-smi") is None:
         raise SystemExit("--device gpu: nvidia-smi is not installed, so there is no GPU to use")
@@ -230,7 +230,7 @@ def raw_keras(model_file: Path, files: list[Path], size, mode, traced: bool = Fa
 
 
 def _decode(files: list[Path], size, mode, decode: str) -> int:
-    from sql_dl.images import apply_mode, load_rgb
+    from sql_dl.executor.images import apply_mode, load_rgb
 
     for file in files:
         apply_mode(load_rgb(str(file), size, "bilinear", decode=decode)[None], mode)
@@ -260,7 +260,7 @@ def compute_only(model_file: Path, files: list[Path], size, mode) -> dict:
 
     import keras
 
-    from sql_dl.images import apply_mode, load_rgb
+    from sql_dl.executor.images import apply_mode, load_rgb
 
     tensors = apply_mode(np.stack([load_rgb(str(f), size, "bilinear") for f in files]), mode)
     batches = [tensors[i:i + BATCH] for i in range(0, len(tensors), BATCH)]
@@ -268,7 +268,7 @@ def compute_only(model_file: Path, files: list[Path], size, mode) -> dict:
     model.predict_on_batch(batches[0])
     runners = {"compute only, Keras (pre-decoded tensors)": model.predict_on_batch}
     if installed("openvino"):
-        from sql_dl.engines import OpenVinoModel, convert_to_openvino
+        from sql_dl.executor.engines import OpenVinoModel, convert_to_openvino
 
         converted = convert_to_openvino(model, model.layers[-2].name, hashlib.sha256(
             model_file.read_bytes()).hexdigest(), "benchmark")

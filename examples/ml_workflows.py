@@ -1,6 +1,6 @@
-"""Every row of the README's sparkdl table, as written there, on data and models this script
-makes itself (offline): ``python examples/ml_workflows.py``. tests/test_docs.py runs it and
-checks that the README quotes it.
+"""Every row of the sparkdl table in docs/notebooks.md, as written there, on data and models
+this script makes itself (offline): ``python examples/ml_workflows.py``. tests/test_docs.py runs it and
+checks that the manual quotes it.
 
 With real ImageNet weights, set ``weights = "imagenet"`` (Keras downloads them when online)
 or the path of a weights file, and ``labels = "imagenet"``.

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-__all__ = ["FunctionArgumentError", "ImageDecodeError", "ManifestError", "ModelLoadError",
-           "SparkInternalsError", "SqlDlError", "SqlDlWarning"]
+__all__ = ["ConfigurationError", "FunctionArgumentError", "ImageDecodeError", "ManifestError",
+           "ModelLoadError", "SparkInternalsError", "SqlDlError", "SqlDlWarning"]
 
 
 class SqlDlError(Exception):
@@ -36,4 +36,10 @@ class SparkInternalsError(SqlDlError, RuntimeError):
 
 
 class FunctionArgumentError(SqlDlError, ValueError):
-    """A SQL function was called with an argument it cannot take (such as k < 0)."""
+    """A function was called with an argument it cannot take: a SQL function (such as
+    k < 0), or one of sql_dl's Python calls or Spark ML Params (such as ``show(n=0)``)."""
+
+
+class ConfigurationError(SqlDlError, ValueError):
+    """A setting outside the manifest (an environment variable, a Spark or server setting)
+    has a value sql_dl cannot use; the message names the setting."""

@@ -59,7 +59,7 @@ class PreprocessorSpec:
     function: str | None = None
     max_pixels: int = MAX_PIXELS
     description: str | None = None
-    decode: str = "exact"  # "draft": JPEGs decoded at a reduced scale (sql_dl.images)
+    decode: str = "exact"  # "draft": JPEGs decoded at a reduced scale (sql_dl.executor.images)
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ class ModelSpec:
     sha256: str | None = None
     description: str | None = None
     cache: bool = True  # whether its outputs go to the prediction cache (if that is on)
-    engine: str = "keras"  # keras | openvino (converted at bootstrap, sql_dl.engines)
+    engine: str = "keras"  # keras | openvino (converted at bootstrap, sql_dl.executor.engines)
     precision: str = "float32"  # float32 | bfloat16 (openvino only)
 
     @property
@@ -338,24 +338,7 @@ class _Validator:
         where = f"models.{name}"
         self._check_keys(where, entry, tuple(f.name for f in ModelSpec.__dataclass_fields__.values()
                                              if f.name != "name"))
-        path, application = entry.get("path"), entry.get("application")
-        if (path is None) == (application is None):
-            self.problem(where, "give exactly one of path (a model file) or application "
-                                "(a keras.applications name). "
-                                f"Received: path={path!r}, application={application!r}")
-        if path is not None:
-            path = self._uri(f"{where}.path", path)
-        if application is not None:
-            application = self.check(f"{where}.application", application,
-                                     application_problem(application), application)
-        weights = entry.get("weights")
-        if weights is not None and application is None:
-            self.problem(f"{where}.weights", "only applies with application; a model file "
-                                             "carries its own weights", weights)
-        if application is not None:
-            weights = "none" if weights is None and "weights" in entry else weights or "imagenet"
-            if weights not in ("imagenet", "none"):
-                weights = self._uri(f"{where}.weights", weights)
+        path, application, weights = self._model_source(where, entry)
         input_kind = self._choice(f"{where}.input", entry.get("input"), INPUT_KINDS, "image")
         preprocessor = entry.get("preprocessor")
         if preprocessor is not None:
@@ -376,15 +359,7 @@ class _Validator:
             self.problem(f"{where}.features_layer", "must be a layer name", features_layer)
         on_error = entry.get("on_error", "null")
         batch_size = entry.get("batch_size", 32)
-        engine = self._choice(f"{where}.engine", entry.get("engine"), ENGINES, "keras")
-        precision = self._choice(f"{where}.precision", entry.get("precision"), PRECISIONS,
-                                 "float32")
-        if engine == "keras" and precision != "float32":
-            self.problem(f"{where}.precision", "bfloat16 needs engine: openvino; the keras "
-                                               "engine runs float32", precision)
-        if engine == "openvino" and importlib.util.find_spec("openvino") is None:
-            self.problem(f"{where}.engine", "needs the openvino package, which is not "
-                                            "installed; pip install \"sql_dl[openvino]\"", engine)
+        engine, precision = self._engine(where, entry)
         return ModelSpec(
             name=name,
             path=path,
@@ -405,6 +380,41 @@ class _Validator:
             engine=engine,
             precision=precision,
         )
+
+    def _model_source(self, where: str, entry: Mapping) -> tuple[Any, Any, Any]:
+        """A model's ``path``, or its ``application`` and ``weights``: exactly one of the two."""
+        path, application = entry.get("path"), entry.get("application")
+        if (path is None) == (application is None):
+            self.problem(where, "give exactly one of path (a model file) or application "
+                                "(a keras.applications name). "
+                                f"Received: path={path!r}, application={application!r}")
+        if path is not None:
+            path = self._uri(f"{where}.path", path)
+        if application is not None:
+            application = self.check(f"{where}.application", application,
+                                     application_problem(application), application)
+        weights = entry.get("weights")
+        if weights is not None and application is None:
+            self.problem(f"{where}.weights", "only applies with application; a model file "
+                                             "carries its own weights", weights)
+        if application is not None:
+            weights = "none" if weights is None and "weights" in entry else weights or "imagenet"
+            if weights not in ("imagenet", "none"):
+                weights = self._uri(f"{where}.weights", weights)
+        return path, application, weights
+
+    def _engine(self, where: str, entry: Mapping) -> tuple[str, str]:
+        """A model's ``engine`` and ``precision``, which must fit each other."""
+        engine = self._choice(f"{where}.engine", entry.get("engine"), ENGINES, "keras")
+        precision = self._choice(f"{where}.precision", entry.get("precision"), PRECISIONS,
+                                 "float32")
+        if engine == "keras" and precision != "float32":
+            self.problem(f"{where}.precision", "bfloat16 needs engine: openvino; the keras "
+                                               "engine runs float32", precision)
+        if engine == "openvino" and importlib.util.find_spec("openvino") is None:
+            self.problem(f"{where}.engine", "needs the openvino package, which is not "
+                                            "installed; pip install \"sql_dl[openvino]\"", engine)
+        return engine, precision
 
     def _sha256(self, where: str, sha256: Any, application: str | None,
                 weights: str | None) -> str | None:

@@ -15,8 +15,9 @@ from typing import Any
 
 from PIL import Image
 
-from sql_dl.counts import counts
-from sql_dl.images import thumbnail_url
+from sql_dl.driver.counts import counts
+from sql_dl.errors import FunctionArgumentError
+from sql_dl.executor.images import thumbnail_url
 from sql_dl.rules import IMAGE_ERROR_FUNCTION, THUMBNAIL_SIZE
 from sql_dl.sql_text import split_statements
 
@@ -52,10 +53,11 @@ def show(data, n: int = ROWS_SHOWN) -> Table:
     display (a notebook shows the returned `Table` as HTML).
 
     Raises:
-        ValueError: ``n`` is not a positive integer.
+        FunctionArgumentError: ``n`` is not a positive integer, or SQL text is given without
+            an active session.
     """
     if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
-        raise ValueError(f"show: n must be a positive integer. Received: n={n!r}")
+        raise FunctionArgumentError(f"show: n must be a positive integer. Received: n={n!r}")
     if isinstance(data, str):
         data = _active_session("show", data).sql(data)
     rows = data.limit(n).collect()  # only the rows shown leave the executors
@@ -72,7 +74,7 @@ def run_cell(text: str, n: int = ROWS_SHOWN):
     """
     statements = split_statements(text)
     if not statements:
-        raise ValueError("%%sql: the cell has no SQL statement")
+        raise FunctionArgumentError("%%sql: the cell has no SQL statement")
     spark = _active_session("%%sql", statements[0])
     frame = table = None
     for i, statement in enumerate(statements):
@@ -112,9 +114,10 @@ def _active_session(caller: str, text: str):
 
     spark = SparkSession.getActiveSession()
     if spark is None:
-        raise ValueError(f"{caller}: SQL text needs an active Spark session; build one with "
-                         "sql_dl.session(...) first, or pass a DataFrame. "
-                         f"Received: {text[:60]!r}")
+        raise FunctionArgumentError(
+            f"{caller}: SQL text needs an active Spark session; build one with "
+            "sql_dl.session(...) first, or pass a DataFrame. "
+            f"Received: {text[:60]!r}")
     return spark
 
 

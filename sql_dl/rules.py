@@ -1,5 +1,6 @@
 """The one definition of each manifest value's validity, shared by the manifest validator
-and the Spark ML Params (sql_dl.ml). Each ``*_problem`` rule returns what is wrong, or None.
+and the Spark ML Params (sql_dl.ml), and of the names sql_dl itself takes in SQL. Each
+``*_problem`` rule returns what is wrong, or None.
 
 Pure Python, like the manifest: no Spark, no TensorFlow.
 """
@@ -10,19 +11,20 @@ import re
 from typing import Any
 
 __all__ = [
-    "APPLICATIONS", "DECODE_MODES", "ENGINES", "IMAGE_ERROR_FUNCTION", "IMAGE_INFO_FUNCTION",
-    "INPUT_KINDS", "INTERPOLATIONS", "LABEL_SOURCES", "MAX_PIXELS", "ON_ERROR",
-    "PILLOW_MAX_PIXELS", "PRECISIONS", "PREPROCESS_MODES", "RESERVED_NAMES",
-    "THUMBNAIL_FUNCTION", "THUMBNAIL_MAX_SIZE", "THUMBNAIL_SIZE", "application_problem",
-    "byte_size", "byte_size_problem", "choice_problem", "default_labels", "default_mode",
-    "duration_problem", "duration_seconds", "max_pixels_problem", "positive_int_problem",
-    "received", "sample_ratio_problem", "size_problem",
+    "APPLICATIONS", "BUILT_IN_FUNCTIONS", "CACHE_VIEW", "DECODE_MODES", "DEVICES_VIEW",
+    "ENGINES", "IMAGE_ERROR_FUNCTION", "IMAGE_INFO_FUNCTION", "INPUT_KINDS", "INTERPOLATIONS",
+    "LABEL_SOURCES", "MAX_PIXELS", "MODELS_VIEW", "ON_ERROR", "PILLOW_MAX_PIXELS", "PRECISIONS",
+    "PREPROCESS_MODES", "RESERVED_NAMES", "SYSTEM_VIEWS", "THUMBNAIL_FUNCTION",
+    "THUMBNAIL_MAX_SIZE", "THUMBNAIL_SIZE", "application_problem", "byte_size",
+    "byte_size_problem", "choice_problem", "default_labels", "default_mode", "duration_problem",
+    "duration_seconds", "max_pixels_problem", "positive_int_problem", "received",
+    "sample_ratio_problem", "size_problem",
 ]
 
 PREPROCESS_MODES = ("caffe", "tf", "torch", "scale", "none")
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "hamming", "box", "lanczos")
 DECODE_MODES = ("exact", "draft")  # draft: JPEGs decoded at a reduced DCT scale
-ENGINES = ("keras", "openvino")  # what runs a model's batches (sql_dl.engines)
+ENGINES = ("keras", "openvino")  # what runs a model's batches (sql_dl.executor.engines)
 PRECISIONS = ("float32", "bfloat16")  # bfloat16: OpenVINO only
 INPUT_KINDS = ("image", "tensor")
 LABEL_SOURCES = ("parent_dir", "none")
@@ -31,12 +33,18 @@ ON_ERROR = ("null", "fail")
 MAX_PIXELS = 89_478_485
 # Pillow refuses images over twice its limit whatever sql_dl allows.
 PILLOW_MAX_PIXELS = 2 * MAX_PIXELS
-# The functions every manifest registers, and the views bootstrap creates.
+# The functions every manifest registers.
 IMAGE_ERROR_FUNCTION = "sql_dl_image_error"
 THUMBNAIL_FUNCTION = "sql_dl_thumbnail"
 IMAGE_INFO_FUNCTION = "sql_dl_image_info"
-RESERVED_NAMES = ("sql_dl_models", "sql_dl_cache", IMAGE_ERROR_FUNCTION, THUMBNAIL_FUNCTION,
-                  IMAGE_INFO_FUNCTION)
+BUILT_IN_FUNCTIONS = (IMAGE_ERROR_FUNCTION, THUMBNAIL_FUNCTION, IMAGE_INFO_FUNCTION)
+# The system views bootstrap creates beside the manifest's image views.
+MODELS_VIEW = "sql_dl_models"  # the registered functions
+CACHE_VIEW = "sql_dl_cache"  # the prediction cache of each executor machine
+DEVICES_VIEW = "sql_dl_devices"  # the models each Python worker holds, per device
+SYSTEM_VIEWS = (MODELS_VIEW, CACHE_VIEW, DEVICES_VIEW)
+# No manifest entry may take these names (lower case: Spark's names are case-insensitive).
+RESERVED_NAMES = SYSTEM_VIEWS + BUILT_IN_FUNCTIONS
 THUMBNAIL_SIZE = 128  # pixels on a thumbnail's longest side, by default
 THUMBNAIL_MAX_SIZE = 1024
 

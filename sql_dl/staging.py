@@ -1,21 +1,21 @@
 """Model files on their way to the executors: staged under a content-derived name on the
-driver, shipped with the session's backend, found again (and unpacked) inside a task."""
+driver (shipped by the session's backend, `sql_dl.spark.backends.Backend.ship`), found again
+(and unpacked) inside a task."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 from pathlib import Path
 
 from sql_dl.errors import ModelLoadError
 
-__all__ = ["file_sha256", "ship", "shipped_file", "stage", "staged_name", "unpack"]
+__all__ = ["file_sha256", "shipped_file", "stage", "staged_name", "unpack"]
 
 
 def file_sha256(path: str) -> str:
     """The SHA-256 of a file, or of a directory's file names and contents, in hex."""
-    import hashlib
-
     digest = hashlib.sha256()
     root = Path(path)
     files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
@@ -37,7 +37,8 @@ def staged_name(path: str, sha256: str | None = None) -> str:
 
 
 def stage(file: str, name: str, directory: Path) -> Path:
-    """Copies a model under its staged ``name`` into ``directory`` (once); directories are zipped."""
+    """Copies a model under its staged ``name`` into ``directory`` (once); directories are
+    zipped."""
     target = directory / name
     if target.exists():
         return target
@@ -49,18 +50,10 @@ def stage(file: str, name: str, directory: Path) -> Path:
     return target
 
 
-def ship(backend, file: str, name: str | None = None) -> str:
-    """Stages ``file`` (a model file or SavedModel directory) and makes it available to every
-    executor of ``backend``'s session; returns the name tasks find it by (`shipped_file`)."""
-    name = name or staged_name(file)
-    backend.add_file(stage(file, name, backend.staging))
-    return name
-
-
 def shipped_file(file: str, name: str) -> str:
     """Inside a Spark task, the copy of ``file`` Spark shipped as ``name`` (a zipped
     SavedModel unpacked); elsewhere ``file``."""
-    from pyspark import SparkFiles, TaskContext
+    from pyspark import SparkFiles, TaskContext  # lazy: the driver's checks run without Spark
 
     if TaskContext.get() is None:
         return file

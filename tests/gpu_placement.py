@@ -1,4 +1,4 @@
-"""A device placement for machines without GPUs, for the tests of sql_dl.devices: set
+"""A device placement for machines without GPUs, for the tests of sql_dl.executor.devices: set
 ``SQL_DL_DEVICE_PLACEMENT=gpu_placement:record`` (with this folder on the executors'
 PYTHONPATH) and ``SQL_DL_TEST_PLACEMENTS`` to a folder. Each call writes where sql_dl asked
 to run, with the task Spark ran it in and the GPUs Spark assigned that task, then runs it on

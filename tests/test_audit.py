@@ -10,8 +10,8 @@ import sys
 import pytest
 
 from sql_dl.cli.audit import REDACTED, AuditLog, Redactor, parse_size
-from sql_dl.counts import Counts
-from sql_dl.spark_internals import ClosedStatement, Execution
+from sql_dl.driver.counts import Counts
+from sql_dl.spark.internals import ClosedStatement, Execution
 
 
 @pytest.mark.parametrize("text, expected", [

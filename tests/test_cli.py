@@ -7,21 +7,10 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import yaml
-from conftest import CLASS_NAMES
-from test_images import keras_tensor
-from test_registration import local
-
-TIMEOUT = 300
-
-
-def sql_dl(*args, stdin: str | None = None) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TF_CPP_")}
-    return subprocess.run([sys.executable, "-m", "sql_dl.cli", *map(str, args)], input=stdin,
-                          capture_output=True, text=True, timeout=TIMEOUT, env=env)
-
+from helpers.processes import run_cli, TIMEOUT
+from helpers.reference import expected_best, local
 
 @pytest.fixture(scope="module")
 def manifest_file(tmp_path_factory, photos_dir, cnn_file, labels_file):
@@ -38,14 +27,6 @@ def manifest_file(tmp_path_factory, photos_dir, cnn_file, labels_file):
     return path
 
 
-def expected_best(cnn_file, files) -> list[str]:
-    import keras
-
-    model = keras.saving.load_model(cnn_file)
-    x = np.concatenate([keras_tensor(f, (32, 32), mode="caffe") for f in files])
-    return [CLASS_NAMES[i] for i in model.predict(x, verbose=0).argmax(axis=1)]
-
-
 QUERY = "SELECT path, label, cnn_top_k(image, 1)[0].description FROM photos ORDER BY path"
 
 
@@ -59,7 +40,7 @@ def check_query_output(stdout: str, cnn_file, photos):
 
 def test_sql_execute_matches_keras(manifest_file, cnn_file, photos, tmp_path):
     """On a cluster of two executors (the other tests of the shell run on local[2])."""
-    result = sql_dl("sql", "--home", tmp_path, "--manifest", str(manifest_file),
+    result = run_cli("sql", "--home", tmp_path, "--manifest", str(manifest_file),
                     "--master", "local-cluster[2,1,2048]", "-S",
                     "-e", f"SET spark.sql.shuffle.partitions=2; {QUERY};")
     assert result.returncode == 0, result.stderr
@@ -74,7 +55,7 @@ def test_sql_file_init_and_header(manifest_file, cnn_file, photos, tmp_path):
     script = tmp_path / "query.sql"
     script.write_text(f"-- the query; with a semicolon in a comment\n{QUERY.replace('photos', 'small')};\n"
                       "SELECT 'a;b' AS text, CAST(NULL AS STRING) AS nothing;\n")
-    result = sql_dl("sql", "--home", tmp_path, "--manifest", str(manifest_file), "--master", "local[2]", "--header",
+    result = run_cli("sql", "--home", tmp_path, "--manifest", str(manifest_file), "--master", "local[2]", "--header",
                     "-i", str(init), "-f", str(script), "--conf", "spark.sql.shuffle.partitions=3")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
@@ -87,7 +68,7 @@ def test_sql_file_init_and_header(manifest_file, cnn_file, photos, tmp_path):
 
 def test_sql_interactive_prompt_and_errors(manifest_file, tmp_path):
     stdin = "SELECT 1 +\n  1 AS two;\nSELECT nope(1);\nSELECT size(cnn(image)) FROM photos LIMIT 1;\nquit;\n"
-    result = sql_dl("sql", "--home", tmp_path, "--manifest", str(manifest_file), "--master", "local[1]",
+    result = run_cli("sql", "--home", tmp_path, "--manifest", str(manifest_file), "--master", "local[1]",
                     "--warm-up", stdin=stdin)
     assert result.returncode == 0, result.stderr
     assert "Warmed up 1 model(s) in 1 Python worker(s)" in result.stderr
@@ -123,7 +104,7 @@ def test_history_is_kept_after_quit(tmp_path):
 
 
 def test_sql_error_exit_code_and_analysis_error_message(manifest_file, tmp_path):
-    result = sql_dl("sql", "--home", tmp_path, "--master", "local[1]", "-e",
+    result = run_cli("sql", "--home", tmp_path, "--master", "local[1]", "-e",
                     "SELECT path FROM no_such_table")
     assert result.returncode == 1
     log = tmp_path / "logs" / "spark.log"
@@ -139,7 +120,7 @@ def test_sql_error_exit_code_and_analysis_error_message(manifest_file, tmp_path)
 
 def test_a_model_query_prints_nothing_but_results(manifest_file, tmp_path):
     """No TensorFlow/absl, JVM or Spark start-up lines: -S leaves stderr empty."""
-    result = sql_dl("sql", "--home", tmp_path, "--manifest", str(manifest_file), "--master",
+    result = run_cli("sql", "--home", tmp_path, "--manifest", str(manifest_file), "--master",
                     "local[2]", "-S", "-e", "SELECT size(cnn(image)) FROM photos LIMIT 2")
     assert result.returncode == 0, result.stderr
     assert result.stdout == "5\n5\n"
@@ -158,7 +139,7 @@ def test_a_worker_error_reaches_the_shell_as_one_line(manifest_file, photos_dir,
     manifest["images"]["photos"]["path"] = str(folder)
     strict = tmp_path / "strict.yaml"
     strict.write_text(yaml.safe_dump(manifest))
-    result = sql_dl("sql", "--home", tmp_path, "--manifest", strict, "--master", "local[2]", "-S",
+    result = run_cli("sql", "--home", tmp_path, "--manifest", strict, "--master", "local[2]", "-S",
                     "-e", "SELECT cnn(image) FROM photos")
     assert result.returncode == 1
     log = tmp_path / "logs" / "spark.log"
@@ -173,7 +154,7 @@ def test_a_worker_error_reaches_the_shell_as_one_line(manifest_file, photos_dir,
 
 
 def test_validate_ok_and_problems(manifest_file, tmp_path):
-    result = sql_dl("validate", str(manifest_file))
+    result = run_cli("validate", str(manifest_file))
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"{manifest_file}: OK (1 preprocessor, 1 model, 1 image view)\n"
 
@@ -181,7 +162,7 @@ def test_validate_ok_and_problems(manifest_file, tmp_path):
     bad.write_text(manifest_file.read_text().replace("mode: caffe", "mode: sepia")
                    .replace("models/cnn.keras", str(manifest_file.parent / "models" / "cnn.keras"))
                    .replace("labels:", "batch_size: -1\n    labels:"))
-    result = sql_dl("validate", str(bad))
+    result = run_cli("validate", str(bad))
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
         f"{bad}: preprocessors.p32.mode: must be one of caffe, tf, torch, scale, none. Received: mode='sepia'",
@@ -198,7 +179,7 @@ def test_validate_reports_every_problem_in_one_round(manifest_file, tmp_path):
         "models": {"sized": {"path": str(model), "preprocessor": "p64"},
                    "layered": {"path": str(model), "features_layer": "nope"}},
         "images": {"gone": {"path": str(tmp_path / "no_such_folder")}}}))
-    result = sql_dl("validate", str(manifest))
+    result = run_cli("validate", str(manifest))
     assert result.returncode == 1
     assert result.stdout == ""
     problems = [line for line in result.stderr.splitlines() if line.startswith(f"{manifest}: ")]
@@ -220,5 +201,5 @@ def test_validate_reports_every_problem_in_one_round(manifest_file, tmp_path):
      "(see sql-dl train --help)"),
 ])
 def test_command_line_mistakes_are_one_line_before_spark_starts(tmp_path, args, message):
-    result = sql_dl(*args)
+    result = run_cli(*args)
     assert (result.returncode, result.stdout, result.stderr) == (1, "", message + "\n")

@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from conftest import decoded, readme_blocks
-from test_images import keras_tensor
+from helpers.data import decoded
+from helpers.processes import doc_blocks
+from helpers.reference import keras_tensor
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,10 +66,10 @@ def test_readme_session_and_notebook_snippets_run_as_written(demo):
     directory after `sql-dl demo`."""
     root, made = demo
     assert made.returncode == 0, made.stderr
-    session, = readme_blocks("To build a session configured for sql_dl:", 1)
-    notebook, = readme_blocks("On a session you already have", 1)
-    shown, = readme_blocks("**`sql_dl.show(df_or_sql, n=20)`**", 1)
-    superset, = readme_blocks("In **Apache Superset**", 1)
+    session, = doc_blocks("To build a session configured for sql_dl:", 1)
+    notebook, = doc_blocks("On a session you already have", 1)
+    shown, = doc_blocks("**`sql_dl.show(df_or_sql, n=20)`**", 1)
+    superset, = doc_blocks("In **Apache Superset**", 1)
     assert 'sql_dl.session("conf/models.yaml"' in session
     assert 'sql_dl.bootstrap(spark, "conf/models.yaml")' in notebook
     script = root / "snippets.py"
@@ -96,12 +97,12 @@ def test_readme_session_and_notebook_snippets_run_as_written(demo):
 def test_readme_bi_client_and_spark_connect_snippets_run_as_written(demo):
     """beeline and PyHive against `sql-dl serve` on the demo's manifest (on a free port
     instead of 10000), and the Spark Connect snippet, from a checkout's directory."""
-    from test_server import Server
+    from helpers.processes import Server
 
     root, made = demo
     assert made.returncode == 0, made.stderr
-    beeline, pyhive = readme_blocks("Clients: any HiveServer2 client", 2)
-    connect, = readme_blocks("Model files must be local to the client:", 1)
+    beeline, pyhive = doc_blocks("Clients: any HiveServer2 client", 2)
+    connect, = doc_blocks("Model files must be local to the client:", 1)
     (root / ".venv").symlink_to(sys.prefix)  # the snippets' .venv/bin/python
     server = Server(root / "conf" / "models.yaml", root / "serve_home", cwd=root)
     try:
@@ -202,6 +203,6 @@ def test_the_quickstart_notebook_shows_its_thumbnails_in_a_browser(demo, tmp_pat
         assert match[y, x] > 0.95, f"thumbnail not found on the page (best match {match[y, x]})"
         region = grey[y:y + 64, x:x + 64]
         assert region.std() > 40 and region.min() < 40 < 215 < region.max()  # not blank
-    if os.environ.get("SQL_DL_SCREENSHOT"):  # where to keep it: the README's picture
+    if os.environ.get("SQL_DL_SCREENSHOT"):  # where to keep it: docs/quickstart.png
         shot.crop(Image.eval(shot.convert("L"), lambda v: 255 - v).getbbox()).quantize(
             256).save(os.environ["SQL_DL_SCREENSHOT"], optimize=True)

@@ -6,85 +6,12 @@ GPU Spark assigned to its task, recorded by an injected placement function
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
-from sql_dl import devices
-
-# Runs in its own driver: a GPU-scheduled local-cluster session. Each phase is a job group,
-# which the placement records name.
-SCRIPT = r"""
-import json, sys, warnings
-import sql_dl
-from sql_dl.ml import DeepImageFeaturizer, read_images
-
-manifest, photos, out, discovery, cnn = sys.argv[1:6]
-spark = sql_dl.session(master="local-cluster[1,2,1024]", conf={
-    "spark.worker.resource.gpu.amount": "2",
-    "spark.worker.resource.gpu.discoveryScript": discovery,
-    "spark.executor.resource.gpu.amount": "2",
-    "spark.task.resource.gpu.amount": "1",
-    "spark.sql.shuffle.partitions": "2"})
-context = spark.sparkContext
-with warnings.catch_warnings(record=True) as caught:
-    warnings.simplefilter("always")
-    context.setJobGroup("bootstrap", "bootstrap")
-    sql_dl.bootstrap(spark, manifest, warm_up=True)
-result = {"warnings": [str(w.message) for w in caught
-                       if w.category.__name__ == "SqlDlWarning"]}
-context.setJobGroup("sql", "sql")
-rows = spark.sql("SELECT path, cnn(image) AS p, cnn_features(image) AS f, "
-                 "cnn_top_k(image, 2)[0].class AS best FROM photos").collect()
-result["sql"] = {r.path: r.p for r in rows}
-context.setJobGroup("ml", "ml")
-images = read_images(spark, photos, num_partitions=4)
-featurizer = DeepImageFeaturizer(inputCol="image", outputCol="features", modelFile=cnn,
-                                 preprocessMode="caffe")
-result["ml"] = sum(r.features is not None
-                   for r in featurizer.transform(images).select("features").collect())
-context.setJobGroup("train", "train")
-from sql_dl.cli.train import train_head
-report = train_head(spark, manifest, "cnn", "photos", out, "cnn_head", epochs=1, held_out=0.3)
-context.setJobGroup("devices", "devices")
-result["devices"] = [r.asDict() for r in spark.table("sql_dl_devices").collect()]
-print(json.dumps(result))
-spark.stop()
-"""
-
-
-def start_gpu_run(work: Path, photos_dir: Path, cnn_file: Path,
-                  labels_file: Path) -> subprocess.Popen:
-    """Starts `SCRIPT` in ``work``: its placement records go to ``work/placements``, its
-    output to ``out`` and ``err`` there. The suite starts it with its first test (conftest's
-    ``gpu_run_started``), at a low CPU priority (its executors too), so that it takes the
-    cores the other tests leave idle rather than slowing them."""
-    discovery = work / "discover_gpus.sh"
-    discovery.write_text('#!/bin/bash\necho \'{"name": "gpu", "addresses": ["0", "1"]}\'\n')
-    discovery.chmod(0o755)
-    manifest = work / "models.yaml"
-    manifest.write_text(yaml.safe_dump({
-        "preprocessors": {"p32": {"size": [32, 32], "mode": "caffe"}},
-        "models": {"cnn": {"path": str(cnn_file), "preprocessor": "p32",
-                           "labels": str(labels_file), "batch_size": 2}},
-        "images": {"photos": {"path": str(photos_dir)}},
-        "cache": {"predictions": False}}))  # every call runs the model
-    (work / "placements").mkdir()
-    tests = str(Path(__file__).parent)
-    env = {**os.environ, devices.PLACEMENT_ENV: "gpu_placement:record",
-           "SQL_DL_TEST_PLACEMENTS": str(work / "placements"), "SQL_DL_CACHE": str(work / "cache"),
-           "PYTHONPATH": os.pathsep.join(filter(None, [tests, os.environ.get("PYTHONPATH")]))}
-    with open(work / "out", "w") as out, open(work / "err", "w") as err:
-        return subprocess.Popen([sys.executable, "-c", SCRIPT, str(manifest), str(photos_dir),
-                                 str(work / "head.keras"), str(discovery), str(cnn_file)],
-                                stdout=out, stderr=err, env=env, cwd=work,
-                                preexec_fn=lambda: os.nice(15))
+from sql_dl.executor import devices
 
 
 @pytest.fixture(scope="module")
@@ -120,8 +47,7 @@ def test_a_worker_loads_a_model_once_per_device_it_was_asked_to_use(gpu_run):
 
 def test_outputs_equal_keras_and_the_missing_gpu_is_reported_once(gpu_run, cnn_file, photos):
     import keras
-    from test_images import keras_tensor
-    from test_registration import local
+    from helpers.reference import keras_tensor, local
 
     result, _, _ = gpu_run
     model = keras.saving.load_model(cnn_file)

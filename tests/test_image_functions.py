@@ -7,12 +7,12 @@ import re
 
 import numpy as np
 import pytest
-from conftest import UNDECODABLE, decoded
+from helpers.data import decoded, UNDECODABLE
 from PIL import Image
-from test_registration import local
+from helpers.reference import local
 
 import sql_dl
-from sql_dl.images import thumbnail_url
+from sql_dl.executor.images import thumbnail_url
 
 # (format, mode, width, height, frames) of each file, as written by the hostile_dir fixture;
 # truncated.jpg keeps its header (astronaut, 512x512).

@@ -7,26 +7,13 @@ import io
 
 import numpy as np
 import pytest
-from conftest import png_bomb
+from helpers.data import png_bomb
+from helpers.reference import keras_tensor
 
 from sql_dl import ImageDecodeError
-from sql_dl.images import preprocess_batch
+from sql_dl.executor.images import preprocess_batch
 from sql_dl.manifest import PreprocessorSpec
 from sql_dl.rules import INTERPOLATIONS, PREPROCESS_MODES
-
-
-def keras_tensor(path, size, interpolation="bilinear", mode="none"):
-    """The independent reference: what Keras's documented calls give for one file."""
-    import keras
-
-    image = keras.utils.load_img(path, color_mode="rgb", target_size=size,
-                                 interpolation=interpolation)
-    x = keras.utils.img_to_array(image, dtype="float32")[None]
-    if mode == "scale":
-        return x / 255.0
-    if mode == "none":
-        return x
-    return keras.applications.imagenet_utils.preprocess_input(x, mode=mode)
 
 
 @pytest.mark.parametrize("mode", PREPROCESS_MODES)

@@ -18,10 +18,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import free_port, readme_blocks
-from test_server import Server, beeline, write_manifest
+from helpers.processes import beeline, doc_blocks, free_port, Server, write_manifest
 
-BASE_DN = "ou=people,dc=example,dc=com"  # the README's, so its commands run unchanged
+BASE_DN = "ou=people,dc=example,dc=com"  # the manual's, so its commands run unchanged
 PASSWORDS = {"alice": "alice-Pa55-word", "bob": "bob-Pa55-word"}
 REFUSED = "Error validating the login"
 
@@ -89,8 +88,8 @@ def ldap_port(tmp_path_factory):
 
 
 def readme_server_words(ldap: str, manifest: Path) -> list[str]:
-    """The README's LDAP server command, for the directory at ``ldap`` (host:port)."""
-    serve = readme_blocks("**LDAP, step by step**", 1)[0]
+    """The manual's LDAP server command, for the directory at ``ldap`` (host:port)."""
+    serve = doc_blocks("**LDAP, step by step**", 1)[0]
     words = shlex.split(serve.replace("\\\n", " ").replace("ldap.example.com:389", ldap))
     assert words[:4] == ["sql-dl", "serve", "--manifest", "conf/models.yaml"]
     return [*words[4:]]
@@ -98,7 +97,7 @@ def readme_server_words(ldap: str, manifest: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, photos_dir, cnn_file, labels_file, ldap_port):
-    """The README's LDAP server, its audit log rotated at 2 kB."""
+    """The manual's LDAP server, its audit log rotated at 2 kB."""
     work = tmp_path_factory.mktemp("ldap_serve")
     manifest = write_manifest(work / "models.yaml", photos_dir, cnn_file, labels_file)
     words = readme_server_words(f"127.0.0.1:{ldap_port}", manifest)
@@ -135,7 +134,7 @@ def refusal(port: int, user: str, password: str, host: str = "127.0.0.1") -> str
 
 def run_readme_clients(jdbc: str, pyhive: str, port: int, photos: list[Path],
                        cwd: Path | None = None, prelude: str = "") -> None:
-    """Runs a README beeline block as alice and a README PyHive block as bob against the
+    """Runs a beeline block of the manual as alice and a PyHive block as bob against the
     server on ``port`` (``photos`` for ``digits``); each must count the photos."""
     import pyspark
 
@@ -158,7 +157,7 @@ def run_readme_clients(jdbc: str, pyhive: str, port: int, photos: list[Path],
 
 
 def test_readme_ldap_recipe_lets_both_users_in(server, photos):
-    jdbc, pyhive = readme_blocks("**LDAP, step by step**", 3)[1:]
+    jdbc, pyhive = doc_blocks("**LDAP, step by step**", 3)[1:]
     run_readme_clients(jdbc, pyhive, server.port, photos)
 
     log = _wait_for_log(server, r"sql-dl: query \S+ by user bob: SELECT count\(\*\) FROM photos")
@@ -295,9 +294,9 @@ def test_audit_log_has_each_statement_once_rotated_and_without_secrets(server, p
 
 
 def test_readme_tls_recipe(tmp_path, photos_dir, ldap_port, photos):
-    """The README's TLS commands, as written: keystore, the LDAP server with it, beeline and
+    """The manual's TLS commands, as written: keystore, the LDAP server with it, beeline and
     PyHive; a plain client and a wrong password are refused; no password reaches a log."""
-    keys, serve, jdbc, pyhive = readme_blocks("**TLS, step by step**", 4)
+    keys, serve, jdbc, pyhive = doc_blocks("**TLS, step by step**", 4)
     made = subprocess.run(["bash", "-euc", keys], cwd=tmp_path, capture_output=True, text=True)
     assert made.returncode == 0, made.stderr
     assert {p.name for p in tmp_path.iterdir()} >= {"server.p12", "server.crt", "trust.p12"}

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_images import keras_tensor
-from test_registration import TOLERANCE, local
+from helpers.reference import keras_outputs, local, TOLERANCE
 
 import sql_dl
 from sql_dl.cli.shell import SqlShell
@@ -28,14 +27,6 @@ def copy_photos(photos: list[Path], folder: Path) -> Path:
 
 def names(rows) -> list[str]:
     return sorted(local(r.path).name for r in rows)
-
-
-def keras_outputs(model_file: Path, files: list[Path]) -> np.ndarray:
-    import keras
-
-    model = keras.saving.load_model(model_file)
-    return model.predict(np.concatenate([keras_tensor(f, (32, 32), mode="tf") for f in files]),
-                         verbose=0)
 
 
 def manifest(folder: Path, cnn_file: Path | None = None, **view) -> dict:
@@ -57,7 +48,7 @@ def test_a_view_sees_files_added_and_deleted_after_bootstrap(spark, photos, cnn_
     expected = sorted(folder.iterdir())
     rows = spark.sql("SELECT path, cnn(image) AS out FROM live ORDER BY path").collect()
     assert names(rows) == [f.name for f in expected]
-    np.testing.assert_allclose(np.array([r.out for r in rows]), keras_outputs(cnn_file, expected),
+    np.testing.assert_allclose(np.array([r.out for r in rows]), keras_outputs(cnn_file, expected, "tf"),
                                **TOLERANCE)
     frame = spark.table("live")  # a DataFrame of the view lists the folder at each action
     (folder / "copy.png").unlink()
@@ -106,7 +97,7 @@ def test_max_staleness_reuses_a_listing_for_that_long(spark, photos, tmp_path):
 def test_the_task_count_follows_the_folder(spark, photos, tmp_path, monkeypatch):
     """As if 1,024 files were 2, and Spark's file splits held one file each (as they hold
     few of 1,024 for COALESCE to merge)."""
-    monkeypatch.setattr(sql_dl.views, "IMAGES_PER_TASK", 2)
+    monkeypatch.setattr("sql_dl.driver.views.IMAGES_PER_TASK", 2)
     folder = copy_photos(photos[:2], tmp_path / "growing")
     sql_dl.bootstrap(spark, manifest(folder))
     cores = spark.sparkContext.defaultParallelism

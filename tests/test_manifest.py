@@ -8,6 +8,7 @@ import pytest
 
 from sql_dl import ManifestError, load_manifest
 from sql_dl.manifest import ImageViewSpec, PreprocessorSpec
+from sql_dl.rules import BUILT_IN_FUNCTIONS, DEVICES_VIEW, RESERVED_NAMES, SYSTEM_VIEWS
 
 
 @pytest.fixture
@@ -190,3 +191,16 @@ def test_manifest_error_is_a_value_error(files):
 def test_empty_manifest_is_valid(files):
     manifest = load_manifest(write(files, ""))
     assert (manifest.preprocessors, manifest.models, manifest.images) == ({}, {}, {})
+
+
+@pytest.mark.parametrize("section", ["images", "models", "preprocessors"])
+@pytest.mark.parametrize("name", RESERVED_NAMES)
+def test_every_name_sql_dl_takes_is_reserved_in_every_section(section, name):
+    """The system views and built-in functions, derived from their constants: an image view
+    named sql_dl_devices would otherwise be replaced by the devices view."""
+    entry = {"images": {"path": "."}, "models": {"path": "x.keras"},
+             "preprocessors": {"size": [3, 3], "mode": "tf"}}[section]
+    with pytest.raises(ManifestError, match=rf"{section}\.{name}: the name '{name}' is reserved"):
+        load_manifest({section: {name: entry}})
+    assert set(SYSTEM_VIEWS) | set(BUILT_IN_FUNCTIONS) == set(RESERVED_NAMES)
+    assert DEVICES_VIEW in RESERVED_NAMES

@@ -6,9 +6,8 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import CLASS_NAMES
-from test_images import keras_tensor
-from test_registration import TOLERANCE, local
+from helpers.data import CLASS_NAMES
+from helpers.reference import keras_tensor, local, TOLERANCE
 
 from sql_dl.ml import DeepImageFeaturizer, DeepImagePredictor, read_images
 
@@ -318,7 +317,7 @@ def test_streaming_gives_the_batch_values(spark, photos_dir, cnn_file, tmp_path,
             frame = transformer.transform(frame)
         return frame.select("path", "features", "top", "sql_top", *columns)
 
-    schema = "path string, modificationTime timestamp, length long, content binary"  # README's
+    schema = "path string, modificationTime timestamp, length long, content binary"  # the manual's
     stream = spark.readStream.format("binaryFile").schema(schema).load(str(photos_dir / "*" / "*"))
     query = (pipeline(stream).writeStream.format("parquet")
              .option("checkpointLocation", str(tmp_path / "checkpoint"))

@@ -8,11 +8,11 @@ import weakref
 from collections import OrderedDict, Counter
 
 import pytest
-from conftest import tiny_cnn
+from helpers.data import tiny_cnn
 
-from sql_dl import model_cache, worker
+from sql_dl.executor import loading as worker, model_cache
 from sql_dl.manifest import load_manifest, local_path
-from sql_dl.models import plan_model
+from sql_dl.driver.models import plan_model
 
 
 @pytest.fixture

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_images import keras_tensor
-from test_registration import TOLERANCE, local
+from helpers.reference import keras_tensor, local, TOLERANCE
 
 import sql_dl
 from sql_dl import ModelLoadError

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from conftest import decoded
-from test_registration import local
+from helpers.data import decoded
+from helpers.reference import local
 
 import sql_dl
-from sql_dl.images import thumbnail_url
+from sql_dl.executor.images import thumbnail_url
 from sql_dl.notebook import show
 from sql_dl.rules import THUMBNAIL_SIZE
 

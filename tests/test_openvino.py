@@ -6,12 +6,11 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
-from test_images import keras_tensor
-from test_registration import local
+from helpers.reference import keras_tensor, local
 
 import sql_dl
 from sql_dl import ModelLoadError
-from sql_dl.models import cache_dir
+from sql_dl.paths import cache_dir
 
 
 @keras.saving.register_keras_serializable(package="sql_dl_tests")
@@ -60,7 +59,7 @@ def test_float32_equals_keras_for_every_function_kind(spark, photos_dir, photos,
 def test_bfloat16_stays_close_to_keras_on_a_trained_model(spark, digits):
     """Also beside the same model in float32 (one converted file, compiled twice), both
     loaded into each Python worker by the warm-up."""
-    from sql_dl.engines import bf16_native
+    from sql_dl.executor.engines import bf16_native
 
     entry = {"path": str(digits / "digits.keras"), "preprocessor": "d", "engine": "openvino",
              "features_layer": "features"}

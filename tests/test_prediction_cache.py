@@ -12,13 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import tiny_cnn
-from test_registration import TOLERANCE, keras_outputs, local
+from helpers.data import tiny_cnn
+from helpers.reference import keras_outputs, local, TOLERANCE
 
 import sql_dl
 from sql_dl.cli.shell import SqlShell
-from sql_dl.counts import counts
-from sql_dl.prediction_cache import PredictionCache, cache_path
+from sql_dl.driver.counts import counts
+from sql_dl.executor.prediction_cache import PredictionCache, cache_path
 
 # no ORDER BY: Spark would run the functions twice (once to sample the sort keys)
 QUERY = "SELECT path, m(image) AS out, m_features(image) AS features, m_top_k(image, 2) AS top " \
@@ -257,7 +257,7 @@ def test_the_cache_outlives_the_session_and_serves_a_cluster(spark, images, mode
     """Another process (sql-dl sql on local-cluster: executors of their own) finds the outputs
     this session stored, as a restarted server does; the view lists the folder as it is."""
     import yaml
-    from test_cli import sql_dl as sql_dl_command
+    from helpers.processes import run_cli as sql_dl_command
 
     data = manifest(images, model_file)
     sql_dl.bootstrap(spark, data)

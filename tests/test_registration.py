@@ -5,24 +5,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from pyspark.sql.functions import pandas_udf
-from conftest import BUILT_IN, CLASS_NAMES, tiny_cnn
-from test_images import keras_tensor
+from helpers.data import BUILT_IN, CLASS_NAMES, tiny_cnn
+from helpers.reference import keras_outputs, keras_tensor, local, TOLERANCE
 
 import sql_dl
 from sql_dl import ManifestError, ModelLoadError
-
-TOLERANCE = {"rtol": 1e-5, "atol": 1e-6}
-
-
-def local(uri: str) -> Path:
-    return Path(uri.removeprefix("file:"))
-
 
 @pytest.fixture(scope="module")
 def tensor_model_file(tmp_path_factory):
@@ -70,11 +62,6 @@ def reference(cnn_file):
     return {"model": model,
             "embed": keras.Model(model.inputs, model.get_layer("embed").output),
             "pool": keras.Model(model.inputs, model.get_layer("pool").output)}
-
-
-def keras_outputs(model, files, mode, interpolation="bilinear"):
-    x = np.concatenate([keras_tensor(f, (32, 32), interpolation, mode) for f in files])
-    return model.predict(x, verbose=0)
 
 
 def test_model_features_and_preprocessor_match_keras(registered, photos, reference):
@@ -207,7 +194,7 @@ def describe(spark, function: str) -> list[str]:
 
 def test_functions_describe_themselves(registered, cnn_file):
     cnn = describe(registered, "cnn")
-    assert cnn[:3] == ["Function: cnn", "Class: sql_dl.udfs.model_udf",
+    assert cnn[:3] == ["Function: cnn", "Class: sql_dl.executor.udfs.model_udf",
                        f"Usage: cnn(image) - The 5 outputs of model cnn ({cnn_file}; preprocessing "
                        "p32 (32x32 bilinear, mode caffe); labels 5 (cat, dog, fish, bird, frog)) "
                        "as ARRAY<FLOAT>, NULL for an image that does not decode. A tiny CNN for "
@@ -294,7 +281,7 @@ def worker_stats(spark) -> dict:
     """The model cache's counters of every idle Python worker: Spark hands its idle workers
     out in turn, so many short tasks visit them all."""
     def stats(ids: pd.Series) -> pd.Series:
-        from sql_dl import model_cache
+        from sql_dl.executor import model_cache
 
         return pd.Series([json.dumps([os.getpid(), model_cache.stats()])] * len(ids))
 

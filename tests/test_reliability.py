@@ -10,9 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import UNDECODABLE, png_bomb, tiny_cnn
-from test_images import keras_tensor
-from test_registration import TOLERANCE, local
+from helpers.data import png_bomb, tiny_cnn, UNDECODABLE
+from helpers.reference import keras_tensor, local, TOLERANCE
 
 import sql_dl
 from sql_dl import ModelLoadError

@@ -15,76 +15,11 @@ from pathlib import Path
 import pytest
 import yaml
 from pyhive.exc import OperationalError
-from conftest import BUILT_IN, CLASS_NAMES, free_port, jdbc_functions
-from test_cli import expected_best
-from test_registration import local
+from helpers.data import BUILT_IN, CLASS_NAMES
+from helpers.processes import beeline, jdbc_functions, Server, write_manifest
+from helpers.reference import expected_best, local
 
 from sql_dl.cli.server import CACHE_VIEW_REFRESH
-
-START_TIMEOUT = 240
-
-
-class Server:
-    """A `sql-dl serve` subprocess (after ``prefix``, e.g. ``ip netns exec NS``); ``url`` is
-    set once it printed its ready line."""
-
-    def __init__(self, manifest: Path, home: Path, *args: str, cwd: Path | None = None,
-                 prefix: tuple[str, ...] = ()):
-        self.port = free_port()
-        self.log = open(home.parent / f"server-{self.port}.log", "w")
-        self.process = subprocess.Popen(
-            [*prefix, sys.executable, "-m", "sql_dl.cli", "serve", "--manifest", str(manifest),
-             "--port", str(self.port), "--master", "local[2]", "--home", str(home), *args],
-            stdout=subprocess.PIPE, stderr=self.log, text=True, cwd=cwd)
-        self.lines: list[str] = []
-        self.ready = threading.Event()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        for line in self.process.stdout:
-            self.lines.append(line.rstrip("\n"))
-            if line.startswith("ready: "):
-                self.ready.set()
-
-    def wait_ready(self) -> str:
-        deadline = time.monotonic() + START_TIMEOUT
-        while not self.ready.wait(1) and self.process.poll() is None and time.monotonic() < deadline:
-            pass
-        if not self.ready.is_set():
-            self.process.kill()
-            raise AssertionError(f"server not ready; log: {Path(self.log.name).read_text()[-3000:]}")
-        return self.lines[-1].removeprefix("ready: ")
-
-    def stop(self) -> tuple[int, float]:
-        started = time.monotonic()
-        self.process.send_signal(signal.SIGTERM)
-        code = self.process.wait(timeout=60)
-        self.log.close()
-        return code, time.monotonic() - started
-
-
-def beeline(url: str, sql: str, *login: str) -> subprocess.CompletedProcess:
-    """beeline's answer to ``sql``, its rows in ``.rows``; ``login`` is e.g. ``-n``, ``alice``,
-    ``-p``, ``password``."""
-    import pyspark
-
-    command = [str(Path(pyspark.__file__).parent / "bin" / "beeline"), "-u", url, *login,
-               "--outputformat=tsv2", "--showHeader=false", "--silent=true", "-e", sql]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
-    result.rows = [re.sub(r"^\d+: jdbc:hive2://\S+> ", "", line).split("\t")
-                   for line in result.stdout.splitlines() if line.strip()]
-    return result
-
-
-def write_manifest(path: Path, photos_dir, cnn_file, labels_file, **views) -> Path:
-    path.write_text(yaml.safe_dump({
-        "preprocessors": {"p32": {"size": [32, 32], "mode": "caffe"}},
-        "models": {"cnn": {"path": str(cnn_file), "preprocessor": "p32",
-                           "labels": str(labels_file)}},
-        "images": {"photos": {"path": str(photos_dir)}, **views},
-    }))
-    return path
-
 
 @pytest.fixture(scope="module")
 def live_dir(tmp_path_factory, photos) -> Path:
@@ -141,7 +76,7 @@ def test_functions_describe_themselves_over_jdbc(server):
     cursor = hive.connect(host="127.0.0.1", port=server.port).cursor()
     cursor.execute("DESCRIBE FUNCTION EXTENDED cnn")
     lines = [row[0] for row in cursor.fetchall()]
-    assert lines[:2] == ["Function: cnn", "Class: sql_dl.udfs.model_udf"]
+    assert lines[:2] == ["Function: cnn", "Class: sql_dl.executor.udfs.model_udf"]
     assert lines[2].startswith("Usage: cnn(image) - The 5 outputs of model cnn (")
     assert "      > SELECT cnn(image) FROM photos LIMIT 5;" in "\n".join(lines)
     cursor.execute("SHOW FUNCTIONS LIKE 'cnn*'")

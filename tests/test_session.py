@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 
 def test_session_configuration(spark, tmp_path_factory):
@@ -55,8 +54,7 @@ def run_notebook(script_text: str, tmp_path, cnn_file, photos_dir, photos, env, 
     the rows against Keras and returns the finished process."""
     import keras
     import numpy as np
-    from test_images import keras_tensor
-    from test_registration import TOLERANCE, local
+    from helpers.reference import keras_tensor, local, TOLERANCE
 
     script = tmp_path / "notebook.py"
     script.write_text(script_text)
@@ -116,61 +114,6 @@ def test_bootstrap_on_a_spark_connect_session(tmp_path, cnn_file, photos_dir, ph
     result = run_notebook(CONNECT, tmp_path, cnn_file, photos_dir, photos,
                           {**os.environ, "PYSPARK_PYTHON": sys.executable}, many)
     assert "tasks: 2" in result.stderr.splitlines()
-
-
-KEEP_WARM = textwrap.dedent("""
-    import os
-    import sys
-    import time
-    import sql_dl
-    from pyspark.sql.functions import udf
-    from sql_dl.keep_warm import keep_warm
-
-    spark = sql_dl.session({"preprocessors": {"p": {"size": [32, 32], "mode": "tf"}},
-                            "models": {"cnn": {"path": sys.argv[1], "preprocessor": "p",
-                                               "batch_size": 1}},
-                            "images": {"photos": {"path": sys.argv[2]}}},
-                           master="local[2]", home=sys.argv[3], keep_warm=True,
-                           conf={"spark.ui.enabled": "false"})
-    keeping = keep_warm(spark)
-
-    @udf("string")
-    def worker(_):
-        from sql_dl import model_cache
-        return f"{os.getpid()}: {sum(model_cache.stats()['loads'].values())} load(s)"
-
-    def workers():
-        return sorted({r.w for r in spark.range(0, 2, 1, 2).select(worker("id").alias("w"))
-                       .collect()})
-
-    spark.sql("SELECT cnn(image) FROM photos").collect()
-    print(workers())
-    spark.sql("SELECT path, cnn(image) FROM photos LIMIT 1").collect()  # a BI preview
-    print(workers())
-    runs = keeping.runs
-    # a filter on a model's output: no limit below the model, so the task stops reading its
-    # worker's output after the first row that passes, and Spark kills the worker
-    spark.sql("SELECT path FROM photos WHERE cnn(image)[0] IS NOT NULL LIMIT 1").collect()
-    keeping.poke()  # what sql-dl serve and sql-dl sql do after each statement
-    deadline = time.monotonic() + 20  # well before keep-warm's 25 s interval
-    while keeping.runs == runs and time.monotonic() < deadline:
-        time.sleep(0.1)
-    print(keeping.runs - runs)
-    print(workers())
-    time.sleep(float(sys.argv[4]))
-    print(workers())
-    spark.stop()
-""")
-
-
-def start_keep_warm(directory: Path, cnn_file: Path, photos_dir: Path) -> subprocess.Popen:
-    """Starts the keep-warm test's script; its output goes to ``out`` and ``err`` files in
-    ``directory``. The suite starts it with its first test (conftest's ``keep_warm_run``)."""
-    script = directory / "keep_warm.py"
-    script.write_text(KEEP_WARM)
-    with open(directory / "out", "w") as out, open(directory / "err", "w") as err:
-        return subprocess.Popen([sys.executable, str(script), str(cnn_file), str(photos_dir),
-                                 str(directory / "home"), "72"], stdout=out, stderr=err)
 
 
 def test_keep_warm_keeps_workers_and_models_through_previews_and_idle_time(keep_warm_run):

@@ -11,10 +11,10 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 import pyspark
-from sql_dl import spark_internals
+from sql_dl.spark import internals as spark_internals
 from sql_dl.errors import SparkInternalsError
 
-from conftest import free_port, jdbc_functions
+from helpers.processes import free_port, jdbc_functions
 
 
 def wait_for_port(port: int, timeout: float = 60.0) -> None:
@@ -156,7 +156,7 @@ def check_launch_gateway(spark, tmp_path):
 
 
 def check_describe_function(spark, tmp_path):
-    from sql_dl.function_docs import FunctionDoc
+    from sql_dl.driver.function_docs import FunctionDoc
 
     spark.udf.register("sql_dl_described", lambda x: x, "long")
     doc = FunctionDoc("sql_dl.tests.probe", "sql_dl_described(x) - Gives x back.",
@@ -174,7 +174,7 @@ def check_skipped_file_count(spark, tmp_path):
     import shutil
 
     import sql_dl
-    from conftest import photo_files
+    from helpers.data import photo_files
 
     files = photo_files(tmp_path / "images")
     sql_dl.bootstrap(spark, {"images": {"probe": {"path": str(tmp_path / "images")}}})

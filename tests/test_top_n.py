@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_registration import TOLERANCE, keras_outputs, local
+from helpers.reference import keras_outputs, local, TOLERANCE
 
 import sql_dl
-from sql_dl.counts import counts
+from sql_dl.driver.counts import counts
 
 N = 3
 
@@ -116,5 +116,5 @@ def test_a_session_without_the_extension_is_told_once(tmp_path, cnn_file, photos
     assert warnings[0].startswith("warning: sql_dl's Spark extension is not active in this "
                                   "session, so ORDER BY ... LIMIT n queries run model functions "
                                   "on every row")
-    assert f'.config("spark.sql.extensions", "{sql_dl.spark_extension.EXTENSIONS}")' in warnings[0]
+    assert f'.config("spark.sql.extensions", "{sql_dl.spark.extension.EXTENSIONS}")' in warnings[0]
     assert f"scored: {len(photos)}" in result.stdout.splitlines()  # all, as the warning said

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import yaml
 from pyspark.sql import functions as F
-from test_cli import sql_dl as run_cli
-from test_registration import TOLERANCE, local
+from helpers.data import digit_loader
+from helpers.processes import run_cli
+from helpers.reference import local, TOLERANCE
 
 import sql_dl
 from sql_dl.cli.demo import render_digits
@@ -19,18 +20,6 @@ from sql_dl.ml import AccuracyEvaluator, KerasImageFileEstimator, read_images
 CLASSES = ("0", "1", "2", "3", "4")
 SIDE = 16
 PREPROCESSOR = {"size": [SIDE, SIDE], "mode": "scale", "interpolation": "nearest"}
-
-
-def digit_loader(side: int = SIDE):
-    """The user's loader; the same decoding as PREPROCESSOR, so SQL must agree with it."""
-    def load_digit(uri):
-        import numpy as np
-        from PIL import Image
-
-        with Image.open(uri.removeprefix("file:")) as image:
-            resized = image.convert("RGB").resize((side, side), Image.Resampling.NEAREST)
-            return np.asarray(resized, dtype=np.float32) / np.float32(255.0)
-    return load_digit
 
 
 def dense_model(path: Path, side: int = SIDE, seed: int = 1) -> Path:
@@ -102,21 +91,34 @@ def test_cross_validator_chooses_the_better_setting_trained_in_executors(tuned, 
     assert scored > 0.8
 
 
+def test_training_sets_go_under_the_driver_s_temporary_directory_and_are_removed(spark, tuned):
+    """Not under the warehouse directory, which for a session built without sql_dl.session
+    is ``spark-warehouse`` in the current directory: on a local master, under the driver's
+    temporary directory (removed with the JVM), and each set is removed after its fit."""
+    from sql_dl.driver.training import staging_dir
+    from sql_dl.spark import internals
+
+    root = internals.spark_temp_dir(spark) / "sql_dl" / "training"
+    assert Path(staging_dir(spark, None)).parent == root
+    assert root.is_dir() and list(root.iterdir()) == []  # the tuned fits wrote there, then removed
+    assert staging_dir(spark, "hdfs://nn/tmp").startswith("hdfs://nn/tmp/")
+
+
 CROSS_VALIDATION = """
 import os
 import sys
 sys.path.insert(0, sys.argv[1])
 import sql_dl
 from sql_dl.ml import read_images
-from conftest import readme_blocks
-from test_training import digit_loader
+from helpers.data import digit_loader
+from helpers.processes import doc_blocks
 
 spark = sql_dl.session(master="local[2]", home=sys.argv[2], jvm_log=sys.argv[3],
                        conf={"spark.ui.enabled": "false"})
 df = read_images(spark, sys.argv[5]).selectExpr("path AS uri", "CAST(label AS INT) AS label_index")
 load_img_fn = digit_loader()
 os.chdir(os.path.dirname(sys.argv[4]))  # where base.keras is
-exec(readme_blocks("**Tune with Spark ML.**", 1)[0])  # the README's example, as written
+exec(doc_blocks("**Tune with Spark ML.**", 1)[0])  # the manual's example, as written
 print(best.avgMetrics)
 spark.stop()
 """
@@ -124,7 +126,7 @@ spark.stop()
 
 def test_the_readme_cross_validation_runs_and_prints_no_training_warnings(digits_dir, base_model,
                                                                           tmp_path):
-    """The README's tuning example: eight fits, two at a time in the same Python workers.
+    """The manual's tuning example: eight fits, two at a time in the same Python workers.
     Keras and TensorFlow have nothing to warn of (no data running out, no ignored shuffle, no
     tf.function retracing)."""
     import subprocess

@@ -17,8 +17,9 @@ import re
 from pathlib import Path
 from typing import Iterable
 
-from sql_dl.counts import Counts
-from sql_dl.spark_internals import ClosedStatement, Execution
+from sql_dl.driver.counts import Counts
+from sql_dl.errors import ConfigurationError
+from sql_dl.spark.internals import ClosedStatement, Execution
 
 __all__ = ["AuditLog", "Redactor", "SECRET_KEY", "parse_size"]
 
@@ -51,8 +52,9 @@ class Redactor:
         try:
             self.pattern = re.compile(pattern) if pattern else None
         except re.error as e:
-            raise ValueError(f"spark.sql.redaction.string.regex is not a regular expression "
-                             f"Python can apply: {e}. Received: {pattern!r}") from e
+            raise ConfigurationError(
+                f"spark.sql.redaction.string.regex is not a regular expression "
+                f"Python can apply: {e}. Received: {pattern!r}") from e
 
     @classmethod
     def for_settings(cls, settings: dict[str, str], pattern: str | None = None) -> Redactor:

@@ -10,12 +10,16 @@ from typing import Callable
 import numpy as np
 import yaml
 
+from sql_dl.cli.shell import SqlShell
+from sql_dl.executor.images import preprocess_batch
+from sql_dl.manifest import PreprocessorSpec
+from sql_dl.paths import DEMO_SQL
+
 __all__ = ["prepare_demo", "render_digits", "run_demo", "train_digits_cnn"]
 
 logger = logging.getLogger(__name__)
 
 IMAGE_SIZE = (32, 32)
-DEFAULT_SQL = Path(__file__).resolve().parents[2] / "sql" / "demo.sql"
 
 
 def render_digits(directory: Path) -> int:
@@ -43,9 +47,6 @@ def train_digits_cnn(images_dir: Path, model_file: Path, epochs: int = 6, seed: 
     model sees exactly what the SQL functions will feed it.
     """
     import keras
-
-    from sql_dl.images import preprocess_batch
-    from sql_dl.manifest import PreprocessorSpec
 
     files = sorted(images_dir.glob("*/*.png"))
     labels = np.array([int(f.parent.name) for f in files])
@@ -112,10 +113,8 @@ def prepare_demo(directory: Path) -> Path:
 
 def run_demo(directory: Path, sql_file: Path | None, make_session: Callable) -> int:
     """Prepares the demo in ``directory`` (reusing earlier work) and runs its SQL."""
-    from sql_dl.cli.shell import SqlShell
-
     started = time.monotonic()
-    sql_file = sql_file or DEFAULT_SQL
+    sql_file = sql_file or DEMO_SQL
     if not sql_file.exists():
         logger.error("no SQL script at %s; give one with --sql", sql_file)
         return 1

@@ -10,7 +10,20 @@ import sys
 import traceback
 from pathlib import Path
 
+from sql_dl._version import __version__
+from sql_dl.cli.audit import parse_size
+from sql_dl.cli.demo import run_demo
+from sql_dl.cli.server import serve
+from sql_dl.cli.shell import SqlShell
+from sql_dl.cli.train import train_head
+from sql_dl.driver.keep_warm import keep_warm
+from sql_dl.driver.models import check_offline
+from sql_dl.driver.publish import publish
+from sql_dl.driver.registration import bootstrap
+from sql_dl.driver.session import session
 from sql_dl.errors import ManifestError, SqlDlError
+from sql_dl.manifest import check_manifest
+from sql_dl.paths import home_dir
 
 __all__ = ["main"]
 
@@ -66,13 +79,17 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    from sql_dl import __version__
-
     parser = _Parser(
         prog="sql-dl", description="Deep-learning models over images as Spark SQL functions.")
     parser.add_argument("--version", action="version", version=f"sql-dl {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add_command in (_add_sql, _add_validate, _add_serve, _add_train, _add_publish,
+                        _add_demo):
+        add_command(commands)
+    return parser
 
+
+def _add_sql(commands) -> None:
     sql = commands.add_parser("sql", help="run SQL (a spark-sql work-alike)",
                               description="Runs SQL given with -e or -f, or at a prompt.")
     source = sql.add_mutually_exclusive_group()
@@ -90,6 +107,8 @@ def _parser() -> argparse.ArgumentParser:
     _add_session_arguments(sql)
     sql.set_defaults(run=_run_sql)
 
+
+def _add_validate(commands) -> None:
     validate = commands.add_parser(
         "validate", help="check a manifest without running a job",
         description="Reports every problem of a manifest: keys, values, files, and whether "
@@ -97,6 +116,8 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("manifest", metavar="MANIFEST")
     validate.set_defaults(run=_run_validate)
 
+
+def _add_serve(commands) -> None:
     serve = commands.add_parser(
         "serve", help="serve the manifest over JDBC/ODBC (Spark Thrift Server)",
         description="Starts the Spark Thrift Server with the manifest's functions and views "
@@ -121,6 +142,8 @@ def _parser() -> argparse.ArgumentParser:
     _add_session_arguments(serve, manifest=False)
     serve.set_defaults(run=_run_serve)
 
+
+def _add_train(commands) -> None:
     train = commands.add_parser(
         "train", help="fit a classifier on a model's features for a view's labels, publish it",
         description="Transfer learning from SQL data: trains a softmax head on <base>_features "
@@ -144,6 +167,8 @@ def _parser() -> argparse.ArgumentParser:
     _add_session_arguments(train, manifest_required=True)
     train.set_defaults(run=_run_train)
 
+
+def _add_publish(commands) -> None:
     publish = commands.add_parser(
         "publish", help="add a model file to a manifest",
         description="Copies a model file (or SavedModel directory) to models/ beside the "
@@ -151,7 +176,8 @@ def _parser() -> argparse.ArgumentParser:
     publish.add_argument("--manifest", metavar="M", required=True, help="the manifest to add to")
     publish.add_argument("--model", required=True, type=_existing_path,
                          help="the model file (or SavedModel directory) to publish")
-    publish.add_argument("--name", required=True, help="the entry's name (its SQL functions' prefix)")
+    publish.add_argument("--name", required=True,
+                         help="the entry's name (its SQL functions' prefix)")
     publish.add_argument("--preprocessor", help="a preprocessor of the manifest to use")
     publish.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
                          help="instead of --preprocessor: resize to H x W ...")
@@ -161,6 +187,8 @@ def _parser() -> argparse.ArgumentParser:
     publish.add_argument("--replace", action="store_true", help="replace an entry of that name")
     publish.set_defaults(run=_run_publish)
 
+
+def _add_demo(commands) -> None:
     demo = commands.add_parser(
         "demo", help="train a digits CNN and query it with SQL, offline",
         description="Renders scikit-learn's digits as PNG folders, trains a small CNN "
@@ -171,7 +199,6 @@ def _parser() -> argparse.ArgumentParser:
                       help="the script to run (default: sql/demo.sql of this checkout)")
     _add_session_arguments(demo, manifest=False)
     demo.set_defaults(run=_run_demo)
-    return parser
 
 
 def _add_session_arguments(parser: argparse.ArgumentParser, manifest: bool = True,
@@ -194,8 +221,6 @@ def _key_value(text: str) -> tuple[str, str]:
 
 
 def _size(text: str) -> int:
-    from sql_dl.cli.audit import parse_size
-
     try:
         return parse_size(text)
     except ValueError as e:
@@ -233,24 +258,16 @@ def _quiet_libraries() -> None:
 
 
 def _session(args, manifest=None):
-    from sql_dl.session import session
-
     return session(manifest=manifest, master=args.master, conf={**CLI_CONF, **dict(args.conf)},
                    home=args.home, jvm_log=_jvm_log(args))
 
 
 def _jvm_log(args) -> Path:
     """Where Spark's log and the workers' stderr go: ``<home>/logs/spark.log``."""
-    from sql_dl.session import home_dir
-
     return home_dir(args.home) / "logs" / "spark.log"
 
 
 def _run_sql(args) -> int:
-    from sql_dl.cli.shell import SqlShell
-    from sql_dl.keep_warm import keep_warm
-    from sql_dl.registration import bootstrap
-
     spark = _session(args)
     shell = SqlShell(spark, header=args.header, silent=args.silent, details=_jvm_log(args))
     try:
@@ -274,9 +291,6 @@ def _run_sql(args) -> int:
 
 
 def _run_validate(args) -> int:
-    from sql_dl.manifest import check_manifest
-    from sql_dl.models import check_offline
-
     manifest, problems = check_manifest(args.manifest)
     if manifest is not None:
         problems += check_offline(manifest)
@@ -289,8 +303,6 @@ def _run_validate(args) -> int:
 
 
 def _run_serve(args) -> int:
-    from sql_dl.cli.server import serve
-
     return serve(args.manifest, host=args.host, port=args.port, master=args.master,
                  conf={**CLI_CONF, **dict(args.conf)}, hive_conf=dict(args.hiveconf),
                  insecure=args.insecure, home=args.home, audit_log=args.audit_log,
@@ -298,8 +310,6 @@ def _run_serve(args) -> int:
 
 
 def _run_train(args) -> int:
-    from sql_dl.cli.train import train_head
-
     spark = _session(args)
     try:
         report = train_head(spark, args.manifest, args.base, args.view, args.out, args.register,
@@ -317,8 +327,6 @@ def _run_train(args) -> int:
 
 
 def _run_publish(args) -> int:
-    from sql_dl.publish import publish
-
     if args.size and args.preprocessor:
         raise ManifestError("give either --preprocessor or --size/--mode, not both")
     preprocessor = ({"size": args.size, "mode": args.mode} if args.size else args.preprocessor)
@@ -329,7 +337,5 @@ def _run_publish(args) -> int:
 
 
 def _run_demo(args) -> int:
-    from sql_dl.cli.demo import run_demo
-
     return run_demo(args.dir, args.sql, lambda manifest: _session(args, manifest))
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 import logging
 import threading
 
-from sql_dl import spark_internals
 from sql_dl.cli.audit import AuditLog, Redactor
-from sql_dl.counts import counts, statement_counts
+from sql_dl.driver.counts import counts, statement_counts
 from sql_dl.errors import SparkInternalsError
-from sql_dl.registration import IMAGE_ERROR_FUNCTION
+from sql_dl.rules import IMAGE_ERROR_FUNCTION
+from sql_dl.spark import internals as spark_internals
 
 __all__ = ["QueryLog"]
 

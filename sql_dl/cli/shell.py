@@ -7,10 +7,10 @@ import time
 from pathlib import Path
 from typing import Iterable, TextIO
 
-from sql_dl import spark_internals
+from sql_dl.driver.counts import counts
 from sql_dl.errors import SqlDlError
-from sql_dl.counts import counts
-from sql_dl.registration import IMAGE_ERROR_FUNCTION
+from sql_dl.rules import IMAGE_ERROR_FUNCTION
+from sql_dl.spark import internals as spark_internals
 from sql_dl.sql_text import split_statements
 
 __all__ = ["SqlShell"]

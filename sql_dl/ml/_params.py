@@ -12,16 +12,20 @@ from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.param.shared import HasInputCol, HasOutputCol
 from pyspark.ml.util import DefaultParamsReader, DefaultParamsWriter
 
+from sql_dl.driver.models import plan_model
+from sql_dl.errors import FunctionArgumentError
 from sql_dl.manifest import Manifest, ModelSpec
 from sql_dl.rules import choice_problem, positive_int_problem, received
+from sql_dl.spark.backends import backend_for
 
 OUTPUT_MODES = ("vector", "array")
 
 
 def check(owner: str, name: str, value: Any, problem: str | None) -> Any:
-    """``value``, or a ValueError ``<owner>: <name> <problem>. Received: <name>=<value>``."""
+    """``value``, or a `FunctionArgumentError` ``<owner>: <name> <problem>. Received:
+    <name>=<value>``."""
     if problem is not None:
-        raise ValueError(f"{owner}: {name} {problem}. {received(name, value)}")
+        raise FunctionArgumentError(f"{owner}: {name} {problem}. {received(name, value)}")
     return value
 
 
@@ -48,9 +52,6 @@ def with_vector_column(dataset, name: str, array):
 
 def shipped_plan(stage, dataset, spec: ModelSpec, manifest: Manifest):
     """The model's plan, checked on the driver and shipped once per distinct setting."""
-    from sql_dl.backends import backend_for
-    from sql_dl.models import plan_model
-
     cache = stage.__dict__.setdefault("_plans", {})
     if spec not in cache:
         backend = backend_for(dataset.sparkSession)

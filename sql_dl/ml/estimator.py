@@ -19,9 +19,14 @@ from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.param.shared import HasLabelCol, HasSeed
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 
+from sql_dl.driver.training import (label_column, remove, run_jobs, staging_dir,
+                                    write_training_set)
+from sql_dl.errors import FunctionArgumentError
+from sql_dl.executor.udfs import tensor_udf
 from sql_dl.ml._params import ImageLoaderParams, LoaderReader, LoaderWriter
 from sql_dl.ml.keras_transformers import KerasImageFileTransformer
-from sql_dl.models import cache_dir
+from sql_dl.paths import cache_dir
+from sql_dl.plans import TrainingJob
 
 __all__ = ["KerasImageFileEstimator"]
 
@@ -92,8 +97,6 @@ class KerasImageFileEstimator(Estimator, ImageLoaderParams, HasLabelCol, HasSeed
         return _ModelIterator(lambda: self._fit_all(dataset, [self.copy(m) for m in paramMaps]))
 
     def _fit_all(self, dataset, estimators: list[KerasImageFileEstimator]) -> list:
-        from sql_dl.training import remove, run_jobs
-
         spark = dataset.sparkSession
         groups: dict[tuple, list[int]] = {}
         for i, estimator in enumerate(estimators):
@@ -128,14 +131,12 @@ class KerasImageFileEstimator(Estimator, ImageLoaderParams, HasLabelCol, HasSeed
             try:
                 check(self._optional(param))
             except ValueError as e:
-                raise ValueError(f"{name}: {param} is not a Keras name: {e}. "
-                                 f"Received: {param}={self._optional(param)!r}") from e
+                raise FunctionArgumentError(
+                    f"{name}: {param} is not a Keras name: {e}. "
+                    f"Received: {param}={self._optional(param)!r}") from e
 
     def _training_set(self, dataset):
         """Decodes the images and labels once, on the executors, into Parquet files."""
-        from sql_dl.training import label_column, staging_dir, write_training_set
-        from sql_dl.udfs import tensor_udf
-
         name = type(self).__name__
         plan = dataclasses.replace(self._tensor_plan(dataset), loader=self._image_loader())
         labels = label_column(dataset, self.getLabelCol(), plan.output_size, name)
@@ -144,14 +145,13 @@ class KerasImageFileEstimator(Estimator, ImageLoaderParams, HasLabelCol, HasSeed
                                labels.alias("y"))
         rows = write_training_set(frame, data_dir)
         if rows == 0:
-            raise ValueError(f"{name}: no training rows: every image failed to load or had a "
-                             "NULL label")
+            raise FunctionArgumentError(
+                f"{name}: no training rows: every image failed to load or had a "
+                "NULL label")
         logger.info("%s: wrote %d training rows to %s", name, rows, data_dir)
         return data_dir, plan, rows
 
     def _job(self, index: int, data_dir: str, plan, rows: int):
-        from sql_dl.training import TrainingJob
-
         return TrainingJob(index=index, model_file=plan.file, staged_name=plan.staged_name,
                            data_dir=data_dir, input_shape=plan.input_shape,
                            output_size=plan.output_size,

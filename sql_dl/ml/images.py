@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from sql_dl.driver.views import image_frame
+from sql_dl.executor.udfs import image_error_udf
 from sql_dl.manifest import ImageViewSpec
-from sql_dl.rules import MAX_PIXELS, max_pixels_problem, positive_int_problem, sample_ratio_problem
+from sql_dl.ml._params import check
+from sql_dl.rules import (MAX_PIXELS, max_pixels_problem, positive_int_problem,
+                          sample_ratio_problem)
 
 __all__ = ["read_images"]
 
@@ -33,11 +37,8 @@ def read_images(spark, path: str, recursive: bool = True, sample_ratio: float = 
         list their folder at every query.
 
     Raises:
-        ValueError: an argument is out of range; the message names it.
+        FunctionArgumentError: an argument is out of range; the message names it.
     """
-    from sql_dl.ml._params import check
-    from sql_dl.views import image_frame
-
     check("read_images", "sample_ratio", sample_ratio, sample_ratio_problem(sample_ratio))
     check("read_images", "max_pixels", max_pixels, max_pixels_problem(max_pixels))
     if num_partitions is not None:
@@ -45,7 +46,5 @@ def read_images(spark, path: str, recursive: bool = True, sample_ratio: float = 
     spec = ImageViewSpec(name="images", path=path, recursive=recursive, sample_ratio=sample_ratio)
     frame = image_frame(spark, spec, "read_images", seed or 0, live=False).frame
     if drop_invalid:
-        from sql_dl.udfs import image_error_udf
-
         frame = frame.where(image_error_udf(max_pixels)("image").isNull())
     return frame.repartition(num_partitions) if num_partitions else frame

@@ -8,6 +8,7 @@ from pyspark import keyword_only
 from pyspark.ml import Transformer
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 
+from sql_dl.executor.udfs import model_udf
 from sql_dl.ml._params import (ImageLoaderParams, KerasFileParams, LoaderReader, LoaderWriter,
                                with_vector_column)
 
@@ -28,8 +29,6 @@ class KerasTransformer(Transformer, KerasFileParams, DefaultParamsReadable, Defa
         return self._set(**self._input_kwargs)
 
     def _transform(self, dataset):
-        from sql_dl.udfs import model_udf
-
         plan = self._tensor_plan(dataset)
         return dataset.withColumn(self.getOutputCol(), model_udf(plan)(dataset[self.getInputCol()]))
 
@@ -56,8 +55,6 @@ class KerasImageFileTransformer(Transformer, ImageLoaderParams, DefaultParamsRea
         return self._set(**self._input_kwargs)
 
     def _transform(self, dataset):
-        from sql_dl.udfs import model_udf
-
         loader = self._image_loader()
         mode = self._output_mode()
         plan = dataclasses.replace(self._tensor_plan(dataset), loader=loader)

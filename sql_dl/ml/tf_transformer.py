@@ -11,7 +11,11 @@ from pyspark.ml import Transformer
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 
-from sql_dl.batches import chunks, column_values, float_rows, stack_valid
+from sql_dl.errors import FunctionArgumentError
+from sql_dl.executor.batches import chunks, column_values, float_rows, stack_valid
+from sql_dl.executor.devices import placed, task_device
+from sql_dl.executor.loading import get_signature
+from sql_dl.spark.backends import backend_for
 
 __all__ = ["TFTransformer"]
 
@@ -49,23 +53,17 @@ class TFTransformer(Transformer, DefaultParamsReadable, DefaultParamsWritable):
         from pyspark.sql import functions as F
         from pyspark.sql.functions import arrow_udf
 
-        from sql_dl.backends import backend_for
-        from sql_dl.staging import ship
-
         model_dir = self.getOrDefault(self.modelDir)
         signature = self.getOrDefault(self.signature)
         inputs, outputs = self.getOrDefault(self.inputMapping), self.getOrDefault(self.outputMapping)
         shapes = _check_signature(model_dir, signature, inputs, outputs)
-        name = ship(backend_for(dataset.sparkSession), model_dir)
+        name = backend_for(dataset.sparkSession).ship(model_dir)
         input_names = list(inputs.values())
         output_names = list(outputs)
         batch_size = self.getOrDefault(self.batchSize)
         schema = ", ".join(f"`o{i}` array<float>" for i in range(len(output_names)))
 
         def run(batches: Iterator[Tuple[pa.Array, ...]]) -> Iterator[pa.Array]:
-            from sql_dl.devices import placed, task_device
-            from sql_dl.worker import get_signature
-
             function = get_signature(model_dir, name, signature)
             device = task_device()
             for batch in batches:
@@ -89,20 +87,23 @@ def _check_signature(model_dir, signature, inputs, outputs) -> dict[str, tuple]:
     import tensorflow as tf
 
     if not isinstance(inputs, dict) or not inputs or not isinstance(outputs, dict) or not outputs:
-        raise ValueError("TFTransformer: inputMapping and outputMapping must be non-empty dicts. "
-                         f"Received: inputMapping={inputs!r}, outputMapping={outputs!r}")
+        raise FunctionArgumentError(
+            "TFTransformer: inputMapping and outputMapping must be non-empty dicts. "
+            f"Received: inputMapping={inputs!r}, outputMapping={outputs!r}")
     loaded = tf.saved_model.load(model_dir)
     if signature not in loaded.signatures:
-        raise ValueError(f"TFTransformer: {model_dir} has no signature {signature!r} (signatures: "
-                         f"{', '.join(loaded.signatures)}). Received: signature={signature!r}")
+        raise FunctionArgumentError(
+            f"TFTransformer: {model_dir} has no signature {signature!r} (signatures: "
+            f"{', '.join(loaded.signatures)}). Received: signature={signature!r}")
     function = loaded.signatures[signature]
     specs = function.structured_input_signature[1]
     for kind, given, known in (("input", inputs.values(), specs), ("output", outputs,
                                                                      function.structured_outputs)):
         unknown = sorted(set(given) - set(known))
         if unknown:
-            raise ValueError(f"TFTransformer: signature {signature!r} has no {kind} "
-                             f"{', '.join(unknown)} ({kind}s: {', '.join(sorted(known))})")
+            raise FunctionArgumentError(
+                f"TFTransformer: signature {signature!r} has no {kind} "
+                f"{', '.join(unknown)} ({kind}s: {', '.join(sorted(known))})")
     return {name: tuple(d if d is not None else -1 for d in spec.shape[1:])
             for name, spec in specs.items()}
 

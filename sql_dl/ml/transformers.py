@@ -10,6 +10,8 @@ from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.param.shared import HasInputCol, HasOutputCol
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 
+from sql_dl.errors import FunctionArgumentError
+from sql_dl.executor.udfs import model_udf, top_k_udf
 from sql_dl.manifest import Manifest, ModelSpec, PreprocessorSpec
 from sql_dl.rules import (
     ON_ERROR, PREPROCESS_MODES, application_problem, choice_problem, default_labels,
@@ -57,8 +59,9 @@ class _ImageModelTransformer(Transformer, _ImageModelParams, DefaultParamsReadab
         model_name = self._optional(self.modelName)
         model_file = self._optional(self.modelFile)
         if (model_name is None) == (model_file is None):
-            raise ValueError(f"{name}: give exactly one of modelName or modelFile. "
-                             f"Received: modelName={model_name!r}, modelFile={model_file!r}")
+            raise FunctionArgumentError(
+                f"{name}: give exactly one of modelName or modelFile. "
+                f"Received: modelName={model_name!r}, modelFile={model_file!r}")
         if model_name is not None:
             self._checked(self.modelName, application_problem)
         size = self._checked(self.imageSize, lambda v: None if v is None else size_problem(v))
@@ -105,8 +108,6 @@ class DeepImageFeaturizer(_ImageModelTransformer):
         return self._set(**self._input_kwargs)
 
     def _transform(self, dataset):
-        from sql_dl.udfs import model_udf
-
         layer = self._optional(self.featuresLayer)
         plan = self._plan(dataset, features_layer=layer)
         features = model_udf(plan, features=True)(dataset[self.getInputCol()])
@@ -142,8 +143,6 @@ class DeepImagePredictor(_ImageModelTransformer):
 
     def _transform(self, dataset):
         from pyspark.sql import functions as F
-
-        from sql_dl.udfs import model_udf, top_k_udf
 
         labels = self._optional(self.labels)
         if labels is None:

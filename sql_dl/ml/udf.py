@@ -6,6 +6,9 @@ import os
 import uuid
 from typing import Any, Mapping
 
+from sql_dl.driver.registration import bootstrap
+from sql_dl.spark.backends import backend_for
+
 __all__ = ["register_keras_image_udf", "registerKerasImageUDF"]
 
 
@@ -27,9 +30,6 @@ def register_keras_image_udf(spark, name: str, model_or_file: Any,
         ManifestError: ``name`` or ``preprocessor`` is invalid.
         ModelLoadError: the model cannot be loaded or does not fit the preprocessor.
     """
-    from sql_dl.backends import backend_for
-    from sql_dl.registration import bootstrap
-
     if isinstance(model_or_file, (str, os.PathLike)):
         path = os.fspath(model_or_file)
     else:
