@@ -19,7 +19,7 @@ from helpers.data import BUILT_IN, CLASS_NAMES
 from helpers.processes import beeline, jdbc_functions, Server, write_manifest
 from helpers.reference import expected_best, local
 
-from sql_dl.cli.server import CACHE_VIEW_REFRESH
+from sql_dl.cli.catalog import CACHE_VIEW_REFRESH
 
 @pytest.fixture(scope="module")
 def live_dir(tmp_path_factory, photos) -> Path:
