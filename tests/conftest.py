@@ -37,6 +37,41 @@ def spark(tmp_path_factory):
     spark.stop()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def gpu_run_started(request, tmp_path_factory):
+    """tests/test_devices.py's GPU-scheduled script, started with the suite's first test when
+    a test that reads it is selected. Yields the process and its directory (else None)."""
+    if not any("gpu_run" in item.fixturenames for item in request.session.items):
+        yield None
+        return
+    from helpers.processes import start_gpu_run
+
+    directory = tmp_path_factory.mktemp("gpus")
+    process = start_gpu_run(directory, *(request.getfixturevalue(name) for name in
+                                         ("photos_dir", "cnn_file", "labels_file")))
+    yield process, directory
+    if process.poll() is None:
+        process.kill()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def keep_warm_run(request, tmp_path_factory):
+    """The keep-warm test's script, started with the suite's first test when that test is
+    selected: 72 s of its 100 s are its session staying idle, which the other tests use.
+    Yields the process and its directory (None when the test is not selected)."""
+    if not any(item.name.startswith("test_keep_warm_") for item in request.session.items):
+        yield None
+        return
+    from helpers.processes import start_keep_warm
+
+    directory = tmp_path_factory.mktemp("keep_warm")
+    process = start_keep_warm(directory, request.getfixturevalue("cnn_file"),
+                              request.getfixturevalue("photos_dir"))
+    yield process, directory
+    if process.poll() is None:
+        process.kill()
+
+
 @pytest.fixture(scope="session")
 def photos_dir(tmp_path_factory) -> Path:
     directory = tmp_path_factory.mktemp("photos")

@@ -11,21 +11,14 @@ import re
 import numpy as np
 import pytest
 
-from helpers.processes import start_gpu_run
-
 from sql_dl.executor import devices
 
 
 @pytest.fixture(scope="module")
-def gpu_run(tmp_path_factory, photos_dir, cnn_file, labels_file):
-    """The GPU-scheduled script's result, its placement records and its stderr."""
-    work = tmp_path_factory.mktemp("gpus")
-    process = start_gpu_run(work, photos_dir, cnn_file, labels_file)
-    try:
-        assert process.wait(timeout=600) == 0, (work / "err").read_text()[-5000:]
-    finally:
-        if process.poll() is None:
-            process.kill()
+def gpu_run(gpu_run_started):
+    """The script's result, its placement records and its stderr."""
+    process, work = gpu_run_started
+    assert process.wait(timeout=600) == 0, (work / "err").read_text()[-5000:]
     placed = [json.loads(line) for f in (work / "placements").iterdir()
               for line in f.read_text().splitlines()]
     return (json.loads((work / "out").read_text().splitlines()[-1]), placed,

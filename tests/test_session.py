@@ -7,8 +7,6 @@ import subprocess
 import sys
 import textwrap
 
-from helpers.processes import start_keep_warm
-
 
 def test_session_configuration(spark, tmp_path_factory):
     conf = spark.sparkContext.getConf()
@@ -118,8 +116,7 @@ def test_bootstrap_on_a_spark_connect_session(tmp_path, cnn_file, photos_dir, ph
     assert "tasks: 2" in result.stderr.splitlines()
 
 
-def test_keep_warm_keeps_workers_and_models_through_previews_and_idle_time(tmp_path, cnn_file,
-                                                                           photos_dir):
+def test_keep_warm_keeps_workers_and_models_through_previews_and_idle_time(keep_warm_run):
     """Python workers, each with its model loaded once, survive what would take them away:
 
     - a preview (LIMIT): Spark pushes the limit below the model, and sql_dl's extension reads
@@ -128,13 +125,8 @@ def test_keep_warm_keeps_workers_and_models_through_previews_and_idle_time(tmp_p
       its replacement and loads the model there before the next query;
     - 72 s without queries (Spark stops workers idle for 60 s): keep-warm's job is activity.
     """
-    process = start_keep_warm(tmp_path, cnn_file, photos_dir)
-    try:
-        assert process.wait(timeout=400) == 0, (tmp_path / "err").read_text()[-3000:]
-    finally:
-        if process.poll() is None:
-            process.kill()
-    directory = tmp_path
+    process, directory = keep_warm_run
+    assert process.wait(timeout=400) == 0, (directory / "err").read_text()[-3000:]
     before, after_preview, runs, after_kill, after_idle = map(
         eval, (directory / "out").read_text().splitlines()[-5:])
     assert len(before) == 2 and all(w.endswith(": 1 load(s)") for w in before), before

@@ -1,5 +1,6 @@
 """The processes some tests start: the ``sql-dl`` command, ``sql-dl serve`` and its JDBC
-clients, and two scripts with drivers of their own (GPU placement and keep-warm)."""
+clients, and the two long scripts the suite starts with its first test (GPU placement and
+keep-warm), so that their idle time overlaps the other tests."""
 
 from __future__ import annotations
 
@@ -178,7 +179,9 @@ spark.stop()
 def start_gpu_run(work: Path, photos_dir: Path, cnn_file: Path,
                   labels_file: Path) -> subprocess.Popen:
     """Starts `GPU_SCRIPT` in ``work``: its placement records go to ``work/placements``, its
-    output to ``out`` and ``err`` there."""
+    output to ``out`` and ``err`` there. The suite starts it with its first test (conftest's
+    ``gpu_run_started``), at a low CPU priority (its executors too), so that it takes the
+    cores the other tests leave idle rather than slowing them."""
     discovery = work / "discover_gpus.sh"
     discovery.write_text('#!/bin/bash\necho \'{"name": "gpu", "addresses": ["0", "1"]}\'\n')
     discovery.chmod(0o755)
@@ -197,7 +200,8 @@ def start_gpu_run(work: Path, photos_dir: Path, cnn_file: Path,
     with open(work / "out", "w") as out, open(work / "err", "w") as err:
         return subprocess.Popen([sys.executable, "-c", GPU_SCRIPT, str(manifest), str(photos_dir),
                                  str(work / "head.keras"), str(discovery), str(cnn_file)],
-                                stdout=out, stderr=err, env=env, cwd=work)
+                                stdout=out, stderr=err, env=env, cwd=work,
+                                preexec_fn=lambda: os.nice(15))
 
 
 KEEP_WARM = textwrap.dedent("""
@@ -247,7 +251,7 @@ KEEP_WARM = textwrap.dedent("""
 
 def start_keep_warm(directory: Path, cnn_file: Path, photos_dir: Path) -> subprocess.Popen:
     """Starts the keep-warm test's script; its output goes to ``out`` and ``err`` files in
-    ``directory``."""
+    ``directory``. The suite starts it with its first test (conftest's ``keep_warm_run``)."""
     script = directory / "keep_warm.py"
     script.write_text(KEEP_WARM)
     with open(directory / "out", "w") as out, open(directory / "err", "w") as err:
