@@ -12,6 +12,7 @@ import yaml
 from helpers.processes import run_cli, TIMEOUT
 from helpers.reference import expected_best, local
 
+
 @pytest.fixture(scope="module")
 def manifest_file(tmp_path_factory, photos_dir, cnn_file, labels_file):
     directory = tmp_path_factory.mktemp("cli")
@@ -38,6 +39,7 @@ def check_query_output(stdout: str, cnn_file, photos):
     assert [best for _, _, best in rows] == expected_best(cnn_file, files)
 
 
+@pytest.mark.slow
 def test_sql_execute_matches_keras(manifest_file, cnn_file, photos, tmp_path):
     """On a cluster of two executors (the other tests of the shell run on local[2])."""
     result = run_cli("sql", "--home", tmp_path, "--manifest", str(manifest_file),

@@ -25,6 +25,7 @@ def gpu_run(gpu_run_started):
             (work / "err").read_text())
 
 
+@pytest.mark.slow
 def test_every_model_call_runs_on_the_gpu_spark_assigned_to_its_task(gpu_run):
     _, placed, _ = gpu_run
     assert placed
@@ -36,6 +37,7 @@ def test_every_model_call_runs_on_the_gpu_spark_assigned_to_its_task(gpu_run):
         assert {r["task_gpus"][0] for r in placed if r["phase"] == phase} == {"0", "1"}, phase
 
 
+@pytest.mark.slow
 def test_a_worker_loads_a_model_once_per_device_it_was_asked_to_use(gpu_run):
     result, placed, _ = gpu_run
     rows = [r for r in result["devices"] if r["model"] == "cnn"]
@@ -45,6 +47,7 @@ def test_a_worker_loads_a_model_once_per_device_it_was_asked_to_use(gpu_run):
     assert {(r["worker"], r["device"]) for r in rows} <= used
 
 
+@pytest.mark.slow
 def test_outputs_equal_keras_and_the_missing_gpu_is_reported_once(gpu_run, cnn_file, photos):
     import keras
     from helpers.reference import keras_tensor, local

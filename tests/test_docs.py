@@ -93,6 +93,7 @@ def test_the_site_builds_strictly(tmp_path):
 EXAMPLE = ROOT / "examples" / "ml_workflows.py"
 
 
+@pytest.mark.slow
 def test_the_ml_table_quotes_the_example_that_runs():
     """Every Python cell of the sparkdl table is in examples/ml_workflows.py, which runs
     offline and prints what each workflow gave."""

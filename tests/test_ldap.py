@@ -32,9 +32,11 @@ def sbin(name: str) -> str:
 
 SLAPD, SLAPADD, SLAPPASSWD, IP = (sbin(n) for n in ("slapd", "slapadd", "slappasswd", "ip"))
 
-pytestmark = pytest.mark.skipif(
-    not Path(SLAPD).exists() or shutil.which("ldapwhoami") is None,
-    reason="OpenLDAP's slapd and ldap-utils are not installed (bash .ci/setup installs them)")
+pytestmark = [
+    pytest.mark.slow,  # servers with a directory of their own, one per recipe
+    pytest.mark.skipif(not Path(SLAPD).exists() or shutil.which("ldapwhoami") is None,
+                       reason="OpenLDAP's slapd and ldap-utils are not installed (bash .ci/setup "
+                              "installs them)")]
 
 
 def start_slapd(directory: Path, host: str, port: int,

@@ -253,6 +253,7 @@ def test_cache_defaults_and_sizes(tmp_path):
     assert not sql_dl.load_manifest({"cache": False}).cache.predictions
 
 
+@pytest.mark.slow
 def test_the_cache_outlives_the_session_and_serves_a_cluster(spark, images, model_file, tmp_path):
     """Another process (sql-dl sql on local-cluster: executors of their own) finds the outputs
     this session stored, as a restarted server does; the view lists the folder as it is."""

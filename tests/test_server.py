@@ -300,6 +300,7 @@ def reload(server: Server, manifest: Path, data) -> str:
     return wait_for_line(server, "reload", seen)
 
 
+@pytest.mark.slow
 def test_sighup_reloads_keep_open_connections_working(own_manifest, tmp_path, cnn_file, photos,
                                                       labels_file, photos_dir):
     from pyhive import hive
@@ -440,6 +441,7 @@ def test_complete_authentication_settings_pass():
                           "hive.server2.authentication.ldap.userDNPattern": "uid=%s,dc=x"})
 
 
+@pytest.mark.slow
 def test_http_transport_and_query_timeout(own_manifest, tmp_path, cnn_file, photos):
     server = Server(own_manifest, tmp_path / "home", "--hiveconf", "hive.server2.transport.mode=http",
                     "--conf", "spark.sql.thriftServer.queryTimeout=12s")

@@ -7,6 +7,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 
 def test_session_configuration(spark, tmp_path_factory):
     conf = spark.sparkContext.getConf()
@@ -116,6 +118,7 @@ def test_bootstrap_on_a_spark_connect_session(tmp_path, cnn_file, photos_dir, ph
     assert "tasks: 2" in result.stderr.splitlines()
 
 
+@pytest.mark.slow
 def test_keep_warm_keeps_workers_and_models_through_previews_and_idle_time(keep_warm_run):
     """Python workers, each with its model loaded once, survive what would take them away:
 

@@ -124,6 +124,7 @@ spark.stop()
 """
 
 
+@pytest.mark.slow
 def test_the_readme_cross_validation_runs_and_prints_no_training_warnings(digits_dir, base_model,
                                                                           tmp_path):
     """The manual's tuning example: eight fits, two at a time in the same Python workers.
@@ -248,6 +249,7 @@ def test_training_data_never_reaches_the_driver(spark, digits, tmp_path):
     assert peak - before < data_bytes / 4, (peak - before, data_bytes)
 
 
+@pytest.mark.slow
 def test_sql_dl_train_end_to_end(spark, digits_dir, base_model, tmp_path):
     import keras
 

@@ -48,8 +48,8 @@ class KerasImageFileEstimator(Estimator, ImageLoaderParams, HasLabelCol, HasSeed
     is written.
 
     The decoded training set is written once as Parquet under ``stagingDir`` (default: the
-    warehouse directory; on a cluster, storage the executors can read) and deleted after the
-    fit; it never reaches the driver. Each parameter map trains in one task; the trained
+    driver's temporary directory on a local master, the warehouse directory on a cluster,
+    where it must be storage the executors can read) and deleted after the fit; it never reaches the driver. Each parameter map trains in one task; the trained
     models are written under ``modelDir`` (default ``$SQL_DL_CACHE/trained``) and returned as
     `KerasImageFileTransformer` models with the same input, output and loader.
 
