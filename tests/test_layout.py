@@ -198,3 +198,17 @@ def test_the_package_face_exports(name):
 
     assert name in sql_dl.__all__
     assert getattr(sql_dl, name) is not None
+
+
+def test_no_test_module_imports_another():
+    """Shared helpers live in tests/helpers/ (and fixtures in conftest.py), so that a test
+    module can be read, run and changed on its own."""
+    tests = Path(__file__).resolve().parent
+    offending = []
+    for path in sorted(tests.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            offending += [f"{path.relative_to(tests)}:{node.lineno}: {name}" for name in names
+                          if name.split(".")[0].startswith("test_") or name == "conftest"]
+    assert not offending, "\n".join(offending)

@@ -104,6 +104,7 @@ CONNECT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_bootstrap_on_a_spark_connect_session(tmp_path, cnn_file, photos_dir, photos):
     """Works as on a classic session, views read in one task per core of the server (300
     small files would be about 10 tasks by Spark's own file splitting)."""

@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 def cache_frame(spark, tasks: int | None = None):
     """The ``sql_dl_cache`` view's DataFrame: per machine and cache directory reached by
     ``tasks`` tasks (default one per core), its entries, bytes and hits per model function."""
-    from pyspark.sql import functions as F  # lazy: as every pyspark import of the driver
+    from pyspark.sql import functions as F
 
     keys = ["host", "directory", "model"]
     return (per_core(spark, lambda i: F.explode(cache_stats_udf()(i)).alias("s"), tasks)

@@ -10,7 +10,6 @@ Python object per row or per float.
 
 from __future__ import annotations
 
-import logging
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Iterator, NamedTuple
 
@@ -31,8 +30,6 @@ from sql_dl.rules import MAX_PIXELS, THUMBNAIL_FUNCTION, THUMBNAIL_MAX_SIZE, THU
 __all__ = ["FLOAT_ARRAY", "IMAGE_INFO", "PREPROCESSOR_BATCH", "TOP_K", "arrow_udf",
            "image_error_udf", "image_info_udf", "model_udf", "preprocessor_udf", "tensor_udf",
            "thumbnail_udf", "top_k_udf"]
-
-logger = logging.getLogger(__name__)
 
 FLOAT_ARRAY = "array<float>"
 TOP_K = "array<struct<class:string,description:string,probability:float>>"

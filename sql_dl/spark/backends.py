@@ -135,7 +135,7 @@ class ConnectBackend(Backend):
         pass  # a Connect client cannot reach the server's function registry: Usage: N/A
 
     def add_file(self, path: Path) -> None:
-        from pyspark.errors import PySparkException  # lazy: as every pyspark import here
+        from pyspark.errors import PySparkException
 
         try:
             self.spark.addArtifacts(str(path), file=True)
