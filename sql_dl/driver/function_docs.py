@@ -119,17 +119,15 @@ def function_docs(manifest: Manifest, plans: list[ModelPlan]) -> dict[str, Funct
                  f"{_preprocessing(plan.preprocessor)}; labels {_labels(plan)})")
         null = ("NULL for an image that does not decode" if plan.input == "image"
                 else "NULL for a NULL input")
-        docs[name] = FunctionDoc(
-            _source(udfs.model_udf),
-            _described(f"{name}({x}) - The {plan.output_size} outputs of {about} as "
-                       f"ARRAY<FLOAT>, {null}.", entry.description),
-            (argument,), (f"SELECT {name}({x}) FROM {table} LIMIT 5;",))
-        docs[features] = FunctionDoc(
-            _source(udfs.model_udf),
-            _described(f"{features}({x}) - The {plan.features_size} values of layer "
-                       f"'{plan.features_layer}' of {about} as ARRAY<FLOAT> (features for "
-                       f"clustering or a new classifier), {null}.", entry.description),
-            (argument,), (f"SELECT {features}({x}) FROM {table} LIMIT 5;",))
+        for function_name, what in (
+                (name, f"The {plan.output_size} outputs of {about} as ARRAY<FLOAT>"),
+                (features, f"The {plan.features_size} values of layer '{plan.features_layer}' "
+                           f"of {about} as ARRAY<FLOAT> (features for clustering or a new "
+                           "classifier)")):
+            docs[function_name] = FunctionDoc(
+                _source(udfs.model_udf),
+                _described(f"{function_name}({x}) - {what}, {null}.", entry.description),
+                (argument,), (f"SELECT {function_name}({x}) FROM {table} LIMIT 5;",))
         docs[top_k] = FunctionDoc(
             _source(udfs.top_k_udf),
             _described(f"{top_k}({x}, k) - The k most probable of the {plan.output_size} "

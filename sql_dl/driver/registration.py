@@ -139,9 +139,11 @@ def _register(spark, backend: Backend, manifest: Manifest, plans: list[ModelPlan
     previous_functions, previous_views = registered_names(spark)
     tasks = {name: view.tasks for name, view in views.items()}
     if replace:
-        _drop_previous(spark, set(functions), set(views))
-    else:
-        rows += [tuple(r) for r in _previous_rows(spark) if r.function not in functions]
+        _drop_previous(spark, set(previous_functions) - set(functions),
+                       set(previous_views) - set(views))
+    elif previous_functions:  # the rows of sql_dl_models so far
+        rows += [tuple(r) for r in spark.table(MODELS_VIEW).collect()
+                 if r.function not in functions]
         tasks = {**view_tasks(spark), **tasks}
     docs = function_docs(manifest, plans)
     for function_name, udf in functions.items():
@@ -198,17 +200,9 @@ def _registered(spark) -> dict[str, Any]:
     return json.loads(spark.conf.get(_REGISTERED_CONF, None) or "{}")
 
 
-def _previous_rows(spark) -> list:
-    """The rows of ``sql_dl_models`` before this call, if there is one."""
-    if not registered_names(spark)[0]:
-        return []
-    return spark.table(MODELS_VIEW).collect()
-
-
 def _drop_previous(spark, functions: set[str], views: set[str]) -> None:
     """Drops what an earlier bootstrap of this session registered and this one does not."""
-    previous_functions, previous_views = registered_names(spark)
-    for name in set(previous_functions) - functions:
+    for name in functions:
         spark.sql(f"DROP TEMPORARY FUNCTION IF EXISTS {identifier(name)}")
-    for name in set(previous_views) - views:
+    for name in views:
         spark.catalog.dropTempView(name)
