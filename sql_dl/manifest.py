@@ -27,6 +27,7 @@ from sql_dl.rules import (
 
 __all__ = [
     "APPLICATIONS",
+    "AccessSpec",
     "CacheSpec",
     "ImageViewSpec",
     "Manifest",
@@ -40,8 +41,10 @@ _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _MISSING = object()
 _FUNCTION_REF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
-_SECTIONS = ("preprocessors", "models", "images", "cache")
+_SECTIONS = ("preprocessors", "models", "images", "cache", "access")
 _ENTRY_SECTIONS = _SECTIONS[:3]
+_PRINCIPAL = re.compile(r"^(group:)?[^\s:,][^,]*$")
+GROUP_PREFIX = "group:"
 DEFAULT_CACHE_SIZE = "1GB"
 
 
@@ -110,6 +113,25 @@ class CacheSpec:
 
 
 @dataclass(frozen=True)
+class AccessSpec:
+    """The ``access:`` section: who administers ``sql-dl serve`` and who may use what.
+
+    Names are canonical (trimmed, lower case), as the server compares them; ``group:NAME``
+    is an LDAP group. An entry (model, preprocessor or image view) not in ``grants`` is open
+    to every user.
+    """
+
+    admins: tuple[str, ...] = ()
+    grants: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    @property
+    def groups(self) -> set[str]:
+        """The ``group:NAME`` principals it names."""
+        return {p for p in (*self.admins, *(p for ps in self.grants.values() for p in ps))
+                if p.startswith(GROUP_PREFIX)}
+
+
+@dataclass(frozen=True)
 class Manifest:
     """A validated manifest; ``source`` names where it came from, for messages."""
 
@@ -118,6 +140,7 @@ class Manifest:
     models: dict[str, ModelSpec] = field(default_factory=dict)
     images: dict[str, ImageViewSpec] = field(default_factory=dict)
     cache: CacheSpec = field(default_factory=CacheSpec)
+    access: AccessSpec | None = None  # None: no access section
 
     def summary(self) -> str:
         """``2 preprocessors, 1 model, 1 image view``."""
@@ -216,8 +239,46 @@ class _Validator:
                              lambda n, e: self._model(n, e, sections["preprocessors"]))
         images = self._valid(sections["images"], self._images)
         self._check_function_names(preprocessors, models)
-        return (Manifest(self.source, preprocessors, models, images, self._cache(data)),
+        entries = {**sections["preprocessors"], **sections["models"], **sections["images"]}
+        return (Manifest(self.source, preprocessors, models, images, self._cache(data),
+                         self._access(data, entries)),
                 self.problems)
+
+    def _access(self, data: Mapping, entries: Mapping[str, Any]) -> AccessSpec | None:
+        if "access" not in data:
+            return None
+        section = data.get("access") or {}
+        if not isinstance(section, Mapping):
+            self.problem("access", "must be a mapping of keys (admins, grants)", section)
+            return AccessSpec()
+        self._check_keys("access", section, ("admins", "grants"))
+        admins = self._principals("access.admins", section.get("admins"))
+        grants = section.get("grants") or {}
+        if not isinstance(grants, Mapping):
+            self.problem("access.grants", "must map model, preprocessor and image view names "
+                                          "to lists of users and group:NAME", grants)
+            grants = {}
+        known = {str(name).lower(): name for name in entries}
+        checked = {}
+        for name, principals in grants.items():
+            where = f"access.grants.{name}"
+            if str(name).lower() not in known:
+                self.problem(where, "no model, preprocessor or image view has this name; "
+                                    f"the entries are {', '.join(sorted(map(str, entries))) or '(none)'}")
+                continue
+            checked[known[str(name).lower()]] = self._principals(where, principals)
+        return AccessSpec(admins, checked)
+
+    def _principals(self, where: str, value: Any) -> tuple[str, ...]:
+        """A list of user names and ``group:NAME``, canonical (trimmed, lower case)."""
+        if value is None:
+            return ()
+        if not isinstance(value, list) or not all(
+                isinstance(v, str) and _PRINCIPAL.match(v.strip()) for v in value):
+            self.problem(where, "must be a list of user names and group:NAME (an LDAP group), "
+                                "e.g. [ops, group:ml-team]", value)
+            return ()
+        return tuple(dict.fromkeys(v.strip().lower() for v in value))
 
     def _cache(self, data: Mapping) -> CacheSpec:
         entry = data.get("cache")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -24,6 +25,45 @@ tempfile.tempdir = None  # re-read TMPDIR
 # collecting (the whole suite took 8% less time). spark-submit adds these to the driver's
 # java command; executors and user sessions are unaffected.
 os.environ.setdefault("SPARK_SUBMIT_OPTS", "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC")
+
+@pytest.fixture(scope="session")
+def live_dir(tmp_path_factory, photos) -> Path:
+    """A folder of the shared server's views ``recent`` and ``recent_hourly`` that tests
+    change (named after ``photos``: function examples name the first view)."""
+    folder = tmp_path_factory.mktemp("live")
+    for photo in photos[:4]:
+        shutil.copy(photo, folder / photo.name)
+    return folder
+
+
+# The shared server's access section: ops administers; preprocessor p32 and view secret
+# (the photos again) are bob's; everything else is open to every analyst.
+SERVER_ACCESS = {"admins": ["ops"], "grants": {"p32": ["bob"], "secret": ["bob"]}}
+
+
+@pytest.fixture(scope="session")
+def manifest_file(tmp_path_factory, photos_dir, cnn_file, labels_file, live_dir):
+    """The shared server's manifest."""
+    from helpers.processes import write_manifest
+
+    return write_manifest(tmp_path_factory.mktemp("serve") / "models.yaml", photos_dir, cnn_file,
+                          labels_file, access=SERVER_ACCESS, recent={"path": str(live_dir)},
+                          recent_hourly={"path": str(live_dir), "max_staleness": "1h"},
+                          secret={"path": str(photos_dir)})
+
+
+@pytest.fixture(scope="session")
+def server(manifest_file, tmp_path_factory):
+    """``sql-dl serve`` as users start it, shared by tests/test_server.py and
+    tests/test_access.py (started once: a server takes half a minute to start)."""
+    from helpers.processes import Server
+
+    server = Server(manifest_file, tmp_path_factory.mktemp("serve_home") / "home")
+    server.url = server.wait_ready()
+    yield server
+    if server.process.poll() is None:
+        server.stop()
+
 
 @pytest.fixture(scope="session")
 def spark(tmp_path_factory):

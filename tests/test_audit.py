@@ -96,7 +96,7 @@ def test_lines_rotation_and_file_mode(tmp_path):
     assert lines[-1] == {
         "time": "2025-11-24T16:00:00.020Z", "user": "alice", "client": "10.0.0.7",
         "statement": closed(20).statement, "duration_ms": None, "rows": 20, "images_scored": 0,
-        "images_from_cache": 0, "outcome": "error", "error": "[X] it failed",
+        "images_from_cache": 0, "outcome": "error", "error": "[X] it failed", "rule": None,
         "statement_id": "id-20"}
     assert {line["outcome"] for line in lines[:-1]} == {"unfinished"}
 
@@ -110,3 +110,15 @@ def test_a_line_from_sparks_record(tmp_path):
     assert (line["time"], line["duration_ms"], line["images_scored"], line["images_from_cache"],
             line["outcome"], line["error"]) == ("2025-11-24T16:00:00.000Z", 1250, 5, 2, "success",
                                                 None)
+
+
+def test_a_refused_statement_is_denied_with_its_rule(tmp_path):
+    log = AuditLog(tmp_path / "audit.jsonl", max_bytes=10_000, backups=1)
+    refusal = ("AccessDenied: TRANSFORM runs programs on the server; only admins may. "
+               "Received: user=alice")
+    log.write(closed(0, "ERROR", f"Error running query: {refusal}"), None, Counts())
+    log.write(closed(1, "ERROR", refusal), None, Counts())  # Spark's record has no prefix
+    log.close()
+    lines = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    assert [(line["outcome"], line["error"], line["rule"]) for line in lines] == [
+        ("denied", refusal, "TRANSFORM runs programs on the server; only admins may")] * 2

@@ -18,10 +18,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers.processes import beeline, doc_blocks, free_port, Server, write_manifest
+from helpers.processes import answer, beeline, doc_blocks, free_port, Server, write_manifest
+
+from sql_dl.cli.access import SETTABLE
 
 BASE_DN = "ou=people,dc=example,dc=com"  # the manual's, so its commands run unchanged
-PASSWORDS = {"alice": "alice-Pa55-word", "bob": "bob-Pa55-word"}
+PASSWORDS = {"alice": "alice-Pa55-word", "bob": "bob-Pa55-word", "carol": "carol-Pa55-word"}
+GROUPS = {"ml-team": ["alice"], "admins": ["carol"]}  # under ou=groups,dc=example,dc=com
+ACCESS = {"admins": ["group:admins"], "grants": {"cnn": ["group:ml-team"]}}
 REFUSED = "Error validating the login"
 
 
@@ -60,6 +64,10 @@ def start_slapd(directory: Path, host: str, port: int,
                                 check=True).stdout.strip()
         entries.append(f"dn: uid={user},{BASE_DN}\nobjectClass: inetOrgPerson\nuid: {user}\n"
                        f"cn: {user}\nsn: {user}\nuserPassword: {hashed}")
+    entries.append("dn: ou=groups,dc=example,dc=com\nobjectClass: organizationalUnit\nou: groups")
+    for group, members in GROUPS.items():
+        entries.append(f"dn: cn={group},ou=groups,dc=example,dc=com\nobjectClass: groupOfNames\n"
+                       f"cn: {group}\n" + "".join(f"member: uid={m},{BASE_DN}\n" for m in members))
     (directory / "users.ldif").write_text("\n\n".join(entries) + "\n")
     subprocess.run([SLAPADD, "-f", conf, "-l", directory / "users.ldif"], check=True,
                    capture_output=True)
@@ -99,9 +107,10 @@ def readme_server_words(ldap: str, manifest: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, photos_dir, cnn_file, labels_file, ldap_port):
-    """The manual's LDAP server, its audit log rotated at 2 kB."""
+    """The manual's LDAP server, its audit log rotated at 2 kB, with `ACCESS`'s grants."""
     work = tmp_path_factory.mktemp("ldap_serve")
-    manifest = write_manifest(work / "models.yaml", photos_dir, cnn_file, labels_file)
+    manifest = write_manifest(work / "models.yaml", photos_dir, cnn_file, labels_file,
+                              access=ACCESS)
     words = readme_server_words(f"127.0.0.1:{ldap_port}", manifest)
     server = Server(manifest, work / "home", *words, "--audit-log-max-size", "2k",
                     "--audit-log-backups", "50", cwd=work)
@@ -207,6 +216,32 @@ def test_the_session_user_is_the_one_the_directory_authenticated(server):
     _wait_for_log(server, r"by user alice: SELECT current_user\(\) AS sql_dl_who")
 
 
+def test_group_grants_admins_and_canonical_names(server, photos):
+    """Grants to LDAP groups of the directory (alice is in ml-team, to which cnn is granted;
+    carol is in admins); user names are canonical whatever the client typed."""
+    def run(user: str, sql: str) -> list[tuple]:
+        return answer(connect(server.port, user, PASSWORDS[user.strip().lower()]), sql)
+
+    from pyhive.exc import OperationalError
+
+    model = "SELECT count(cnn(image)), current_user() FROM photos"
+    assert run(" ALICE ", model) == [(len(photos), "alice")]
+    with pytest.raises(OperationalError) as raised:
+        run("bob", model)
+    assert raised.value.args[0].status.errorMessage == (
+        "Error running query: AccessDenied: function cnn (of cnn) is granted to group:ml-team "
+        "only. Received: user=bob")
+    assert run("bob", "SELECT count(*) FROM photos") == [(len(photos),)]  # open to all
+    run("carol", "CREATE DATABASE IF NOT EXISTS carols")  # an admin, through her group
+    assert ("carols",) in run("carol", "SHOW DATABASES")
+    run("carol", "DROP DATABASE carols")
+    # sql-dl serve's default settings hold admins too: Spark's restricted mode is on
+    with pytest.raises(OperationalError, match="RESTRICTED_MODE"):
+        run("carol", "SELECT TRANSFORM('x') USING 'id' AS (o STRING)")
+    log = _wait_for_log(server, r"by user alice: SELECT count\(cnn\(image\)\)")
+    assert "by user  ALICE" not in log
+
+
 def audit_lines(path: Path) -> list[dict]:
     """Every line of the audit log and its rotated files, oldest first."""
     files = sorted(path.parent.glob(path.name + ".*"), key=lambda p: -int(p.suffix[1:]))
@@ -245,8 +280,8 @@ def test_audit_log_has_each_statement_once_rotated_and_without_secrets(server, p
         try:
             cursor.execute(sql)
             cursor.fetchall()
-        except Exception:  # noqa: BLE001 - jdbc, raised and unresolved fail, as meant
-            assert key in ("jdbc", "raised", "unresolved")
+        except Exception:  # noqa: BLE001 - set, jdbc, raised and unresolved fail, as meant
+            assert key in ("set", "jdbc", "raised", "unresolved")
     for i in range(12):  # enough lines for several 2-kB files
         cursor.execute(f"SELECT {i} AS n, '{marker}' AS m")
         cursor.fetchall()
@@ -271,11 +306,16 @@ def test_audit_log_has_each_statement_once_rotated_and_without_secrets(server, p
     assert model["duration_ms"] > 0 and model["error"] is None
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", model["time"])
     assert set(model) == {"time", "user", "client", "statement", "duration_ms", "rows",
-                          "images_scored", "images_from_cache", "outcome", "error",
+                          "images_scored", "images_from_cache", "outcome", "error", "rule",
                           "statement_id"}
-    assert by_text[f"SET spark.hadoop.fs.s3a.secret.key={redacted}"]["outcome"] == "success"
+    setting = by_text[f"SET spark.hadoop.fs.s3a.secret.key={redacted}"]  # analysts may not
+    assert (setting["outcome"], setting["rule"]) == ("denied", (
+        "SET spark.hadoop.fs.s3a.secret.key changes a setting of the server (analysts may set "
+        f"{', '.join(SETTABLE)}); only admins may"))
     jdbc = by_text[expected[2]]
-    assert jdbc["outcome"] == "error" and jdbc["error"]
+    assert (jdbc["outcome"], jdbc["error"]) == ("denied", "AccessDenied: CREATE VIEW ... USING "
+                                                "reads files by path; only admins may. "
+                                                "Received: user=alice")
     raised = by_text[expected[3]]
     assert raised["outcome"] == "error"
     assert raised["error"] == f"[USER_RAISED_EXCEPTION] access token={redacted} SQLSTATE: P0001"

@@ -21,36 +21,9 @@ from helpers.reference import expected_best, local
 
 from sql_dl.cli.catalog import CACHE_VIEW_REFRESH
 
-@pytest.fixture(scope="module")
-def live_dir(tmp_path_factory, photos) -> Path:
-    """A folder of the module server's views ``recent`` and ``recent_hourly`` that tests
-    change (named after ``photos``: function examples name the first view)."""
-    folder = tmp_path_factory.mktemp("live")
-    for photo in photos[:4]:
-        shutil.copy(photo, folder / photo.name)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def manifest_file(tmp_path_factory, photos_dir, cnn_file, labels_file, live_dir):
-    """The module server's manifest."""
-    return write_manifest(tmp_path_factory.mktemp("serve") / "models.yaml", photos_dir, cnn_file,
-                          labels_file, recent={"path": str(live_dir)},
-                          recent_hourly={"path": str(live_dir), "max_staleness": "1h"})
-
-
 @pytest.fixture
 def own_manifest(tmp_path, photos_dir, cnn_file, labels_file):
     return write_manifest(tmp_path / "models.yaml", photos_dir, cnn_file, labels_file)
-
-
-@pytest.fixture(scope="module")
-def server(manifest_file, tmp_path_factory):
-    server = Server(manifest_file, tmp_path_factory.mktemp("serve_home") / "home")
-    server.url = server.wait_ready()
-    yield server
-    if server.process.poll() is None:
-        server.stop()
 
 
 def test_ready_line_and_beeline_results_match_keras(server, cnn_file, photos):
@@ -88,19 +61,18 @@ def test_connections_are_isolated_and_all_see_the_manifest(server, cnn_file, pho
 
     alice = hive.connect(host="127.0.0.1", port=server.port, username="alice").cursor()
     bob = hive.connect(host="127.0.0.1", port=server.port, username="bob").cursor()
+    ops = hive.connect(host="127.0.0.1", port=server.port, username="ops").cursor()  # admin
+    ops.execute("CREATE DATABASE IF NOT EXISTS alice_db")
     alice.execute("CREATE TEMPORARY VIEW alices AS SELECT 1 AS one")
-    alice.execute("SET spark.sql.shuffle.partitions=7")
-    alice.execute("CREATE DATABASE IF NOT EXISTS alice_db")
+    alice.execute("SET spark.sql.session.timeZone=Asia/Tokyo")
     alice.execute("USE alice_db")
-    alice.execute("SELECT current_database(), (SELECT one FROM alices)")
-    assert alice.fetchall() == [("alice_db", 1)]
+    alice.execute("SELECT current_database(), (SELECT one FROM alices), current_timezone()")
+    assert alice.fetchall() == [("alice_db", 1, "Asia/Tokyo")]
 
     with pytest.raises(OperationalError, match="TABLE_OR_VIEW_NOT_FOUND"):
         bob.execute("SELECT * FROM alices")
-    bob.execute("SELECT current_database()")
-    assert bob.fetchall() == [("default",)]
-    bob.execute("SET spark.sql.shuffle.partitions")
-    assert bob.fetchall() != [("spark.sql.shuffle.partitions", "7")]
+    bob.execute("SELECT current_database(), current_timezone()")
+    assert bob.fetchall() != [("default", "Asia/Tokyo")]
     alice.execute("USE default")  # the manifest's views live in the default database
 
     for cursor in (alice, bob):  # both see functions, views and sql_dl_models, unqualified
@@ -132,7 +104,10 @@ def test_eight_concurrent_connections_agree_with_keras(server, cnn_file, photos)
         assert {n for _, _, n in rows} == {i}
 
 
-SLOW = "SELECT reflect('java.lang.Thread', 'sleep', CAST(1000 AS BIGINT)) FROM range(0, {n}, 1, 2)"
+# Work for both cores, about 3.4 million rows a second (analysts may not call Thread.sleep
+# through reflect)
+SLOW = ("SELECT count(*) FROM range(0, {n}, 1, 2) "
+        "WHERE sha2(CAST(id AS STRING), 512) = ''")
 
 
 def test_client_cancel_stops_its_spark_job(server, photos):
@@ -140,7 +115,7 @@ def test_client_cancel_stops_its_spark_job(server, photos):
     from TCLIService.ttypes import TOperationState
 
     cursor = hive.connect(host="127.0.0.1", port=server.port).cursor()
-    cursor.execute(SLOW.format(n=120), async_=True)  # a minute of work on both cores
+    cursor.execute(SLOW.format(n=240_000_000), async_=True)  # a minute of work on both cores
     time.sleep(3)
     cursor.cancel()
     assert cursor.poll().operationState == TOperationState.CANCELED_STATE
@@ -155,7 +130,7 @@ def test_client_killed_mid_query_leaves_the_server_healthy(server, photos):
     client = subprocess.Popen([sys.executable, "-c", (
         "from pyhive import hive\n"
         f"c = hive.connect(host='127.0.0.1', port={server.port}).cursor()\n"
-        f"c.execute({SLOW.format(n=16)!r})\n")])
+        f"c.execute({SLOW.format(n=60_000_000)!r})\n")])
     time.sleep(4)
     client.kill()
     client.wait()
@@ -453,8 +428,7 @@ def test_http_transport_and_query_timeout(own_manifest, tmp_path, cnn_file, phot
         assert [best for _, best in result.rows] == expected_best(cnn_file, [local(p) for p, _ in result.rows])
 
         started = time.monotonic()
-        slow = beeline(url, "SELECT reflect('java.lang.Thread', 'sleep', CAST(1000 AS BIGINT)) "
-                            "FROM range(0, 60, 1, 2)")  # 30 s of work per task
+        slow = beeline(url, SLOW.format(n=200_000_000))  # 30 s of work per core
         assert slow.returncode != 0
         assert "Error: Query timed out after" in slow.stderr
         assert time.monotonic() - started < 25

@@ -36,6 +36,7 @@ _PAIR = re.compile(rf"(?i)({_KEY}['\"`]?\s*(?:[=:]\s*)?)(?:{_QUOTED})"
 _OUTCOMES = {"FINISHED": "success", "ERROR": "error", "CANCELED": "cancelled",
              "TIMEDOUT": "timed_out"}  # else "unfinished": running as the server stopped
 _SIZE = re.compile(r"(?i)^\s*(\d+)\s*([kmg]?)i?b?\s*$")
+_DENIED = re.compile(r"\bAccessDenied: (.*?)(?:\. Received: .*)?$")  # the policy's refusal
 _ERROR_CHARS = 2000  # of an error's first line (Spark's analysis errors add the plan)
 
 
@@ -110,6 +111,9 @@ class AuditLog:
         finished = execution.finished_at if execution is not None else 0
         outcome = _OUTCOMES.get(statement.outcome, "unfinished")
         error = statement.error.strip().splitlines()[0] if statement.error else None
+        denied = _DENIED.search(error) if error and outcome == "error" else None
+        if denied:
+            outcome, error = "denied", error[denied.start():]
         line = {
             "time": datetime.datetime.fromtimestamp(started / 1000, datetime.timezone.utc)
                     .isoformat(timespec="milliseconds").replace("+00:00", "Z"),
@@ -122,6 +126,7 @@ class AuditLog:
             "images_from_cache": done.cached,
             "outcome": outcome,
             "error": error[:_ERROR_CHARS] if error and outcome != "success" else None,
+            "rule": denied.group(1) if denied else None,
             "statement_id": statement.id,
         }
         record = logging.LogRecord("sql_dl.audit", logging.INFO, "", 0,

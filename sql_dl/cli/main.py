@@ -11,6 +11,7 @@ import traceback
 from pathlib import Path
 
 from sql_dl._version import __version__
+from sql_dl.cli.access import access_problems
 from sql_dl.cli.audit import parse_size
 from sql_dl.cli.demo import run_demo
 from sql_dl.cli.server import serve
@@ -114,6 +115,9 @@ def _add_validate(commands) -> None:
         description="Reports every problem of a manifest: keys, values, files, and whether "
                     "each model loads and fits its entry. Runs no Spark job.")
     validate.add_argument("manifest", metavar="MANIFEST")
+    validate.add_argument("--hiveconf", metavar="K=V", action="append", default=[],
+                          type=_key_value, help="the HiveServer2 settings sql-dl serve will "
+                          "get, to check the access section against (group grants need LDAP)")
     validate.set_defaults(run=_run_validate)
 
 
@@ -294,6 +298,7 @@ def _run_validate(args) -> int:
     manifest, problems = check_manifest(args.manifest)
     if manifest is not None:
         problems += check_offline(manifest)
+        problems += access_problems(manifest, dict(args.hiveconf))
     for problem in problems:
         print(problem, file=sys.stderr)
     if problems:

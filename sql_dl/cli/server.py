@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass
 from typing import Mapping
 
+from sql_dl.cli.access import LOCKED_CONF, access_problems, install_policy
 from sql_dl.cli.audit import SECRET_KEY, AuditLog, Redactor
 from sql_dl.cli.catalog import ExecutorViewRefresh, SharedCatalog
 from sql_dl.cli.query_log import QueryLog
@@ -142,13 +143,16 @@ def serve(manifest: str | os.PathLike, host: str = "127.0.0.1", port: int = 1000
     check_authentication(hive_conf)
     check_bind_address(host, hive_conf, insecure)
     loaded = load_manifest(manifest)
+    problems = access_problems(loaded, hive_conf)
+    if problems:
+        raise ServerError("\n".join(problems))
     audit = _open_audit_log(audit_log, audit_max_bytes, audit_backups) if audit_log else None
-    spark = session(master=master, conf={**server_conf(host, port, hive_conf), **(conf or {})},
-                    home=home)
+    spark = session(master=master, conf={**server_conf(host, port, hive_conf), **LOCKED_CONF,
+                                         **(conf or {})}, home=home)
     running = _start(spark, loaded, hive_conf, audit)
     _wait_until_listening(host, port)
     announce(f"ready: {jdbc_url(host, port, hive_conf)}", flush=True)
-    _serve_until_stopped(running, manifest, announce)
+    _serve_until_stopped(running, manifest, hive_conf, announce)
     _stop(running)
     return 0
 
@@ -175,9 +179,14 @@ def _start(spark, manifest, hive_conf: Mapping[str, str], audit: AuditLog | None
             pattern=spark.conf.get("spark.sql.redaction.string.regex", None))
     except ConfigurationError as e:
         raise ServerError(str(e)) from e
+    if not extension_active(spark):
+        raise ServerError("sql-dl serve's access policy needs sql_dl's Spark extension "
+                          "(sql_dl/jars/sql_dl-spark.jar), which was not built: install a JDK "
+                          "(Debian: default-jdk-headless) and reinstall sql_dl")
     catalog = SharedCatalog(spark)
     bootstrap(spark, manifest, warm_up=True)
     catalog.publish(manifest)
+    install_policy(spark, manifest, hive_conf)
     server = spark_internals.start_thrift_server(spark)
     _install_operations(spark, server, audit=audit is not None)
     keeping = keep_warm(spark)  # through idle minutes, and after previews (see keep_warm)
@@ -191,7 +200,8 @@ def _start(spark, manifest, hive_conf: Mapping[str, str], audit: AuditLog | None
     return _Running(spark, server, catalog, keeping, refresh, query_log)
 
 
-def _serve_until_stopped(running: _Running, manifest, announce) -> None:
+def _serve_until_stopped(running: _Running, manifest, hive_conf: Mapping[str, str],
+                         announce) -> None:
     """Waits for SIGTERM or SIGINT, reloading the manifest at each SIGHUP."""
     stop = threading.Event()
     reload = threading.Event()
@@ -201,7 +211,7 @@ def _serve_until_stopped(running: _Running, manifest, announce) -> None:
     while not stop.is_set():
         if reload.wait(0.5):
             reload.clear()
-            ok = _reload(running.spark, running.catalog, manifest)
+            ok = _reload(running.spark, running.catalog, manifest, hive_conf)
             announce(f"{'reloaded' if ok else 'reload failed'}: {manifest}", flush=True)
 
 
@@ -229,32 +239,34 @@ def _open_audit_log(path, max_bytes: int, backups: int) -> AuditLog:
 
 
 def _install_operations(spark, server, audit: bool) -> None:
-    """JDBC getFunctions with each function once and, with ``audit``, statements that keep
-    what the audit log needs, when sql_dl's jar is loaded (bootstrap has said so once if it
-    is not).
+    """sql_dl's operations: statements whose user name is canonical and whose session keeps
+    the settings analysts may not change, JDBC getFunctions with each function once and,
+    with ``audit``, statements that keep what the audit log needs.
 
     Raises:
-        ServerError: with ``audit``, when they cannot be installed.
+        ServerError: when they cannot be installed (the access policy needs them).
     """
     from py4j.protocol import Py4JJavaError
 
     try:
-        if not extension_active(spark):
-            raise SparkInternalsError("sql_dl's Spark extension (sql_dl/jars) is not loaded")
         spark_internals.install_operation_manager(spark, server, audit)
     except (SparkInternalsError, Py4JJavaError) as e:
-        if audit:
-            raise ServerError(f"--audit-log needs sql_dl's statement records: {e}") from e
-        logger.warning("JDBC getFunctions lists functions as Spark does: %s", e)
+        raise ServerError(f"cannot install sql_dl's Thrift Server operations, which the access "
+                          f"policy needs: {e}") from e
 
 
-def _reload(spark, catalog: SharedCatalog, manifest) -> bool:
+def _reload(spark, catalog: SharedCatalog, manifest, hive_conf: Mapping[str, str]) -> bool:
     try:
-        loaded = bootstrap(spark, manifest)
+        loaded = load_manifest(manifest)
+        problems = access_problems(loaded, hive_conf)
+        if problems:
+            raise ServerError("\n".join(problems))
+        loaded = bootstrap(spark, loaded)
     except Exception as e:  # a bad manifest must never stop a running server
         logger.error("Reload failed; the previous definitions stay:\n%s", e)
         return False
     catalog.publish(loaded)
+    install_policy(spark, loaded, hive_conf)
     logger.info("Reloaded %s: new connections see the new functions; views changed for all",
                 manifest)
     return True

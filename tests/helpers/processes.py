@@ -112,6 +112,17 @@ class Server:
         return code, time.monotonic() - started
 
 
+def answer(connection, sql: str) -> list[tuple]:
+    """The rows of ``sql`` (none for a statement without a result) in ``connection`` (PyHive),
+    which is closed after."""
+    try:
+        cursor = connection.cursor()
+        cursor.execute(sql)
+        return cursor.fetchall() if cursor.description else []
+    finally:
+        connection.close()
+
+
 def beeline(url: str, sql: str, *login: str) -> subprocess.CompletedProcess:
     """beeline's answer to ``sql``, its rows in ``.rows``; ``login`` is e.g. ``-n``, ``alice``,
     ``-p``, ``password``."""
@@ -125,12 +136,14 @@ def beeline(url: str, sql: str, *login: str) -> subprocess.CompletedProcess:
     return result
 
 
-def write_manifest(path: Path, photos_dir, cnn_file, labels_file, **views) -> Path:
+def write_manifest(path: Path, photos_dir, cnn_file, labels_file, access: dict | None = None,
+                   **views) -> Path:
     path.write_text(yaml.safe_dump({
         "preprocessors": {"p32": {"size": [32, 32], "mode": "caffe"}},
         "models": {"cnn": {"path": str(cnn_file), "preprocessor": "p32",
                            "labels": str(labels_file)}},
         "images": {"photos": {"path": str(photos_dir)}, **views},
+        **({"access": access} if access is not None else {}),
     }))
     return path
 

@@ -6,6 +6,7 @@ import java.util.jar.JarEntry;
 import java.util.jar.JarFile;
 
 import org.apache.spark.sql.SparkSessionExtensions;
+import sql_dl.spark.access.AnalystRule;
 import scala.Function1;
 import scala.runtime.BoxedUnit;
 
@@ -13,7 +14,8 @@ import scala.runtime.BoxedUnit;
  * sql_dl's Spark session extensions, for {@code spark.sql.extensions=sql_dl.spark.SqlDlExtensions}
  * (which {@code sql_dl.session}, {@code sql-dl sql} and {@code sql-dl serve} set): every
  * session, Thrift Server sessions included, gets {@link TopNBeforePython} and
- * {@link ReleasePythonWorkers} and {@link LiveImageFolders}.
+ * {@link ReleasePythonWorkers} and {@link LiveImageFolders}, and {@link AnalystRule}, which
+ * does nothing unless {@code sql-dl serve} installed its access policy.
  */
 public final class SqlDlExtensions implements Function1<SparkSessionExtensions, BoxedUnit> {
 
@@ -26,6 +28,7 @@ public final class SqlDlExtensions implements Function1<SparkSessionExtensions, 
     extensions.injectPreCBORule(session -> new TopNBeforePython());
     extensions.injectPreCBORule(LiveImageFolders::new);
     extensions.injectColumnar(session -> new ReleasePythonWorkers());
+    extensions.injectPostHocResolutionRule(AnalystRule::new);
     return BoxedUnit.UNIT;
   }
 

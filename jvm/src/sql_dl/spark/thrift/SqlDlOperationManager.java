@@ -14,11 +14,13 @@ import org.apache.spark.sql.SparkSession;
 import org.apache.spark.sql.hive.thriftserver.HiveThriftServer2;
 import org.apache.spark.sql.hive.thriftserver.SparkSQLSessionManager;
 import org.apache.spark.sql.hive.thriftserver.server.SparkSQLOperationManager;
+import sql_dl.spark.access.AccessPolicy;
 
 /**
  * The Thrift Server's operation manager with {@link ListFunctionsOnce} for JDBC
  * {@code getFunctions}, and, for an audit trail, {@link AuditedStatement} for statements;
- * every other operation is Spark's.
+ * every other operation is Spark's. Before each statement, {@link AccessPolicy#prepare}
+ * makes the session's user name canonical and puts back settings analysts may not change.
  *
  * <p>Spark creates its manager inside {@code HiveThriftServer2.init} with no hook, so
  * {@link #install} swaps it in, by reflection on two private fields, on a started server that
@@ -42,11 +44,12 @@ public class SqlDlOperationManager extends SparkSQLOperationManager {
   public synchronized ExecuteStatementOperation newExecuteStatementOperation(
       HiveSession parentSession, String statement, Map<String, String> confOverlay,
       boolean async, long queryTimeout) {
+    SparkSession session = session(parentSession);
+    AccessPolicy.prepare(parentSession, session);
     if (!audit) {
       return super.newExecuteStatementOperation(
           parentSession, statement, confOverlay, async, queryTimeout);
     }
-    SparkSession session = session(parentSession);
     boolean runInBackground = async && Boolean.parseBoolean(
         session.sessionState().conf().getConfString("spark.sql.hive.thriftServer.async", "true"));
     AuditedStatement operation = new AuditedStatement(
@@ -58,6 +61,7 @@ public class SqlDlOperationManager extends SparkSQLOperationManager {
   @Override
   public synchronized GetFunctionsOperation newGetFunctionsOperation(
       HiveSession parentSession, String catalogName, String schemaName, String functionName) {
+    AccessPolicy.prepare(parentSession, session(parentSession));
     ListFunctionsOnce operation = new ListFunctionsOnce(
         session(parentSession), parentSession, catalogName, schemaName, functionName);
     handleToOperation().put(operation.getHandle(), operation);
@@ -102,6 +106,7 @@ public class SqlDlOperationManager extends SparkSQLOperationManager {
     SqlDlOperationManager manager = new SqlDlOperationManager(audit);
     set(SessionManager.class, sessions, "operationManager", manager);
     set(SparkSQLSessionManager.class, sessions, "sparkSqlOperationManager", manager);
+    AccessPolicy.jdbcSessions(session -> manager.sessionToContexts().containsValue(session));
   }
 
   private static void set(Class<?> owner, Object target, String name, Object value)
