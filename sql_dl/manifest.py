@@ -46,6 +46,7 @@ _ENTRY_SECTIONS = _SECTIONS[:3]
 _PRINCIPAL = re.compile(r"^(group:)?[^\s:,][^,]*$")
 GROUP_PREFIX = "group:"
 DEFAULT_CACHE_SIZE = "1GB"
+DEFAULT_MAX_FILE_SIZE = "100MB"
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,7 @@ class ImageViewSpec:
     sample_ratio: float = 1.0
     glob: str | None = None
     max_staleness: float = 0.0  # seconds a listing of the folder may be reused
+    max_file_size: int = byte_size(DEFAULT_MAX_FILE_SIZE)  # bytes sql-dl serve reads by path
 
 
 @dataclass(frozen=True)
@@ -492,7 +494,8 @@ class _Validator:
     def _images(self, name: str, entry: Mapping) -> ImageViewSpec:
         where = f"images.{name}"
         self._check_keys(where, entry, ("path", "recursive", "label", "sample_ratio", "glob",
-                                        "max_staleness"))
+                                        "max_staleness", "max_file_size"))
+        file_size = entry.get("max_file_size", DEFAULT_MAX_FILE_SIZE)
         ratio = entry.get("sample_ratio", 1.0)
         staleness = entry.get("max_staleness", 0)
         glob = entry.get("glob")
@@ -508,6 +511,9 @@ class _Validator:
             glob=glob,
             max_staleness=duration_seconds(self.check(f"{where}.max_staleness", staleness,
                                                       duration_problem(staleness), 0)),
+            max_file_size=byte_size(self.check(f"{where}.max_file_size", file_size,
+                                               byte_size_problem(file_size),
+                                               DEFAULT_MAX_FILE_SIZE)),
         )
 
     def _check_function_names(self, preprocessors: Mapping[str, PreprocessorSpec],

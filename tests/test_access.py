@@ -8,14 +8,18 @@ through a directory, with group grants."""
 
 from __future__ import annotations
 
+import os
+import re
 import zipfile
+from pathlib import Path
 
 import pytest
 import yaml
-from helpers.processes import answer, beeline, run_cli
+from helpers.processes import answer, beeline, listening_addresses, run_cli
 
 from sql_dl.cli.access import SETTABLE, access_problems, policy_spec
 from sql_dl.errors import ManifestError
+from sql_dl.executor.path_policy import PathPolicy, Root, root_of
 from sql_dl.manifest import AccessSpec, load_manifest
 from sql_dl.paths import JAR
 
@@ -346,3 +350,67 @@ def test_the_access_section(tmp_path, photos_dir):
     assert result.returncode == 1 and "are LDAP groups" in result.stderr
     result = run_cli("validate", str(path), *(f"--hiveconf={k}={v}" for k, v in ldap.items()))
     assert result.returncode == 0, result.stderr
+
+
+def test_functions_read_paths_only_under_the_image_folders(server, photos, tmp_path):
+    refusal = ("PermissionError: sql-dl serve reads image bytes, or paths under the manifest's "
+               "image folders, and nothing else. Received: path={!r}")
+    for path in ("/etc/passwd", f"{tmp_path}/missing.png", "/root/.ssh/id_rsa",
+                 "s3://b/k?endpoint_override=127.0.0.1:9", "http://127.0.0.1:9/x.png",
+                 f"{photos[0].parent}/../../{photos[0].parent.name}/{photos[0].name}x"):
+        assert rows(server, "alice", f"SELECT sql_dl_image_error('{path}')") == [
+            (refusal.format(path),)], path
+        assert rows(server, "alice", f"SELECT cnn('{path}')") == [(None,)]
+    # a photo of the manifest's folder, by path, answers as its bytes do
+    by_path = rows(server, "alice", f"SELECT cnn_top_k('{photos[0]}', 1)[0].class")
+    by_bytes = rows(server, "alice", f"SELECT cnn_top_k(image, 1)[0].class FROM photos "
+                                     f"WHERE path LIKE '%{photos[0].name}'")
+    assert by_path == by_bytes and by_path[0][0] is not None
+
+
+def test_the_server_listens_on_its_host_only_and_keeps_its_files_private(server):
+    listening = listening_addresses(server.jvm_pid())
+    assert ("127.0.0.1", server.port) in listening
+    assert len(listening) >= 3  # the JDBC port, the driver's RPC endpoint, the block manager
+    assert {address for address, _ in listening} == {"127.0.0.1"}, listening
+    home = Path(server.home)
+    for path in (home, home / "operation_logs", home / "metastore_db"):
+        assert path.stat().st_mode & 0o777 == 0o700, path
+    private = [p for p in home.rglob("*") if p.stat().st_mode & 0o077]
+    assert private == []
+
+
+def test_the_path_policy_checks_before_reading(tmp_path, photos):
+    folder = tmp_path / "images"
+    (folder / "sub").mkdir(parents=True)
+    photo = folder / "sub" / "a.png"
+    photo.write_bytes(photos[0].read_bytes())
+    os.mkfifo(folder / "pipe.png")  # opening it for reading would block: it is never opened
+    (folder / "zero.png").symlink_to("/dev/zero")  # a device, through a link out
+    (folder / "out.png").symlink_to(photos[0])  # a link out of the folder
+    with open(folder / "huge.png", "wb") as f:  # sparse: its size, but no bytes to read
+        f.truncate(2 * 1024 ** 2)
+    policy = PathPolicy([Root(root_of(f"{folder}/*/*.png"), 1024 ** 2),
+                         Root("s3://bucket/photos", 1024 ** 2)])
+    assert [r.prefix for r in policy.roots] == [str(folder), "s3://bucket/photos"]
+    assert policy.read(str(photo)) == photo.read_bytes()
+    assert policy.read(f"file:{photo}") == photo.read_bytes()
+
+    outside = "sql-dl serve reads image bytes, or paths under the manifest's image folders, " \
+              "and nothing else. Received: path={!r}"
+    for path in ("/etc/passwd", str(tmp_path / "missing.png"), str(folder / "out.png"),
+                 str(folder / "zero.png"),
+                 f"{folder}/../{photos[0].name}", f"{folder}x/a.png", "/proc/self/environ",
+                 "s3://bucket/photosx/a.png", "s3://bucket/photos/../k.png",
+                 "s3://bucket/photos/a.png?endpoint_override=127.0.0.1:9", "gs://bucket/a.png"):
+        with pytest.raises(PermissionError) as raised:
+            policy.read(path)
+        assert str(raised.value) == outside.format(path), path
+    for name, why in (("pipe.png", "not a regular file (a device, FIFO or directory)"),
+                      ("sub", "not a regular file (a device, FIFO or directory)"),
+                      ("huge.png", "2097152 bytes is over the image view's max_file_size of "
+                                   "1048576 bytes")):
+        with pytest.raises(PermissionError, match=re.escape(why)):
+            policy.read(str(folder / name))
+    with pytest.raises(FileNotFoundError):  # inside the folder, a missing file is just that
+        policy.read(str(folder / "missing.png"))

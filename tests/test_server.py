@@ -16,7 +16,8 @@ import pytest
 import yaml
 from pyhive.exc import OperationalError
 from helpers.data import BUILT_IN, CLASS_NAMES
-from helpers.processes import beeline, jdbc_functions, Server, write_manifest
+from helpers.processes import (answer, beeline, jdbc_functions, listening_addresses, Server,
+                               write_manifest)
 from helpers.reference import expected_best, local
 
 from sql_dl.cli.catalog import CACHE_VIEW_REFRESH
@@ -144,14 +145,7 @@ def test_client_killed_mid_query_leaves_the_server_healthy(server, photos):
 
 def jvm_open_files(server: Server) -> int:
     """Open file descriptors (sockets included) of the server's JVM, a child of its process."""
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            if int(fields[1]) == server.process.pid and b"java" in (stat.parent / "cmdline").read_bytes():
-                return len(os.listdir(stat.parent / "fd"))
-        except OSError:  # the process ended
-            continue
-    raise AssertionError("the server's JVM was not found")
+    return len(os.listdir(f"/proc/{server.jvm_pid()}/fd"))
 
 
 def test_fifty_short_connections_do_not_exhaust_the_server(server, cnn_file, photos):
@@ -414,6 +408,39 @@ def test_complete_authentication_settings_pass():
     check_authentication({"hive.server2.authentication": "LDAP",
                           "hive.server2.authentication.ldap.url": "ldaps://h:636",
                           "hive.server2.authentication.ldap.userDNPattern": "uid=%s,dc=x"})
+
+
+@pytest.mark.slow
+def test_the_ui_on_loopback_a_private_cache_and_a_dead_jvm_ends_the_server(own_manifest,
+                                                                          tmp_path, photos):
+    """With the Spark UI asked for, it listens on --host too; the prediction cache is under
+    --home, private; when the driver JVM dies, sql-dl serve exits non-zero within seconds."""
+    env = {k: v for k, v in os.environ.items() if k != "SQL_DL_CACHE"}
+    os.umask(umask := os.umask(0o022))  # the suite's, whatever it is: serve sets its own
+    server = Server(own_manifest, tmp_path / "home", "--conf", "spark.ui.enabled=true",
+                    "--conf", "spark.ui.port=0", env=env)
+    server.wait_ready()
+    assert umask == os.umask(umask)
+    jvm = server.jvm_pid()
+    listening = listening_addresses(jvm)
+    assert len(listening) >= 4 and {a for a, _ in listening} == {"127.0.0.1"}, listening
+    assert rows_of(server, "SELECT count(cnn(image)) FROM photos") == [(len(photos),)]
+    cache = tmp_path / "home" / "cache"
+    files = [p for p in cache.rglob("*") if p.is_file()]
+    assert cache.stat().st_mode & 0o777 == 0o700 and files
+    assert all(p.stat().st_mode & 0o077 == 0 for p in [*cache.rglob("*")]), files
+
+    os.kill(jvm, signal.SIGKILL)
+    started = time.monotonic()
+    code = server.process.wait(timeout=30)
+    assert (code, time.monotonic() - started < 10) == (3, True)
+    assert "The Spark driver JVM ended" in Path(server.log.name).read_text()
+
+
+def rows_of(server: Server, sql: str) -> list[tuple]:
+    from pyhive import hive
+
+    return answer(hive.connect(host="127.0.0.1", port=server.port, username="ops"), sql)
 
 
 @pytest.mark.slow

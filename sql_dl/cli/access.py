@@ -14,10 +14,12 @@ from __future__ import annotations
 import json
 from typing import Mapping
 
+from sql_dl.executor.path_policy import PathPolicy, Root, root_of
 from sql_dl.manifest import Manifest
-from sql_dl.rules import BUILT_IN_FUNCTIONS, SYSTEM_VIEWS
+from sql_dl.rules import BUILT_IN_FUNCTIONS, PATH_POLICY_ENV, SYSTEM_VIEWS
 
-__all__ = ["LOCKED_CONF", "SETTABLE", "access_problems", "install_policy", "policy_spec"]
+__all__ = ["LOCKED_CONF", "SETTABLE", "access_problems", "install_path_policy",
+           "install_policy", "path_policy", "policy_spec"]
 
 _LDAP = "hive.server2.authentication.ldap."
 
@@ -96,3 +98,17 @@ def install_policy(spark, manifest: Manifest, hive_conf: Mapping[str, str]) -> N
     spec = json.dumps(policy_spec(manifest, hive_conf))
     spark.sparkContext._jvm.sql_dl.spark.access.AccessPolicy.install(spec)
 
+
+
+def path_policy(manifest: Manifest) -> PathPolicy:
+    """What sql_dl's functions may read when given a path: files under the manifest's image
+    folders, each up to its view's ``max_file_size``."""
+    return PathPolicy([Root(root_of(spec.path), spec.max_file_size)
+                       for spec in manifest.images.values()])
+
+
+def install_path_policy(spark, manifest: Manifest) -> None:
+    """Makes `path_policy` that of the Python workers of the functions registered from now
+    on: PySpark gives each function's workers the SparkContext's ``environment`` as it is
+    when the function is registered (so bootstrap must come after)."""
+    spark.sparkContext.environment[PATH_POLICY_ENV] = path_policy(manifest).to_json()

@@ -142,4 +142,6 @@ class _PrivateRotatingFile(logging.handlers.RotatingFileHandler):
 
     def _open(self):
         descriptor = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+        if os.fstat(descriptor).st_size == 0:  # new: 0640 whatever the umask (serve's is 077)
+            os.fchmod(descriptor, 0o640)
         return open(descriptor, "a", encoding=self.encoding, errors=self.errors)

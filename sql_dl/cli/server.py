@@ -22,9 +22,10 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Mapping
 
-from sql_dl.cli.access import LOCKED_CONF, access_problems, install_policy
+from sql_dl.cli.access import LOCKED_CONF, access_problems, install_path_policy, install_policy
 from sql_dl.cli.audit import SECRET_KEY, AuditLog, Redactor
 from sql_dl.cli.catalog import ExecutorViewRefresh, SharedCatalog
 from sql_dl.cli.query_log import QueryLog
@@ -33,6 +34,7 @@ from sql_dl.driver.registration import bootstrap
 from sql_dl.driver.session import session
 from sql_dl.errors import ConfigurationError, SparkInternalsError, SqlDlError
 from sql_dl.manifest import load_manifest
+from sql_dl.paths import home_dir
 from sql_dl.spark import internals as spark_internals
 from sql_dl.spark.extension import extension_active
 
@@ -41,6 +43,7 @@ __all__ = ["ServerError", "check_authentication", "check_bind_address", "serve"]
 logger = logging.getLogger(__name__)
 
 READY_TIMEOUT = 120.0
+JVM_ENDED = 3  # sql-dl serve's exit code when its driver JVM died under it
 _NO_AUTH = ("NONE", "NOSASL")
 _REQUIRED_SETTINGS = {
     "LDAP": ("hive.server2.authentication.ldap.url",),
@@ -113,9 +116,20 @@ def jdbc_url(host: str, port: int, hive_conf: Mapping[str, str]) -> str:
     return url
 
 
-def server_conf(host: str, port: int, hive_conf: Mapping[str, str]) -> dict[str, str]:
-    """Spark settings that carry the HiveServer2 settings to the Thrift Server."""
-    settings = {f"spark.hadoop.{k}": v for k, v in hive_conf.items()}
+def server_conf(host: str, port: int, hive_conf: Mapping[str, str],
+                home: Path | None = None) -> dict[str, str]:
+    """Spark settings that carry the HiveServer2 settings to the Thrift Server, keep Hive's
+    operation logs under ``home``, and bind the driver's RPC endpoint and block manager to
+    ``host`` (the Spark UI is off unless ``spark.ui.enabled=true`` is passed)."""
+    settings = {"spark.ui.enabled": "false"}
+    address = socket.gethostbyname(host)
+    settings["spark.driver.bindAddress"] = address
+    if not ipaddress.ip_address(address).is_unspecified:  # 0.0.0.0: Spark picks the host
+        settings["spark.driver.host"] = address
+    if home is not None:
+        settings["spark.hadoop.hive.server2.logging.operation.log.location"] = str(
+            home / "operation_logs")
+    settings.update({f"spark.hadoop.{k}": v for k, v in hive_conf.items()})
     settings.update({
         "spark.hadoop.hive.server2.thrift.bind.host": host,
         "spark.hadoop.hive.server2.thrift.port": str(port),
@@ -146,15 +160,30 @@ def serve(manifest: str | os.PathLike, host: str = "127.0.0.1", port: int = 1000
     problems = access_problems(loaded, hive_conf)
     if problems:
         raise ServerError("\n".join(problems))
+    home_path = _private_home(home)
     audit = _open_audit_log(audit_log, audit_max_bytes, audit_backups) if audit_log else None
-    spark = session(master=master, conf={**server_conf(host, port, hive_conf), **LOCKED_CONF,
-                                         **(conf or {})}, home=home)
+    os.environ["SPARK_LOCAL_IP"] = socket.gethostbyname(host)  # where the Spark UI listens
+    spark = session(master=master, conf={**server_conf(host, port, hive_conf, home_path),
+                                         **LOCKED_CONF, **(conf or {})}, home=home_path)
     running = _start(spark, loaded, hive_conf, audit)
     _wait_until_listening(host, port)
     announce(f"ready: {jdbc_url(host, port, hive_conf)}", flush=True)
-    _serve_until_stopped(running, manifest, hive_conf, announce)
+    if not _serve_until_stopped(running, manifest, hive_conf, announce):
+        return JVM_ENDED
     _stop(running)
     return 0
+
+
+def _private_home(home: str | os.PathLike | None) -> Path:
+    """``--home`` (the metastore, the warehouse, Hive's operation logs and, unless
+    ``SQL_DL_CACHE`` says otherwise, the prediction cache), private to the server's account:
+    everything the server and its JVM create from now on is too (umask 077)."""
+    os.umask(0o077)
+    path = home_dir(home)
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o700)
+    os.environ.setdefault("SQL_DL_CACHE", str(path / "cache"))
+    return path
 
 
 @dataclass
@@ -184,6 +213,7 @@ def _start(spark, manifest, hive_conf: Mapping[str, str], audit: AuditLog | None
                           "(sql_dl/jars/sql_dl-spark.jar), which was not built: install a JDK "
                           "(Debian: default-jdk-headless) and reinstall sql_dl")
     catalog = SharedCatalog(spark)
+    install_path_policy(spark, manifest)
     bootstrap(spark, manifest, warm_up=True)
     catalog.publish(manifest)
     install_policy(spark, manifest, hive_conf)
@@ -201,18 +231,27 @@ def _start(spark, manifest, hive_conf: Mapping[str, str], audit: AuditLog | None
 
 
 def _serve_until_stopped(running: _Running, manifest, hive_conf: Mapping[str, str],
-                         announce) -> None:
-    """Waits for SIGTERM or SIGINT, reloading the manifest at each SIGHUP."""
+                         announce) -> bool:
+    """Waits for SIGTERM or SIGINT, reloading the manifest at each SIGHUP; returns False
+    at once if the driver JVM ends (killed, or out of memory), so that ``sql-dl serve``
+    exits non-zero and a supervisor (systemd, Kubernetes) restarts it."""
     stop = threading.Event()
     reload = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGHUP, lambda *_: reload.set())
+    jvm = getattr(running.spark.sparkContext._gateway, "proc", None)  # None: not ours
     while not stop.is_set():
+        if jvm is not None and jvm.poll() is not None:
+            logger.error("The Spark driver JVM ended (exit code %s); sql-dl serve stops with "
+                         "exit code %d so that its supervisor restarts it", jvm.returncode,
+                         JVM_ENDED)
+            return False
         if reload.wait(0.5):
             reload.clear()
             ok = _reload(running.spark, running.catalog, manifest, hive_conf)
             announce(f"{'reloaded' if ok else 'reload failed'}: {manifest}", flush=True)
+    return True
 
 
 def _stop(running: _Running) -> None:
@@ -261,6 +300,7 @@ def _reload(spark, catalog: SharedCatalog, manifest, hive_conf: Mapping[str, str
         problems = access_problems(loaded, hive_conf)
         if problems:
             raise ServerError("\n".join(problems))
+        install_path_policy(spark, loaded)
         loaded = bootstrap(spark, loaded)
     except Exception as e:  # a bad manifest must never stop a running server
         logger.error("Reload failed; the previous definitions stay:\n%s", e)

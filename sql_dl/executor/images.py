@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from sql_dl.executor.batches import stack_valid
+from sql_dl.executor.path_policy import current_policy
 from sql_dl.errors import ImageDecodeError
 from sql_dl.manifest import PreprocessorSpec, is_local, local_path
 from sql_dl.rules import MAX_PIXELS, THUMBNAIL_SIZE
@@ -50,7 +51,11 @@ def error_text(error: Exception) -> str:
 
 
 def read_uri(uri: str) -> bytes:
-    """Reads a file given by a local path, a ``file:`` URI or any URI pyarrow.fs knows."""
+    """Reads a file given by a local path, a ``file:`` URI or any URI pyarrow.fs knows; in
+    ``sql-dl serve``, only as its path policy allows (`sql_dl.executor.path_policy`)."""
+    policy = current_policy()
+    if policy is not None:
+        return policy.read(uri)
     if is_local(uri):
         with open(local_path(uri), "rb") as f:
             return f.read()

@@ -78,13 +78,14 @@ class Server:
     set once it printed its ready line."""
 
     def __init__(self, manifest: Path, home: Path, *args: str, cwd: Path | None = None,
-                 prefix: tuple[str, ...] = ()):
+                 prefix: tuple[str, ...] = (), env: dict[str, str] | None = None):
         self.port = free_port()
+        self.home = home
         self.log = open(home.parent / f"server-{self.port}.log", "w")
         self.process = subprocess.Popen(
             [*prefix, sys.executable, "-m", "sql_dl.cli", "serve", "--manifest", str(manifest),
              "--port", str(self.port), "--master", "local[2]", "--home", str(home), *args],
-            stdout=subprocess.PIPE, stderr=self.log, text=True, cwd=cwd)
+            stdout=subprocess.PIPE, stderr=self.log, text=True, cwd=cwd, env=env)
         self.lines: list[str] = []
         self.ready = threading.Event()
         threading.Thread(target=self._read, daemon=True).start()
@@ -104,12 +105,52 @@ class Server:
             raise AssertionError(f"server not ready; log: {Path(self.log.name).read_text()[-3000:]}")
         return self.lines[-1].removeprefix("ready: ")
 
+    def jvm_pid(self) -> int:
+        """The process id of the server's driver JVM, a child of its process."""
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+                if (int(fields[1]) == self.process.pid
+                        and b"java" in (stat.parent / "cmdline").read_bytes()):
+                    return int(stat.parent.name)
+            except OSError:  # the process ended
+                continue
+        raise AssertionError("the server's JVM was not found")
+
     def stop(self) -> tuple[int, float]:
         started = time.monotonic()
         self.process.send_signal(signal.SIGTERM)
         code = self.process.wait(timeout=60)
         self.log.close()
         return code, time.monotonic() - started
+
+
+def listening_addresses(pid: int) -> set[tuple[str, int]]:
+    """(address, port) of every TCP socket that process ``pid`` listens on."""
+    import ipaddress
+
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    listening = set()
+    for table, size in (("tcp", 4), ("tcp6", 16)):
+        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] != "0A" or fields[9] not in inodes:  # 0A: LISTEN
+                continue
+            address, port = fields[1].split(":")
+            raw = bytes.fromhex(address)
+            # /proc shows each 32-bit word in the host's (little-endian) order
+            raw = b"".join(raw[i:i + 4][::-1] for i in range(0, size, 4))
+            address = ipaddress.ip_address(raw)
+            address = getattr(address, "ipv4_mapped", None) or address  # ::ffff:127.0.0.1
+            listening.add((str(address), int(port, 16)))
+    return listening
 
 
 def answer(connection, sql: str) -> list[tuple]:
