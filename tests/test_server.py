@@ -437,10 +437,67 @@ def test_the_ui_on_loopback_a_private_cache_and_a_dead_jvm_ends_the_server(own_m
     assert "The Spark driver JVM ended" in Path(server.log.name).read_text()
 
 
-def rows_of(server: Server, sql: str) -> list[tuple]:
+def rows_of(server: Server, sql: str, user: str = "ops") -> list[tuple]:
     from pyhive import hive
 
-    return answer(hive.connect(host="127.0.0.1", port=server.port, username="ops"), sql)
+    return answer(hive.connect(host="127.0.0.1", port=server.port, username=user), sql)
+
+
+def timed(server: Server, sql: str, user: str) -> tuple[float, list[tuple]]:
+    started = time.monotonic()
+    result = rows_of(server, sql, user)
+    return time.monotonic() - started, result
+
+
+@pytest.mark.slow
+def test_one_users_heavy_or_memory_exhausting_query_does_not_stop_another(own_manifest,
+                                                                          tmp_path, photos):
+    """sql-dl serve's default master runs the executors in a JVM of their own, and each user's
+    statements in a FAIR pool of their own."""
+    from pyhive import hive
+    from TCLIService.ttypes import TOperationState
+
+    server = Server(own_manifest, tmp_path / "home", master=None)
+    server.wait_ready()
+    try:
+        count = "SELECT count(*) FROM photos"
+        idle = min(timed(server, count, "bob")[0] for _ in range(3))
+        heavy = hive.connect(host="127.0.0.1", port=server.port, username="alice").cursor()
+        heavy.execute(SLOW.format(n=300_000_000).replace("1, 2)", "1, 300)"), async_=True)
+        time.sleep(3)  # about 90 s of work in 300 tasks
+        busy = [timed(server, count, "bob") for _ in range(3)]
+        assert [rows for _, rows in busy] == [[(len(photos),)]] * 3
+        # still running: bob did not wait for it to end
+        assert heavy.poll().operationState == TOperationState.RUNNING_STATE
+        heavy.cancel()
+        print(f"bob's count(*): {idle:.2f} s idle, {max(t for t, _ in busy):.2f} s at most "
+              "during alice's heavy query")
+        assert max(t for t, _ in busy) < 20
+
+        # a statement that exhausts the executor's memory fails; the server and bob go on
+        from pyhive.exc import OperationalError
+
+        failed = {}
+
+        def exhaust():
+            with pytest.raises(OperationalError) as raised:
+                rows_of(server, "SELECT size(collect_list(image)) FROM photos "
+                                "CROSS JOIN range(20000)", "alice")
+            failed["error"] = raised.value.args[0].status.errorMessage
+
+        thread = threading.Thread(target=exhaust)
+        thread.start()
+        time.sleep(5)
+        during = timed(server, count, "bob")
+        thread.join(timeout=300)
+        assert "failed 2 times" in failed["error"] and "OutOfMemoryError" in failed["error"]
+        assert during[1] == [(len(photos),)]
+        print(f"bob's count(*) during alice's memory-exhausting query: {during[0]:.1f} s")
+        assert server.process.poll() is None
+        assert rows_of(server, count, "bob") == [(len(photos),)]
+    finally:
+        code, _ = server.stop()
+    assert code == 0
 
 
 @pytest.mark.slow

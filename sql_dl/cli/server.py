@@ -17,6 +17,7 @@ import errno
 import ipaddress
 import logging
 import os
+import re
 import signal
 import socket
 import threading
@@ -43,6 +44,13 @@ __all__ = ["ServerError", "check_authentication", "check_bind_address", "serve"]
 logger = logging.getLogger(__name__)
 
 READY_TIMEOUT = 120.0
+# Spark settings of sql-dl serve that an operator may change with --conf: every user's
+# statements in a scheduler pool of their own (sql_dl's operation manager names it), shared
+# fairly; a task that failed twice (an executor that ran out of memory under it, twice)
+# fails its statement, rather than stalling the others four times; the UI off (it shows
+# every user's statements).
+SERVER_DEFAULTS = {"spark.scheduler.mode": "FAIR", "spark.task.maxFailures": "2",
+                   "spark.ui.enabled": "false"}
 JVM_ENDED = 3  # sql-dl serve's exit code when its driver JVM died under it
 _NO_AUTH = ("NONE", "NOSASL")
 _REQUIRED_SETTINGS = {
@@ -119,9 +127,9 @@ def jdbc_url(host: str, port: int, hive_conf: Mapping[str, str]) -> str:
 def server_conf(host: str, port: int, hive_conf: Mapping[str, str],
                 home: Path | None = None) -> dict[str, str]:
     """Spark settings that carry the HiveServer2 settings to the Thrift Server, keep Hive's
-    operation logs under ``home``, and bind the driver's RPC endpoint and block manager to
-    ``host`` (the Spark UI is off unless ``spark.ui.enabled=true`` is passed)."""
-    settings = {"spark.ui.enabled": "false"}
+    operation logs under ``home``, and bind the driver's RPC endpoint, block manager (and
+    UI, through ``SPARK_LOCAL_IP``) to ``host``."""
+    settings = {}
     address = socket.gethostbyname(host)
     settings["spark.driver.bindAddress"] = address
     if not ipaddress.ip_address(address).is_unspecified:  # 0.0.0.0: Spark picks the host
@@ -163,8 +171,11 @@ def serve(manifest: str | os.PathLike, host: str = "127.0.0.1", port: int = 1000
     home_path = _private_home(home)
     audit = _open_audit_log(audit_log, audit_max_bytes, audit_backups) if audit_log else None
     os.environ["SPARK_LOCAL_IP"] = socket.gethostbyname(host)  # where the Spark UI listens
-    spark = session(master=master, conf={**server_conf(host, port, hive_conf, home_path),
-                                         **LOCKED_CONF, **(conf or {})}, home=home_path)
+    settings = {**server_conf(host, port, hive_conf, home_path), **SERVER_DEFAULTS,
+                **LOCKED_CONF, **(conf or {})}
+    if master is None and "spark.master" not in settings and "MASTER" not in os.environ:
+        master = executors_apart(settings, home_path)
+    spark = session(master=master, conf=settings, home=home_path)
     running = _start(spark, loaded, hive_conf, audit)
     _wait_until_listening(host, port)
     announce(f"ready: {jdbc_url(host, port, hive_conf)}", flush=True)
@@ -172,6 +183,50 @@ def serve(manifest: str | os.PathLike, host: str = "127.0.0.1", port: int = 1000
         return JVM_ENDED
     _stop(running)
     return 0
+
+
+def executors_apart(settings: dict[str, str], home: Path) -> str:
+    """The master that runs the executors in a JVM of their own, which a query that
+    exhausts its memory ends without ending the server: Spark's standalone mode, its master
+    and worker inside the driver JVM (``local-cluster[1,<cores>,<MB>]``), one executor with
+    every core and `executor_megabytes` of heap (``spark.executor.memory`` if set).
+
+    The worker keeps its executors' folders (logs, fetched files) under ``SPARK_HOME/work``:
+    ``SPARK_HOME`` becomes ``--home``/spark, links to pyspark's files and a ``work`` folder
+    of its own (the package's may be read-only, and is shared with every other user).
+    """
+    import pyspark
+
+    megabytes = (_megabytes(settings["spark.executor.memory"])
+                 if "spark.executor.memory" in settings else executor_megabytes())
+    settings["spark.executor.memory"] = f"{megabytes}m"
+    package, spark_home = Path(pyspark.__file__).parent, home / "spark"
+    (spark_home / "work").mkdir(parents=True, exist_ok=True)
+    for entry in package.iterdir():
+        link = spark_home / entry.name
+        if entry.name != "work" and not link.exists():
+            if link.is_symlink():  # to where an earlier pyspark was
+                link.unlink()
+            link.symlink_to(entry)
+    os.environ["SPARK_HOME"] = str(spark_home)
+    return f"local-cluster[1,{os.cpu_count() or 1},{megabytes}]"
+
+
+def executor_megabytes() -> int:
+    """The executor's heap: a quarter of the machine's memory, between 1 and 8 GiB (the
+    rest is for the driver JVM, the Python workers and their models, and the OS)."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 1024 ** 2
+    return max(1024, min(8192, total // 4))
+
+
+def _megabytes(text: str) -> int:
+    """Megabytes of a JVM memory setting: ``4g``, ``512m``, ``2048`` (MB)."""
+    match = re.fullmatch(r"\s*(\d+)\s*([kmgt]?)b?\s*", text.lower())
+    if match is None:
+        raise ServerError(f"spark.executor.memory is a size such as 4g or 512m. "
+                          f"Received: {text!r}")
+    number, unit = int(match.group(1)), match.group(2) or "m"
+    return max(1, number * 1024 ** "kmgt".index(unit) // 1024)
 
 
 def _private_home(home: str | os.PathLike | None) -> Path:

@@ -78,13 +78,15 @@ class Server:
     set once it printed its ready line."""
 
     def __init__(self, manifest: Path, home: Path, *args: str, cwd: Path | None = None,
-                 prefix: tuple[str, ...] = (), env: dict[str, str] | None = None):
+                 prefix: tuple[str, ...] = (), env: dict[str, str] | None = None,
+                 master: str | None = "local[2]"):
         self.port = free_port()
         self.home = home
         self.log = open(home.parent / f"server-{self.port}.log", "w")
         self.process = subprocess.Popen(
             [*prefix, sys.executable, "-m", "sql_dl.cli", "serve", "--manifest", str(manifest),
-             "--port", str(self.port), "--master", "local[2]", "--home", str(home), *args],
+             "--port", str(self.port), *(("--master", master) if master else ()),
+             "--home", str(home), *args],
             stdout=subprocess.PIPE, stderr=self.log, text=True, cwd=cwd, env=env)
         self.lines: list[str] = []
         self.ready = threading.Event()

@@ -44,6 +44,8 @@ public final class AccessPolicy {
   private static volatile AccessPolicy current;
   private static volatile Predicate<SparkSession> jdbcSessions = session -> false;
   private static final ObjectMapper JSON = new ObjectMapper();
+  /** The Thrift Server's setting that names the scheduler pool of a session's jobs. */
+  private static final String POOL = "spark.sql.thriftserver.scheduler.pool";
 
   private final Set<String> admins;
   private final Map<String, Set<String>> grants;
@@ -92,7 +94,8 @@ public final class AccessPolicy {
 
   /**
    * Before a JDBC operation of {@code hiveSession} runs in {@code session}: makes the
-   * session's user name canonical and, for an analyst, puts back every setting analysts may
+   * session's user name canonical, puts its jobs in the user's {@link #pool} and, for an
+   * analyst, puts back every setting analysts may
    * not change back to the value a new session starts with, the server's: a client can
    * change them as the session opens (JDBC URL and connection properties reach Spark's
    * session settings without a SET statement).
@@ -109,6 +112,14 @@ public final class AccessPolicy {
     if (policy.analyst(user == null ? "" : user) != null) {
       policy.restoreSettings(session);
     }
+    session.sessionState().conf().setConfString(POOL, pool(user));
+  }
+
+  /** The FAIR scheduler pool of a user's statements: one per user, so that one user's heavy
+   *  query does not hold every core while another's waits (Spark creates a pool the first
+   *  time a job names it, with weight 1). */
+  public static String pool(String user) {
+    return "user_" + (user == null || user.isEmpty() ? "(none)" : user);
   }
 
   /** Sets the user name of a Hive session, which Hive wraps in a proxy (HiveSessionProxy). */
