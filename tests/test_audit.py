@@ -11,7 +11,7 @@ import pytest
 
 from sql_dl.cli.audit import REDACTED, AuditLog, Redactor, parse_size
 from sql_dl.driver.counts import Counts
-from sql_dl.spark.internals import ClosedStatement, Execution
+from sql_dl.spark.internals import ClosedStatement, Execution, StartedStatement
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -122,3 +122,23 @@ def test_a_refused_statement_is_denied_with_its_rule(tmp_path):
     lines = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
     assert [(line["outcome"], line["error"], line["rule"]) for line in lines] == [
         ("denied", refusal, "TRANSFORM runs programs on the server; only admins may")] * 2
+
+
+def test_started_lines_and_a_moved_file_opened_again(tmp_path):
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(path, max_bytes=10_000, backups=1)
+    log.write_started(StartedStatement("id-0", "alice", "10.0.0.7", "SELECT 0", 1_764_000_000_000))
+    path.rename(tmp_path / "moved.jsonl")  # logrotate's create mode, or a mistake
+    log.write(closed(0), None, Counts())
+    path.unlink()
+    log.write(closed(1), None, Counts())
+    log.close()
+    moved = [json.loads(line) for line in (tmp_path / "moved.jsonl").read_text().splitlines()]
+    assert moved == [{
+        "time": "2025-11-24T16:00:00.000Z", "user": "alice", "client": "10.0.0.7",
+        "statement": "SELECT 0", "duration_ms": None, "rows": None, "images_scored": None,
+        "images_from_cache": None, "outcome": "started", "error": None, "rule": None,
+        "statement_id": "id-0"}]
+    assert [json.loads(line)["statement_id"] for line in path.read_text().splitlines()] == [
+        "id-1"]  # after the move a new file; deleted, another
+    assert path.stat().st_mode & 0o777 == 0o640

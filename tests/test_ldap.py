@@ -23,7 +23,8 @@ from helpers.processes import answer, beeline, doc_blocks, free_port, Server, wr
 from sql_dl.cli.access import SETTABLE
 
 BASE_DN = "ou=people,dc=example,dc=com"  # the manual's, so its commands run unchanged
-PASSWORDS = {"alice": "alice-Pa55-word", "bob": "bob-Pa55-word", "carol": "carol-Pa55-word"}
+PASSWORDS = {"alice": "alice-Pa55-word", "bob": "bob-Pa55-word", "carol": "carol-Pa55-word",
+             "dave": "dave-Pa55-word"}  # dave: only the throttling test logs in as him
 GROUPS = {"ml-team": ["alice"], "admins": ["carol"]}  # under ou=groups,dc=example,dc=com
 ACCESS = {"admins": ["group:admins"], "grants": {"cnn": ["group:ml-team"]}}
 REFUSED = "Error validating the login"
@@ -242,6 +243,39 @@ def test_group_grants_admins_and_canonical_names(server, photos):
     assert "by user  ALICE" not in log
 
 
+def test_refused_logins_are_audited_and_throttled(server):
+    """Each refused login is an audit line with the name as typed, the address and the time;
+    after five failures within a minute the user is refused without asking the directory,
+    even with the right password, while other users still log in."""
+    typed = ["dave", " Dave", "DAVE", "dave", "dave"]
+    for name in typed:
+        assert refusal(server.port, name, "wrong") == f"Bad status: 3 (b'{REFUSED}')"
+    started = time.monotonic()
+    assert refusal(server.port, "dave", PASSWORDS["dave"]) == f"Bad status: 3 (b'{REFUSED}')"
+    assert time.monotonic() - started < 2
+    assert answer(connect(server.port, "alice", PASSWORDS["alice"]), "SELECT 1") == [(1,)]
+
+    deadline = time.monotonic() + 20
+    while True:
+        lines = [line for line in audit_lines(server.audit)
+                 if line["outcome"] == "login_failed" and line["user"].strip().lower() == "dave"]
+        if len(lines) >= 6 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert [line["user"] for line in lines] == [*typed, "dave"]
+    assert {line["client"] for line in lines} == {"127.0.0.1"}
+    assert [line["error"] for line in lines] == ["wrong password or unknown user"] * 5 + [
+        "throttled: too many failed logins of this user or from this address in the last "
+        "minute"]
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", line["time"])
+               for line in lines)
+    assert all(line["statement"] is None for line in lines)
+    log = _wait_for_log(server, r"login refused for user 'dave' from 127\.0\.0\.1: throttled")
+    assert "login refused for user ' Dave' from 127.0.0.1: wrong password" in log
+    for password in PASSWORDS.values():
+        assert password not in log
+
+
 def audit_lines(path: Path) -> list[dict]:
     """Every line of the audit log and its rotated files, oldest first."""
     files = sorted(path.parent.glob(path.name + ".*"), key=lambda p: -int(p.suffix[1:]))
@@ -249,12 +283,13 @@ def audit_lines(path: Path) -> list[dict]:
 
 
 def wait_for_audit(path: Path, statements: set[str], timeout: float = 30) -> list[dict]:
-    """The audit log's lines once it has a line for each of ``statements`` (or after
+    """The audit log's lines once it has an end line for each of ``statements`` (or after
     ``timeout``)."""
     deadline = time.monotonic() + timeout
     while True:
         lines = audit_lines(path) if path.exists() else []
-        if statements <= {line["statement"] for line in lines} or time.monotonic() > deadline:
+        ended = {line["statement"] for line in lines if line["outcome"] != "started"}
+        if statements <= ended or time.monotonic() > deadline:
             return lines
         time.sleep(0.5)
 
@@ -294,9 +329,19 @@ def test_audit_log_has_each_statement_once_rotated_and_without_secrets(server, p
                 f"SELECT raise_error('access token={redacted}')", statements["unresolved"],
                 *(f"SELECT {i} AS n, '{marker}' AS m" for i in range(12))]
     lines = wait_for_audit(server.audit, set(expected))
-    ours = [line for line in lines if line["statement"] in expected]
+    started = [line for line in lines if line["statement"] in expected
+               and line["outcome"] == "started"]
+    ours = [line for line in lines if line["statement"] in expected
+            and line["outcome"] != "started"]
     assert sorted(line["statement"] for line in ours) == sorted(expected)  # each once
     assert len({line["statement_id"] for line in ours}) == len(expected)
+    # each also has its line from before it ran, earlier in the file, with the same id
+    assert sorted(line["statement"] for line in started) == sorted(expected)
+    position = {(line["statement_id"], line["outcome"] == "started"): i
+                for i, line in enumerate(lines)}
+    assert all(position[(line["statement_id"], True)] < position[(line["statement_id"], False)]
+               for line in ours)
+    assert {line["user"] for line in started} == {"alice"}
     by_text = {line["statement"]: line for line in ours}
 
     model = by_text[statements["model"]]
@@ -369,8 +414,9 @@ def test_readme_tls_recipe(tmp_path, photos_dir, ldap_port, photos):
     log = Path(server.log.name).read_text()
     assert re.search(r"sql-dl: query \S+ by user alice: SELECT count\(\*\) FROM photos", log)
     audit = tmp_path / "audit.jsonl"
-    assert sorted(line["user"] for line in audit_lines(audit)
-                  if line["statement"] == "SELECT count(*) FROM photos") == ["alice", "bob"]
+    assert sorted((line["user"], line["outcome"]) for line in audit_lines(audit)
+                  if line["statement"] == "SELECT count(*) FROM photos") == [
+        ("alice", "started"), ("alice", "success"), ("bob", "started"), ("bob", "success")]
     everything = "\n".join([audit.read_text(), log, *server.lines])
     assert not any(p in everything for p in [password, *PASSWORDS.values()])
     assert "SSLHandshakeException" not in log  # the readiness check does not connect
@@ -467,5 +513,6 @@ def test_non_loopback_bind_with_ldap_in_a_network_namespace(namespace, tmp_path,
         stop(slapd)
     assert code == 0
     audit = audit_lines(tmp_path / "audit" / "sql_dl.jsonl")
-    assert [(line["user"], line["client"]) for line in audit
-            if line["statement"] == "SELECT count(*) FROM photos"] == [("bob", namespace.host_ip)]
+    assert [(line["user"], line["client"], line["outcome"]) for line in audit
+            if line["statement"] == "SELECT count(*) FROM photos"] == [
+        ("bob", namespace.host_ip, "started"), ("bob", namespace.host_ip, "success")]

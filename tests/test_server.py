@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -417,8 +418,9 @@ def test_the_ui_on_loopback_a_private_cache_and_a_dead_jvm_ends_the_server(own_m
     --home, private; when the driver JVM dies, sql-dl serve exits non-zero within seconds."""
     env = {k: v for k, v in os.environ.items() if k != "SQL_DL_CACHE"}
     os.umask(umask := os.umask(0o022))  # the suite's, whatever it is: serve sets its own
+    audit = tmp_path / "audit.jsonl"
     server = Server(own_manifest, tmp_path / "home", "--conf", "spark.ui.enabled=true",
-                    "--conf", "spark.ui.port=0", env=env)
+                    "--conf", "spark.ui.port=0", "--audit-log", str(audit), env=env)
     server.wait_ready()
     assert umask == os.umask(umask)
     jvm = server.jvm_pid()
@@ -430,11 +432,19 @@ def test_the_ui_on_loopback_a_private_cache_and_a_dead_jvm_ends_the_server(own_m
     assert cache.stat().st_mode & 0o777 == 0o700 and files
     assert all(p.stat().st_mode & 0o077 == 0 for p in [*cache.rglob("*")]), files
 
-    os.kill(jvm, signal.SIGKILL)
+    from pyhive import hive
+
+    running = hive.connect(host="127.0.0.1", port=server.port, username="alice").cursor()
+    running.execute(SLOW.format(n=300_000_000), async_=True)
+    time.sleep(2)
+    os.kill(jvm, signal.SIGKILL)  # as an out-of-memory would end it
     started = time.monotonic()
     code = server.process.wait(timeout=30)
     assert (code, time.monotonic() - started < 10) == (3, True)
     assert "The Spark driver JVM ended" in Path(server.log.name).read_text()
+    lines = [json.loads(line) for line in audit.read_text().splitlines()]
+    assert {"user": "alice", "statement": SLOW.format(n=300_000_000), "outcome": "started"} in [
+        {k: line[k] for k in ("user", "statement", "outcome")} for line in lines]
 
 
 def rows_of(server: Server, sql: str, user: str = "ops") -> list[tuple]:

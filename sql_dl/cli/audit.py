@@ -14,14 +14,16 @@ import logging
 import logging.handlers
 import os
 import re
+import threading
 from pathlib import Path
 from typing import Iterable
 
 from sql_dl.driver.counts import Counts
 from sql_dl.errors import ConfigurationError
-from sql_dl.spark.internals import ClosedStatement, Execution
+from sql_dl.spark import internals as spark_internals
+from sql_dl.spark.internals import ClosedStatement, Execution, RefusedLogin, StartedStatement
 
-__all__ = ["AuditLog", "Redactor", "SECRET_KEY", "parse_size"]
+__all__ = ["AuditLog", "Redactor", "SECRET_KEY", "StartLines", "parse_size"]
 
 REDACTED = "*********(redacted)"  # Spark's own mark for a redacted value
 _SECRET_WORDS = (r"secret|password|passwd|pwd|token|credential"
@@ -38,6 +40,8 @@ _OUTCOMES = {"FINISHED": "success", "ERROR": "error", "CANCELED": "cancelled",
 _SIZE = re.compile(r"(?i)^\s*(\d+)\s*([kmg]?)i?b?\s*$")
 _DENIED = re.compile(r"\bAccessDenied: (.*?)(?:\. Received: .*)?$")  # the policy's refusal
 _ERROR_CHARS = 2000  # of an error's first line (Spark's analysis errors add the plan)
+
+logger = logging.getLogger(__name__)
 
 
 class Redactor:
@@ -70,6 +74,11 @@ class Redactor:
             text = text.replace(secret, REDACTED)
         text = _PAIR.sub(_redact_pair, text)
         return self.pattern.sub(REDACTED, text) if self.pattern else text
+
+
+def _utc(epoch_ms: int) -> str:
+    return (datetime.datetime.fromtimestamp(epoch_ms / 1000, datetime.timezone.utc)
+            .isoformat(timespec="milliseconds").replace("+00:00", "Z"))
 
 
 def _redact_pair(match: re.Match) -> str:
@@ -115,8 +124,7 @@ class AuditLog:
         if denied:
             outcome, error = "denied", error[denied.start():]
         line = {
-            "time": datetime.datetime.fromtimestamp(started / 1000, datetime.timezone.utc)
-                    .isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "time": _utc(started),
             "user": statement.user,
             "client": statement.client,
             "statement": statement.statement,
@@ -129,6 +137,25 @@ class AuditLog:
             "rule": denied.group(1) if denied else None,
             "statement_id": statement.id,
         }
+        self._append(line)
+
+    def write_started(self, statement: StartedStatement) -> None:
+        """The line of a statement about to run (its text already redacted)."""
+        self._append({"time": _utc(statement.at), "user": statement.user,
+                      "client": statement.client, "statement": statement.statement,
+                      "duration_ms": None, "rows": None, "images_scored": None,
+                      "images_from_cache": None, "outcome": "started", "error": None,
+                      "rule": None, "statement_id": statement.id})
+
+    def write_login_failed(self, login: RefusedLogin) -> None:
+        """The line of a refused login: the user as typed, the client's address, why."""
+        self._append({"time": _utc(login.at), "user": login.user, "client": login.client,
+                      "statement": None, "duration_ms": None, "rows": None,
+                      "images_scored": None, "images_from_cache": None,
+                      "outcome": "login_failed", "error": login.why, "rule": None,
+                      "statement_id": None})
+
+    def _append(self, line: dict) -> None:
         record = logging.LogRecord("sql_dl.audit", logging.INFO, "", 0,
                                    json.dumps(line, ensure_ascii=False), None, None)
         self.handler.handle(record)
@@ -137,8 +164,50 @@ class AuditLog:
         self.handler.close()
 
 
+class StartLines(threading.Thread):
+    """Writes each statement's ``started`` line before the statement runs: the Thrift Server
+    holds it (up to two seconds) until its line is written, so a statement that ends the
+    process has left its line."""
+
+    def __init__(self, spark, audit: AuditLog, redact: Redactor):
+        super().__init__(name="sql_dl-audit-started", daemon=True)
+        self.spark, self.audit, self.redact = spark, audit, redact
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                started = spark_internals.next_started_statement(self.spark, timeout=0.5)
+            except Exception as e:  # noqa: BLE001 - the JVM stopped: so does this thread
+                if not self.stopped.is_set():
+                    logger.warning("audit: no more started lines: %s", str(e).splitlines()[0])
+                return
+            if started is not None:
+                self.audit.write_started(started._replace(
+                    statement=self.redact(started.statement)))
+                spark_internals.started_statement_written(self.spark, started.id)
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.join(timeout=5)
+
+
 class _PrivateRotatingFile(logging.handlers.RotatingFileHandler):
-    """Creates each file with no access for others (mode 0640 under the umask)."""
+    """Creates each file with no access for others (mode 0640), and opens the file again
+    when it was moved or deleted (by logrotate, or by hand), as ``WatchedFileHandler``
+    does."""
+
+    def emit(self, record) -> None:
+        if self.stream is not None:
+            try:
+                now = os.stat(self.baseFilename)
+            except FileNotFoundError:
+                now = None
+            opened = os.fstat(self.stream.fileno())
+            if now is None or (now.st_dev, now.st_ino) != (opened.st_dev, opened.st_ino):
+                self.stream.close()
+                self.stream = self._open()
+        super().emit(record)
 
     def _open(self):
         descriptor = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)

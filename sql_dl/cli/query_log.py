@@ -79,6 +79,11 @@ class QueryLog(threading.Thread):
             self.audit.close()
 
     def poll(self, final: bool = False) -> None:
+        for login in spark_internals.refused_logins(self.spark):
+            logger.warning("login refused for user %r from %s: %s", login.user,
+                           login.client or "an unknown address", login.why)
+            if self.audit is not None:
+                self.audit.write_login_failed(login)
         executions = sorted(spark_internals.thrift_server_executions(self.spark),
                             key=lambda e: e.started)
         for execution in executions:

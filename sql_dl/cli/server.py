@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Mapping
 
 from sql_dl.cli.access import LOCKED_CONF, access_problems, install_path_policy, install_policy
-from sql_dl.cli.audit import SECRET_KEY, AuditLog, Redactor
+from sql_dl.cli.audit import SECRET_KEY, AuditLog, Redactor, StartLines
 from sql_dl.cli.catalog import ExecutorViewRefresh, SharedCatalog
 from sql_dl.cli.query_log import QueryLog
 from sql_dl.driver.keep_warm import KeepWarm, keep_warm
@@ -35,7 +35,7 @@ from sql_dl.driver.registration import bootstrap
 from sql_dl.driver.session import session
 from sql_dl.errors import ConfigurationError, SparkInternalsError, SqlDlError
 from sql_dl.manifest import load_manifest
-from sql_dl.paths import home_dir
+from sql_dl.paths import JAR, home_dir
 from sql_dl.spark import internals as spark_internals
 from sql_dl.spark.extension import extension_active
 
@@ -52,6 +52,7 @@ READY_TIMEOUT = 120.0
 SERVER_DEFAULTS = {"spark.scheduler.mode": "FAIR", "spark.task.maxFailures": "2",
                    "spark.ui.enabled": "false"}
 JVM_ENDED = 3  # sql-dl serve's exit code when its driver JVM died under it
+AUDITED_LOGIN = "sql_dl.spark.thrift.AuditedLogin"  # LDAP, with refusals recorded, throttled
 _NO_AUTH = ("NONE", "NOSASL")
 _REQUIRED_SETTINGS = {
     "LDAP": ("hive.server2.authentication.ldap.url",),
@@ -164,19 +165,27 @@ def serve(manifest: str | os.PathLike, host: str = "127.0.0.1", port: int = 1000
     hive_conf = dict(hive_conf or {})
     check_authentication(hive_conf)
     check_bind_address(host, hive_conf, insecure)
+    login_audit = hive_conf.get("hive.server2.authentication", "NONE").upper() == "LDAP"
+    served = dict(hive_conf)  # what HiveServer2 gets: LDAP through sql_dl's AuditedLogin
+    if login_audit:
+        served.update({"hive.server2.authentication": "CUSTOM",
+                       "hive.server2.custom.authentication.class": AUDITED_LOGIN})
     loaded = load_manifest(manifest)
     problems = access_problems(loaded, hive_conf)
     if problems:
         raise ServerError("\n".join(problems))
     home_path = _private_home(home)
+    served.setdefault("hive.exec.local.scratchdir", str(home_path / "scratch"))
     audit = _open_audit_log(audit_log, audit_max_bytes, audit_backups) if audit_log else None
     os.environ["SPARK_LOCAL_IP"] = socket.gethostbyname(host)  # where the Spark UI listens
-    settings = {**server_conf(host, port, hive_conf, home_path), **SERVER_DEFAULTS,
+    settings = {**server_conf(host, port, served, home_path), **SERVER_DEFAULTS,
                 **LOCKED_CONF, **(conf or {})}
+    settings["spark.driver.extraClassPath"] = os.pathsep.join(  # for Hive's CUSTOM login
+        filter(None, [settings.get("spark.driver.extraClassPath"), str(JAR)]))
     if master is None and "spark.master" not in settings and "MASTER" not in os.environ:
         master = executors_apart(settings, home_path)
     spark = session(master=master, conf=settings, home=home_path)
-    running = _start(spark, loaded, hive_conf, audit)
+    running = _start(spark, loaded, hive_conf, served, audit, login_audit)
     _wait_until_listening(host, port)
     announce(f"ready: {jdbc_url(host, port, hive_conf)}", flush=True)
     if not _serve_until_stopped(running, manifest, hive_conf, announce):
@@ -230,13 +239,15 @@ def _megabytes(text: str) -> int:
 
 
 def _private_home(home: str | os.PathLike | None) -> Path:
-    """``--home`` (the metastore, the warehouse, Hive's operation logs and, unless
-    ``SQL_DL_CACHE`` says otherwise, the prediction cache), private to the server's account:
-    everything the server and its JVM create from now on is too (umask 077)."""
+    """``--home`` (the metastore, the warehouse, Hive's operation logs and scratch folder,
+    and, unless ``SQL_DL_CACHE`` says otherwise, the prediction cache), private to the
+    server's account: everything the server and its JVM create from now on is too (umask
+    077)."""
     os.umask(0o077)
     path = home_dir(home)
     path.mkdir(parents=True, exist_ok=True)
     path.chmod(0o700)
+    (path / "scratch").mkdir(exist_ok=True)  # Hive's: it looks for files there as sessions open
     os.environ.setdefault("SQL_DL_CACHE", str(path / "cache"))
     return path
 
@@ -251,12 +262,15 @@ class _Running:
     keeping: KeepWarm
     refresh: ExecutorViewRefresh
     query_log: QueryLog | None
+    start_lines: StartLines | None
 
 
-def _start(spark, manifest, hive_conf: Mapping[str, str], audit: AuditLog | None) -> _Running:
-    """Bootstraps and publishes the manifest, then starts the Thrift Server, keep-warm, the
-    system views' refresh and the query log."""
-    spark_internals.set_hive_server_properties(spark, hive_conf)
+def _start(spark, manifest, hive_conf: Mapping[str, str], served: Mapping[str, str],
+           audit: AuditLog | None, login_audit: bool) -> _Running:
+    """Bootstraps and publishes the manifest, then starts the Thrift Server (with the
+    HiveServer2 settings ``served``), keep-warm, the system views' refresh and the query
+    log."""
+    spark_internals.set_hive_server_properties(spark, served)
     try:
         redact = Redactor.for_settings(  # hive_conf is there too, as spark.hadoop.*
             dict(spark.sparkContext.getConf().getAll()),
@@ -274,6 +288,8 @@ def _start(spark, manifest, hive_conf: Mapping[str, str], audit: AuditLog | None
     install_policy(spark, manifest, hive_conf)
     server = spark_internals.start_thrift_server(spark)
     _install_operations(spark, server, audit=audit is not None)
+    if login_audit:
+        spark_internals.install_login_audit(spark, server)
     keeping = keep_warm(spark)  # through idle minutes, and after previews (see keep_warm)
     refresh = ExecutorViewRefresh(catalog)
     refresh.start()
@@ -282,7 +298,10 @@ def _start(spark, manifest, hive_conf: Mapping[str, str], audit: AuditLog | None
             spark, redact, audit, on_finish=lambda: (keeping.poke(), refresh.poke()))
     except SparkInternalsError as e:
         raise ServerError(f"--audit-log needs Spark's records of statements: {e}") from e
-    return _Running(spark, server, catalog, keeping, refresh, query_log)
+    start_lines = StartLines(spark, audit, redact) if audit is not None else None
+    if start_lines is not None:
+        start_lines.start()
+    return _Running(spark, server, catalog, keeping, refresh, query_log, start_lines)
 
 
 def _serve_until_stopped(running: _Running, manifest, hive_conf: Mapping[str, str],
@@ -320,6 +339,8 @@ def _stop(running: _Running) -> None:
     running.keeping.stop()
     running.spark.sparkContext.cancelAllJobs()
     running.server.stop()
+    if running.start_lines is not None:
+        running.start_lines.stop()
     if running.query_log is not None:
         running.query_log.stop()
     running.spark.stop()

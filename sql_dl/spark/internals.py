@@ -14,12 +14,13 @@ from typing import Any, Callable, Mapping, NamedTuple, TypeVar
 
 from sql_dl.errors import SparkInternalsError
 
-__all__ = ["FENCED", "ClosedStatement", "Execution", "closed_statements", "copy_to_local",
-           "delete_path", "describe_function", "hive_result_lines", "inject_session_function",
-           "injected_functions", "install_operation_manager", "launch_gateway",
-           "set_hive_server_properties", "set_python_exec", "silence_jvm_log",
-           "skipped_file_count", "spark_temp_dir", "start_thrift_server",
-           "thrift_server_executions"]
+__all__ = ["FENCED", "ClosedStatement", "Execution", "StartedStatement", "closed_statements",
+           "copy_to_local", "delete_path", "describe_function", "hive_result_lines",
+           "inject_session_function", "injected_functions", "install_login_audit",
+           "install_operation_manager", "RefusedLogin", "refused_logins",
+           "launch_gateway", "next_started_statement", "set_hive_server_properties",
+           "set_python_exec", "silence_jvm_log", "skipped_file_count", "spark_temp_dir",
+           "start_thrift_server", "started_statement_written", "thrift_server_executions"]
 
 CHECKED_ON = "4.3.0"
 FENCED: list[str] = []  # the fenced functions' names, for the test that calls each of them
@@ -268,6 +269,55 @@ class ClosedStatement(NamedTuple):
     rows: int  # rows the client fetched
     outcome: str  # Hive's OperationState: FINISHED, ERROR, CANCELED, TIMEDOUT, ...
     error: str | None
+
+
+class RefusedLogin(NamedTuple):
+    """A login the server refused (sql_dl's ``AuditedLogin``)."""
+
+    user: str  # as the client typed it
+    client: str | None
+    at: int  # epoch milliseconds
+    why: str
+
+
+def install_login_audit(spark, server) -> None:
+    """Makes logins through ``server``'s binary transport know the client's address, for
+    sql_dl's ``AuditedLogin`` (reflection on ``ThriftBinaryCLIService.server`` and
+    ``TServer.inputTransportFactory_``, checked on 4.3.0)."""
+    spark.sparkContext._jvm.sql_dl.spark.thrift.AuditedLogin.install(server)
+
+
+def refused_logins(spark) -> list[RefusedLogin]:
+    """The logins sql_dl's ``AuditedLogin`` refused since the last call."""
+    return [RefusedLogin(r.user(), r.client(), r.at(), r.why())
+            for r in spark.sparkContext._jvm.sql_dl.spark.thrift.AuditedLogin.drain()]
+
+
+class StartedStatement(NamedTuple):
+    """A statement the Thrift Server is about to run, as the audit trail needs it."""
+
+    id: str
+    user: str
+    client: str
+    statement: str
+    at: int  # epoch milliseconds
+
+
+def next_started_statement(spark, timeout: float) -> StartedStatement | None:
+    """The next statement about to run (``install_operation_manager`` with ``audit``),
+    waiting up to ``timeout`` seconds; it runs once `started_statement_written` is called
+    (or after two seconds). Through the SparkContext's Py4J gateway (``_jvm``)."""
+    started = spark.sparkContext._jvm.sql_dl.spark.thrift.AuditedStatement.nextStarted(
+        int(timeout * 1000))
+    if started is None:
+        return None
+    return StartedStatement(started.statementId(), started.user(), started.client(),
+                            started.statement(), started.at())
+
+
+def started_statement_written(spark, statement_id: str) -> None:
+    """Lets the statement ``statement_id`` run: its audit line is written."""
+    spark.sparkContext._jvm.sql_dl.spark.thrift.AuditedStatement.written(statement_id)
 
 
 @_fenced("read the statements the Thrift Server closed",

@@ -5,7 +5,11 @@ import java.util.List;
 import java.util.Map;
 import java.util.Set;
 import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.BlockingQueue;
 import java.util.concurrent.ConcurrentLinkedQueue;
+import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.LinkedBlockingQueue;
+import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicLong;
 
 import org.apache.hive.service.cli.FetchOrientation;
@@ -21,7 +25,8 @@ import org.apache.spark.sql.hive.thriftserver.SparkExecuteStatementOperation;
  * Spark's statement operation, which also keeps what an audit trail needs and Spark's records
  * of statements lack: the rows the client fetched, the outcome before the operation closed
  * (Spark's record then says only CLOSED), the error, and the session's authenticated user
- * and client address. {@link #drain} hands each statement over once, when it closes.
+ * and client address. {@link #nextStarted} hands each statement over as it is about to run,
+ * {@link #drain} once more when it closes.
  */
 public class AuditedStatement extends SparkExecuteStatementOperation {
 
@@ -30,8 +35,17 @@ public class AuditedStatement extends SparkExecuteStatementOperation {
   public record Closed(String statementId, String user, String client, String statement,
                        long created, long rows, String outcome, String error) {}
 
+  /** A statement about to run: {@code at} in epoch milliseconds. */
+  public record Started(String statementId, String user, String client, String statement,
+                        long at) {}
+
+  /** How long a statement waits for its "started" line to be written, at most. */
+  static final long START_WAIT_MS = 2000;
+
   private static final ConcurrentLinkedQueue<Closed> CLOSED = new ConcurrentLinkedQueue<>();
   private static final Set<AuditedStatement> OPEN = ConcurrentHashMap.newKeySet();
+  private static final BlockingQueue<Started> STARTED = new LinkedBlockingQueue<>();
+  private static final Map<String, CountDownLatch> UNWRITTEN = new ConcurrentHashMap<>();
 
   private final String text;
   private final long created = System.currentTimeMillis();
@@ -43,6 +57,40 @@ public class AuditedStatement extends SparkExecuteStatementOperation {
     super(session, parentSession, statement, confOverlay, runInBackground, queryTimeout);
     this.text = statement;
     OPEN.add(this);
+  }
+
+  /**
+   * Hands the statement to the audit log ({@link #nextStarted}) and waits until its line is
+   * written ({@link #written}), at most {@link #START_WAIT_MS}, before it runs: a statement
+   * that ends the process has its line.
+   */
+  @Override
+  public void runInternal() {
+    CountDownLatch written = new CountDownLatch(1);
+    UNWRITTEN.put(statementId(), written);
+    STARTED.add(new Started(statementId(), getParentSession().getUserName(),
+        getParentSession().getIpAddress(), text, System.currentTimeMillis()));
+    try {
+      written.await(START_WAIT_MS, TimeUnit.MILLISECONDS);
+    } catch (InterruptedException e) {
+      Thread.currentThread().interrupt();
+    } finally {
+      UNWRITTEN.remove(statementId());
+    }
+    super.runInternal();
+  }
+
+  /** The next statement about to run, waiting up to {@code timeoutMs} (null if none). */
+  public static Started nextStarted(long timeoutMs) throws InterruptedException {
+    return STARTED.poll(timeoutMs, TimeUnit.MILLISECONDS);
+  }
+
+  /** Lets the statement {@code statementId} run: its "started" line is written. */
+  public static void written(String statementId) {
+    CountDownLatch latch = UNWRITTEN.get(statementId);
+    if (latch != null) {
+      latch.countDown();
+    }
   }
 
   /** Counts the rows sent; fetching from the first row again starts the count again. */
