@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 import zipfile
 from pathlib import Path
 
@@ -78,6 +79,37 @@ def test_programs_are_refused_and_nothing_runs(server, tmp_path, photos):
         assert denied(server, sql) == java
     assert not marker.exists()
     server_alive(server, photos)  # System.exit did not run
+
+
+def test_xml_parsers_do_not_fetch_documents_from_other_hosts(server):
+    import socket
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(5)
+    port = listener.getsockname()[1]
+    connected = []
+
+    def accept():
+        try:
+            connected.append(listener.accept())
+        except OSError:  # timed out, or closed: nobody came
+            pass
+
+    threading.Thread(target=accept, daemon=True).start()
+    document = f'<!DOCTYPE a SYSTEM "http://127.0.0.1:{port}/x.dtd"><a>1</a>'
+    for sql in (f"SELECT xpath_string('{document}', 'a')",
+                f"SELECT xpath_int('{document}', 'a')",
+                f"SELECT from_xml('{document}', 'a INT')",
+                f"SELECT schema_of_xml('{document}')"):
+        assert denied(server, sql) == (
+            "xpath functions, from_xml and schema_of_xml fetch the external documents (DTDs) an "
+            "XML text names, from any host; only admins may")
+    time.sleep(1)
+    listener.close()
+    assert connected == []
+    assert rows(server, "alice", "SELECT to_xml(named_struct('a', 1))") == [
+        ("<ROW>\n    <a>1</a>\n</ROW>",)]  # writing XML reads nothing
 
 
 def test_files_are_not_read_or_written_by_path(server, tmp_path, photos_dir, photos):
@@ -295,15 +327,19 @@ def test_admins_may_do_what_analysts_may_not(server, tmp_path, photos):
     cursor.execute(f"SELECT count(*) FROM text.`{text}`")
     assert cursor.fetchall() == [(2,)]
     connection.close()
-    # an analyst reads neither the admin's table nor loads data into it
+    rows(server, "ops", "CREATE TABLE ops_h (line STRING) STORED AS TEXTFILE")  # Hive's
+    rows(server, "ops", f"LOAD DATA LOCAL INPATH '{text}' INTO TABLE ops_h")
+    assert rows(server, "ops", "SELECT count(*) FROM ops_h") == [(2,)]
+    # an analyst reads neither the admin's tables nor loads data into them
     assert denied(server, "SELECT * FROM ops_t") == (
         "spark_catalog.default.ops_t is not one of the manifest's views; only admins may read it")
-    assert denied(server, f"LOAD DATA LOCAL INPATH '{text}' INTO TABLE ops_t") == (
+    assert denied(server, f"LOAD DATA LOCAL INPATH '{text}' INTO TABLE ops_h") == (
         "LOAD DATA reads files by path; only admins may")
+    assert rows(server, "ops", "SELECT count(*) FROM ops_h") == [(2,)]
     # admins are held by Spark's own switches, which sql-dl serve turns on and sessions
     # cannot change: restricted mode (TRANSFORM, reflect) and the reflect allow list
     assert "RESTRICTED_MODE" in error_of(server, "ops", "SELECT TRANSFORM('x') USING 'id' AS (o STRING)")
-    for sql in ("DROP TABLE ops_t", "DROP VIEW global_temp.ops_g"):
+    for sql in ("DROP TABLE ops_t", "DROP TABLE ops_h", "DROP VIEW global_temp.ops_g"):
         rows(server, "ops", sql)
     server_alive(server, photos)
 

@@ -142,3 +142,14 @@ def test_started_lines_and_a_moved_file_opened_again(tmp_path):
     assert [json.loads(line)["statement_id"] for line in path.read_text().splitlines()] == [
         "id-1"]  # after the move a new file; deleted, another
     assert path.stat().st_mode & 0o777 == 0o640
+
+
+def test_every_end_of_a_statement_has_its_outcome(tmp_path):
+    log = AuditLog(tmp_path / "audit.jsonl", max_bytes=10_000, backups=1)
+    for n, state in enumerate(("FINISHED", "ERROR", "CANCELED", "TIMEDOUT", "RUNNING")):
+        log.write(closed(n, state, "[X] it failed" if state == "ERROR" else None), None,
+                  Counts())
+    log.close()
+    lines = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    assert [line["outcome"] for line in lines] == [
+        "success", "error", "cancelled", "timed_out", "unfinished"]

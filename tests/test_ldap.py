@@ -243,6 +243,29 @@ def test_group_grants_admins_and_canonical_names(server, photos):
     assert "by user  ALICE" not in log
 
 
+def test_bi_metadata_calls_of_the_hive_jdbc_driver_as_an_analyst(server, tmp_path):
+    """beeline's metadata commands, which call the Hive JDBC driver's DatabaseMetaData
+    (getSchemas, getTables, getColumns, getFunctions), as alice, an LDAP analyst."""
+    import pyspark
+
+    script = tmp_path / "metadata.sql"
+    script.write_text("!metadata getSchemas\n!tables\n!columns photos\n"
+                      '!metadata getFunctions "" "default" "cnn%"\n')
+    result = subprocess.run(
+        [str(Path(pyspark.__file__).parent / "bin" / "beeline"), "-u", server.url, "-n", "alice",
+         "-p", PASSWORDS["alice"], "--outputformat=tsv2", "-f", str(script)],
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "AccessDenied" not in result.stdout + result.stderr
+    rows = [line.split("\t") for line in result.stdout.splitlines()]
+    assert ["default", ""] in [r[-2:] for r in rows if len(r) == 2]  # getSchemas
+    assert ["", "default", "photos", "VIEW"] in [r[:4] for r in rows]  # getTables
+    assert [r[3] for r in rows if r[1:3] == ["default", "photos"] and len(r) > 10] == [
+        "path", "label", "image", "length", "modification_time"]  # getColumns
+    assert {r[2] for r in rows if len(r) == 6 and r[2].startswith("cnn")} == {
+        "cnn", "cnn_features", "cnn_top_k"}  # getFunctions
+
+
 def test_refused_logins_are_audited_and_throttled(server):
     """Each refused login is an audit line with the name as typed, the address and the time;
     after five failures within a minute the user is refused without asking the directory,

@@ -412,15 +412,19 @@ def test_complete_authentication_settings_pass():
 
 
 @pytest.mark.slow
-def test_the_ui_on_loopback_a_private_cache_and_a_dead_jvm_ends_the_server(own_manifest,
-                                                                          tmp_path, photos):
+def test_the_ui_on_loopback_a_private_cache_and_a_dead_jvm_ends_the_server(
+        tmp_path, photos, photos_dir, cnn_file, labels_file):
     """With the Spark UI asked for, it listens on --host too; the prediction cache is under
-    --home, private; when the driver JVM dies, sql-dl serve exits non-zero within seconds."""
+    --home, private; with Spark's restricted mode off admins may run programs, analysts
+    still may not; when the driver JVM dies, sql-dl serve exits non-zero within seconds."""
     env = {k: v for k, v in os.environ.items() if k != "SQL_DL_CACHE"}
     os.umask(umask := os.umask(0o022))  # the suite's, whatever it is: serve sets its own
     audit = tmp_path / "audit.jsonl"
-    server = Server(own_manifest, tmp_path / "home", "--conf", "spark.ui.enabled=true",
-                    "--conf", "spark.ui.port=0", "--audit-log", str(audit), env=env)
+    manifest = write_manifest(tmp_path / "admins.yaml", photos_dir, cnn_file, labels_file,
+                              access={"admins": ["ops"]})
+    server = Server(manifest, tmp_path / "home", "--conf", "spark.ui.enabled=true",
+                    "--conf", "spark.ui.port=0", "--audit-log", str(audit),
+                    "--conf", "spark.sql.restrictedMode.enabled=false", env=env)
     server.wait_ready()
     assert umask == os.umask(umask)
     jvm = server.jvm_pid()
@@ -431,6 +435,10 @@ def test_the_ui_on_loopback_a_private_cache_and_a_dead_jvm_ends_the_server(own_m
     files = [p for p in cache.rglob("*") if p.is_file()]
     assert cache.stat().st_mode & 0o777 == 0o700 and files
     assert all(p.stat().st_mode & 0o077 == 0 for p in [*cache.rglob("*")]), files
+    program = "SELECT TRANSFORM('x') USING 'cat' AS (o STRING)"
+    assert rows_of(server, program) == [("x",)]  # ops, an admin
+    with pytest.raises(OperationalError, match="AccessDenied: TRANSFORM runs programs"):
+        rows_of(server, program, "alice")
 
     from pyhive import hive
 

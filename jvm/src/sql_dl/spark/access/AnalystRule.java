@@ -102,6 +102,13 @@ public final class AnalystRule extends Rule<LogicalPlan> {
       "DropNamespace", "DROP DATABASE",
       "AlterViewAsCommand", "ALTER VIEW");
 
+  /** The built-in functions that parse XML: their parsers fetch external DTDs (checked on
+   *  4.3.0: {@code xpath_string('<!DOCTYPE a SYSTEM "http://host/x.dtd"><a/>', 'a')} sends a
+   *  request to host). */
+  private static final Set<String> XML_PARSERS = Set.of(
+      "XPathBoolean", "XPathShort", "XPathInt", "XPathLong", "XPathFloat", "XPathDouble",
+      "XPathString", "XPathList", "XmlToStructs", "SchemaOfXml");
+
   private final SparkSession session;
 
   public AnalystRule(SparkSession session) {
@@ -260,6 +267,10 @@ public final class AnalystRule extends Rule<LogicalPlan> {
     private void expression(Expression expression) {
       if (expression instanceof CallMethodViaReflection) {
         throw deny("reflect, java_method and try_reflect call Java methods on the server");
+      }
+      if (XML_PARSERS.contains(expression.getClass().getSimpleName())) {
+        throw deny("xpath functions, from_xml and schema_of_xml fetch the external documents "
+            + "(DTDs) an XML text names, from any host");
       }
       if (expression instanceof PythonUDF udf) {
         String entry = policy.functionEntry(udf.name());
