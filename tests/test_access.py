@@ -326,6 +326,9 @@ def test_admins_may_do_what_analysts_may_not(server, tmp_path, photos):
     cursor.execute("SET spark.sql.runSQLOnFiles=true")
     cursor.execute(f"SELECT count(*) FROM text.`{text}`")
     assert cursor.fetchall() == [(2,)]
+    cursor.execute(f"CREATE TEMPORARY VIEW lines USING text OPTIONS (path '{text}')")
+    cursor.execute("SELECT count(*), xpath_string('<a>1</a>', 'a') FROM lines")
+    assert cursor.fetchall() == [(2, "1")]
     connection.close()
     rows(server, "ops", "CREATE TABLE ops_h (line STRING) STORED AS TEXTFILE")  # Hive's
     rows(server, "ops", f"LOAD DATA LOCAL INPATH '{text}' INTO TABLE ops_h")

@@ -244,7 +244,9 @@ def test_a_long_lived_connection_sees_the_folder_change(server, photos, live_dir
     cursor.close()  # the server counts a statement when it is closed or the next one starts
     log = Path(server.log.name)
     deadline = time.monotonic() + 10
-    while "were deleted after" not in log.read_text() and time.monotonic() < deadline:
+    # the query line (Python) and the JVM's listener line arrive in either order
+    while (not all(part in log.read_text() for part in ("were deleted after", f"listed: file:{gone}"))
+           and time.monotonic() < deadline):
         time.sleep(0.5)
     text = log.read_text()
     assert re.search(r"query \S+: 1 image file\(s\) were deleted after their folder was listed "
@@ -290,7 +292,8 @@ def test_sighup_reloads_keep_open_connections_working(own_manifest, tmp_path, cn
     second = {"preprocessors": {"p32": {"size": [32, 32], "mode": "caffe"}},
               "models": {"cnn2": {"path": str(cnn_file), "preprocessor": "p32",
                                   "labels": str(labels_file), "engine": "openvino"}},
-              "images": {"pngs": {"path": str(photos_dir), "glob": "*.png"}}}
+              "images": {"pngs": {"path": str(photos_dir), "glob": "*.png"}},
+              "access": {"grants": {"p32": ["bob"]}}}  # a grant, for open connections too
     try:
         first = yaml.safe_load(own_manifest.read_text())
         for data in (second, first):  # reloads there and back, one open connection throughout
@@ -300,6 +303,12 @@ def test_sighup_reloads_keep_open_connections_working(own_manifest, tmp_path, cn
                                               *BUILT_IN])
             kept.execute(f"SELECT path FROM {view} ORDER BY path")
             assert [local(p) for (p,) in kept.fetchall()] == files
+            if data is second:
+                with pytest.raises(OperationalError, match="AccessDenied: function p32 "):
+                    kept.execute(f"SELECT p32(image) FROM {view}")
+            else:
+                kept.execute(f"SELECT count(p32(image)) FROM {view}")
+                assert kept.fetchall() == [(len(files),)]
 
             fresh = hive.connect(host="127.0.0.1", port=server.port).cursor()
             fresh.execute(f"SELECT path, {name}_top_k(image, 1)[0].description FROM {view} "
@@ -316,7 +325,7 @@ def test_sighup_reloads_keep_open_connections_working(own_manifest, tmp_path, cn
             with pytest.raises(OperationalError, match="TABLE_OR_VIEW_NOT_FOUND"):
                 fresh.execute(f"SELECT * FROM {other_view}")
         errors = [line for line in Path(server.log.name).read_text().splitlines() if " ERROR " in line]
-        assert len(errors) == 4, errors  # a clean start and reloads: only the 4 failed statements
+        assert len(errors) == 5, errors  # a clean start and reloads: only the 5 failed statements
         assert all("SparkExecuteStatementOperation: Error executing query" in e for e in errors)
 
         assert reload(server, own_manifest, "models: {broken: {}}\n") == f"reload failed: {own_manifest}"
@@ -439,6 +448,12 @@ def test_the_ui_on_loopback_a_private_cache_and_a_dead_jvm_ends_the_server(
     assert rows_of(server, program) == [("x",)]  # ops, an admin
     with pytest.raises(OperationalError, match="AccessDenied: TRANSFORM runs programs"):
         rows_of(server, program, "alice")
+    uuid = "SELECT length(reflect('java.util.UUID', 'randomUUID'))"
+    assert rows_of(server, uuid) == [(36,)]  # on sql-dl serve's reflect allow list
+    with pytest.raises(OperationalError, match="METHOD_NOT_ALLOWED"):  # not on it
+        rows_of(server, "SELECT reflect('java.lang.System', 'getenv', 'HOME')")
+    with pytest.raises(OperationalError, match="AccessDenied: reflect"):
+        rows_of(server, uuid, "alice")
 
     from pyhive import hive
 

@@ -159,8 +159,11 @@ def serve(manifest: str | os.PathLike, host: str = "127.0.0.1", port: int = 1000
     and one after each reload (``reloaded: <manifest>`` or ``reload failed: <manifest>``).
     With ``audit_log``, each statement gets a JSON line there (see `sql_dl.cli.audit`).
 
+    Every logged-in user is held by the manifest's access policy (`sql_dl.cli.access`).
+    Without ``master``, the executors run in a JVM of their own (`_executors_apart`).
+
     Returns:
-        The exit code: 0 after a clean stop.
+        The exit code: 0 after a clean stop, `JVM_ENDED` when the driver JVM died.
     """
     hive_conf = dict(hive_conf or {})
     check_authentication(hive_conf)
@@ -183,7 +186,7 @@ def serve(manifest: str | os.PathLike, host: str = "127.0.0.1", port: int = 1000
     settings["spark.driver.extraClassPath"] = os.pathsep.join(  # for Hive's CUSTOM login
         filter(None, [settings.get("spark.driver.extraClassPath"), str(JAR)]))
     if master is None and "spark.master" not in settings and "MASTER" not in os.environ:
-        master = executors_apart(settings, home_path)
+        master = _executors_apart(settings, home_path)
     spark = session(master=master, conf=settings, home=home_path)
     running = _start(spark, loaded, hive_conf, served, audit, login_audit)
     _wait_until_listening(host, port)
@@ -194,11 +197,11 @@ def serve(manifest: str | os.PathLike, host: str = "127.0.0.1", port: int = 1000
     return 0
 
 
-def executors_apart(settings: dict[str, str], home: Path) -> str:
+def _executors_apart(settings: dict[str, str], home: Path) -> str:
     """The master that runs the executors in a JVM of their own, which a query that
     exhausts its memory ends without ending the server: Spark's standalone mode, its master
     and worker inside the driver JVM (``local-cluster[1,<cores>,<MB>]``), one executor with
-    every core and `executor_megabytes` of heap (``spark.executor.memory`` if set).
+    every core and `_executor_megabytes` of heap (``spark.executor.memory`` if set).
 
     The worker keeps its executors' folders (logs, fetched files) under ``SPARK_HOME/work``:
     ``SPARK_HOME`` becomes ``--home``/spark, links to pyspark's files and a ``work`` folder
@@ -207,7 +210,7 @@ def executors_apart(settings: dict[str, str], home: Path) -> str:
     import pyspark
 
     megabytes = (_megabytes(settings["spark.executor.memory"])
-                 if "spark.executor.memory" in settings else executor_megabytes())
+                 if "spark.executor.memory" in settings else _executor_megabytes())
     settings["spark.executor.memory"] = f"{megabytes}m"
     package, spark_home = Path(pyspark.__file__).parent, home / "spark"
     (spark_home / "work").mkdir(parents=True, exist_ok=True)
@@ -221,7 +224,7 @@ def executors_apart(settings: dict[str, str], home: Path) -> str:
     return f"local-cluster[1,{os.cpu_count() or 1},{megabytes}]"
 
 
-def executor_megabytes() -> int:
+def _executor_megabytes() -> int:
     """The executor's heap: a quarter of the machine's memory, between 1 and 8 GiB (the
     rest is for the driver JVM, the Python workers and their models, and the OS)."""
     total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 1024 ** 2
@@ -314,7 +317,7 @@ def _serve_until_stopped(running: _Running, manifest, hive_conf: Mapping[str, st
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGHUP, lambda *_: reload.set())
-    jvm = getattr(running.spark.sparkContext._gateway, "proc", None)  # None: not ours
+    jvm = spark_internals.driver_process(running.spark)
     while not stop.is_set():
         if jvm is not None and jvm.poll() is not None:
             logger.error("The Spark driver JVM ended (exit code %s); sql-dl serve stops with "

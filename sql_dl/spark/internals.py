@@ -14,13 +14,14 @@ from typing import Any, Callable, Mapping, NamedTuple, TypeVar
 
 from sql_dl.errors import SparkInternalsError
 
-__all__ = ["FENCED", "ClosedStatement", "Execution", "StartedStatement", "closed_statements",
-           "copy_to_local", "delete_path", "describe_function", "hive_result_lines",
-           "inject_session_function", "injected_functions", "install_login_audit",
-           "install_operation_manager", "RefusedLogin", "refused_logins",
-           "launch_gateway", "next_started_statement", "set_hive_server_properties",
-           "set_python_exec", "silence_jvm_log", "skipped_file_count", "spark_temp_dir",
-           "start_thrift_server", "started_statement_written", "thrift_server_executions"]
+__all__ = ["FENCED", "ClosedStatement", "Execution", "RefusedLogin", "StartedStatement",
+           "closed_statements", "copy_to_local", "delete_path", "describe_function",
+           "driver_process", "hive_result_lines", "inject_session_function",
+           "injected_functions", "install_login_audit", "install_operation_manager",
+           "launch_gateway", "next_started_statement", "refused_logins",
+           "set_hive_server_properties", "set_python_exec", "silence_jvm_log",
+           "skipped_file_count", "spark_temp_dir", "start_thrift_server",
+           "started_statement_written", "thrift_server_executions"]
 
 CHECKED_ON = "4.3.0"
 FENCED: list[str] = []  # the fenced functions' names, for the test that calls each of them
@@ -54,6 +55,12 @@ def _fenced(feature: str, still_works: str) -> Callable[[Callable[..., _T]], Cal
         return fenced
 
     return decorate
+
+
+def driver_process(spark):
+    """The driver JVM's process (a ``subprocess.Popen``) when PySpark started it, else None.
+    Relies on PySpark's ``SparkContext._gateway.proc`` (checked on 4.3.0)."""
+    return getattr(getattr(spark.sparkContext, "_gateway", None), "proc", None)
 
 
 @_fenced("send the driver JVM's output to a log file",
