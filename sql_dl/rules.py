@@ -14,8 +14,8 @@ __all__ = [
     "APPLICATIONS", "BUILT_IN_FUNCTIONS", "CACHE_VIEW", "DECODE_MODES", "DEVICES_VIEW",
     "ENGINES", "IMAGE_ERROR_FUNCTION", "IMAGE_INFO_FUNCTION", "INPUT_KINDS", "INTERPOLATIONS",
     "LABEL_SOURCES", "MAX_PIXELS", "MODELS_VIEW", "ON_ERROR", "PATH_POLICY_ENV",
-    "PILLOW_MAX_PIXELS", "PRECISIONS", "PREPROCESS_MODES", "RESERVED_NAMES", "SYSTEM_VIEWS", "THUMBNAIL_FUNCTION",
-    "THUMBNAIL_MAX_SIZE", "THUMBNAIL_SIZE", "application_problem", "byte_size",
+    "PILLOW_MAX_PIXELS", "PRECISIONS", "PREPROCESS_MODES", "RESERVED_NAMES", "SYSTEM_VIEWS",
+    "THUMBNAIL_FUNCTION", "THUMBNAIL_MAX_SIZE", "THUMBNAIL_SIZE", "application_problem", "byte_size",
     "byte_size_problem", "choice_problem", "default_labels", "default_mode", "duration_problem",
     "duration_seconds", "max_pixels_problem", "positive_int_problem", "received",
     "sample_ratio_problem", "size_problem",
@@ -29,10 +29,10 @@ PRECISIONS = ("float32", "bfloat16")  # bfloat16: OpenVINO only
 INPUT_KINDS = ("image", "tensor")
 LABEL_SOURCES = ("parent_dir", "none")
 ON_ERROR = ("null", "fail")
-# Pillow's own default limit; images over it are refused before their pixels are decoded.
-# the environment variable through which sql-dl serve gives its Python workers the image
-# folders sql_dl's functions may read paths under (sql_dl.executor.path_policy)
+# The environment variable through which sql-dl serve gives its Python workers the image
+# folders sql_dl's functions may read paths under (sql_dl.executor.path_policy).
 PATH_POLICY_ENV = "SQL_DL_PATH_POLICY"
+# Pillow's own default limit; images over it are refused before their pixels are decoded.
 MAX_PIXELS = 89_478_485
 # Pillow refuses images over twice its limit whatever sql_dl allows.
 PILLOW_MAX_PIXELS = 2 * MAX_PIXELS

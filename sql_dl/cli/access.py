@@ -99,7 +99,6 @@ def install_policy(spark, manifest: Manifest, hive_conf: Mapping[str, str]) -> N
     spark.sparkContext._jvm.sql_dl.spark.access.AccessPolicy.install(spec)
 
 
-
 def path_policy(manifest: Manifest) -> PathPolicy:
     """What sql_dl's functions may read when given a path: files under the manifest's image
     folders, each up to its view's ``max_file_size``."""
