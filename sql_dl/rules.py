@@ -15,7 +15,7 @@ __all__ = [
     "ENGINES", "IMAGE_ERROR_FUNCTION", "IMAGE_INFO_FUNCTION", "INPUT_KINDS", "INTERPOLATIONS",
     "LABEL_SOURCES", "MAX_PIXELS", "MODELS_VIEW", "ON_ERROR", "PATH_POLICY_ENV",
     "PILLOW_MAX_PIXELS", "PRECISIONS", "PREPROCESS_MODES", "RESERVED_NAMES", "SYSTEM_VIEWS",
-    "THUMBNAIL_FUNCTION", "THUMBNAIL_MAX_SIZE", "THUMBNAIL_SIZE", "application_problem", "byte_size",
+    "THUMBNAIL_FUNCTION", "THUMBNAIL_MAX_SIZE", "VIEWS_VIEW", "THUMBNAIL_SIZE", "application_problem", "byte_size",
     "byte_size_problem", "choice_problem", "default_labels", "default_mode", "duration_problem",
     "duration_seconds", "max_pixels_problem", "positive_int_problem", "received",
     "sample_ratio_problem", "size_problem",
@@ -45,7 +45,8 @@ BUILT_IN_FUNCTIONS = (IMAGE_ERROR_FUNCTION, THUMBNAIL_FUNCTION, IMAGE_INFO_FUNCT
 MODELS_VIEW = "sql_dl_models"  # the registered functions
 CACHE_VIEW = "sql_dl_cache"  # the prediction cache of each executor machine
 DEVICES_VIEW = "sql_dl_devices"  # the models each Python worker holds, per device
-SYSTEM_VIEWS = (MODELS_VIEW, CACHE_VIEW, DEVICES_VIEW)
+VIEWS_VIEW = "sql_dl_views"  # each image view's catalog: files, folders, last refresh, state
+SYSTEM_VIEWS = (MODELS_VIEW, CACHE_VIEW, DEVICES_VIEW, VIEWS_VIEW)
 # No manifest entry may take these names (lower case: Spark's names are case-insensitive).
 RESERVED_NAMES = SYSTEM_VIEWS + BUILT_IN_FUNCTIONS
 THUMBNAIL_SIZE = 128  # pixels on a thumbnail's longest side, by default

@@ -415,7 +415,7 @@ def test_the_server_listens_on_its_host_only_and_keeps_its_files_private(server)
     home = Path(server.home)
     for path in (home, home / "operation_logs", home / "metastore_db"):
         assert path.stat().st_mode & 0o777 == 0o700, path
-    private = [p for p in home.rglob("*") if p.stat().st_mode & 0o077]
+    private = [(p, oct(p.stat().st_mode)) for p in home.rglob("*") if p.stat().st_mode & 0o077]
     assert private == []
 
 

@@ -1,6 +1,6 @@
 """Image views follow their folders: each query sees the files there when it starts (or a
-listing younger than max_staleness), files deleted after the listing are skipped and
-counted, and the task count follows the folder's size."""
+listing younger than max_staleness), a file deleted after the listing has a NULL image and
+is counted, and the task count follows the folder's size."""
 
 from __future__ import annotations
 
@@ -55,20 +55,20 @@ def test_a_view_sees_files_added_and_deleted_after_bootstrap(spark, photos, cnn_
     assert frame.count() == len(expected) - 1
 
 
-def test_a_file_deleted_between_listing_and_reading_is_skipped_and_counted(
+def test_a_file_deleted_between_listing_and_reading_is_null_and_counted(
         spark, photos, cnn_file, tmp_path):
-    """(The driver's log line naming the file is checked in test_server, where the log is
-    a file.)"""
+    """The query sees the folder as it was when it started; the file's bytes are gone when
+    its task reads them. (The driver's log line naming the file is checked in test_server,
+    where the log is a file.)"""
     folder = copy_photos(photos, tmp_path / "live")
-    sql_dl.bootstrap(spark, manifest(folder, cnn_file))
-    frame = spark.sql("SELECT path, cnn(image) AS out FROM live")
-    frame.explain()  # plans the query: the folder is listed now
+    sql_dl.bootstrap(spark, manifest(folder, cnn_file, max_staleness="1h"))
+    assert spark.sql("SELECT count(*) AS n FROM live").first().n == len(photos)  # listed now
     gone = sorted(folder.iterdir())[2]
     gone.unlink()
     before = sql_dl.skipped_file_count(spark)
-    rows = frame.collect()
-    assert names(rows) == sorted(f.name for f in folder.iterdir())
-    assert all(r.out is not None for r in rows)
+    rows = spark.sql("SELECT path, cnn(image) AS out FROM live").collect()
+    assert names(rows) == sorted(p.name for p in photos)
+    assert [local(r.path).name for r in rows if r.out is None] == [gone.name]
     assert sql_dl.skipped_file_count(spark) - before == 1
 
 
@@ -88,6 +88,7 @@ def test_max_staleness_reuses_a_listing_for_that_long(spark, photos, tmp_path):
     copy_photos(photos[4:5], folder)
     assert spark.sql("SELECT count(*) AS n FROM live").first().n == 4  # listed an hour ago
     sql_dl.bootstrap(spark, manifest(folder, max_staleness="1s"))
+    time.sleep(1.2)
     assert spark.sql("SELECT count(*) AS n FROM live").first().n == 5
     copy_photos(photos[5:6], folder)
     time.sleep(1.2)
@@ -116,12 +117,12 @@ def test_the_shell_reports_files_deleted_after_listing(spark, photos, tmp_path):
     sql_dl.bootstrap(spark, manifest(folder, max_staleness="1h"))
     out, err = io.StringIO(), io.StringIO()
     shell = SqlShell(spark, out=out, err=err, silent=True)
-    assert shell.run("SELECT count(*) FROM live")
+    assert shell.run("SELECT count(image) FROM live")
     sorted(folder.iterdir())[0].unlink()
-    assert shell.run("SELECT count(*) FROM live")  # the listing of an hour: 1 file missing
+    assert shell.run("SELECT count(image) FROM live")  # the listing of an hour: 1 image NULL
     assert out.getvalue().split() == ["5", "4"]
-    assert ("Warning: 1 image file(s) were deleted after their folder was listed and were "
-            "skipped") in err.getvalue()
+    assert ("Warning: 1 image file(s) were deleted after their folder was listed; their "
+            "images are NULL") in err.getvalue()
 
 
 @pytest.mark.parametrize("value, message", [

@@ -232,15 +232,21 @@ def test_a_long_lived_connection_sees_the_folder_change(server, photos, live_dir
         cursor.execute(f"SELECT path FROM {view} ORDER BY path")
         return [local(row[0]).name for row in cursor.fetchall()]
 
-    assert paths("recent") == paths("recent_hourly") == sorted(f.name for f in live_dir.iterdir())
+    before = sorted(f.name for f in live_dir.iterdir())
+    assert paths("recent") == paths("recent_hourly") == before
     gone = sorted(live_dir.iterdir())[0]
     gone.unlink()
     added = live_dir / "added.png"
     shutil.copy(photos[5], added)
-    assert paths("recent") == sorted(f.name for f in live_dir.iterdir())
-    # recent_hourly reuses its listing (max_staleness: 1h): no new file, and the deleted one is
-    # skipped, counted, and named once in the server's log
-    assert paths("recent_hourly") == sorted(f.name for f in live_dir.iterdir() if f != added)
+    # recent_hourly reuses the listing (max_staleness: 1h): no new file, and the deleted one
+    # is still listed, with a NULL image, counted and named once in the server's log
+    cursor.execute("SELECT path, image IS NULL FROM recent_hourly ORDER BY path")
+    rows = [(local(path).name, null) for path, null in cursor.fetchall()]
+    assert [name for name, _ in rows] == before
+    assert [name for name, null in rows if null] == [gone.name]
+    now = sorted(f.name for f in live_dir.iterdir())
+    assert paths("recent") == now  # lists the changed folder again
+    assert paths("recent_hourly") == now  # the same folder's catalog, fresher than an hour
     cursor.close()  # the server counts a statement when it is closed or the next one starts
     log = Path(server.log.name)
     deadline = time.monotonic() + 10
@@ -249,8 +255,8 @@ def test_a_long_lived_connection_sees_the_folder_change(server, photos, live_dir
            and time.monotonic() < deadline):
         time.sleep(0.5)
     text = log.read_text()
-    assert re.search(r"query \S+: 1 image file\(s\) were deleted after their folder was listed "
-                     r"and were skipped", text)
+    assert re.search(r"query \S+: 1 image file\(s\) were deleted after their folder was listed; "
+                     r"their images are NULL", text)
     assert text.count(f"deleted after the folder was listed: file:{gone}") == 1
 
 

@@ -6,14 +6,15 @@ statements (`ExecutorViewRefresh`).
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import uuid
 
-from sql_dl.driver.registration import registered_names, view_tasks
-from sql_dl.driver.views import view_options, view_query
+from sql_dl.driver.registration import registered_catalogs, registered_names
+from sql_dl.driver.views import CATALOG_SOURCE, VIEWS_SOURCE, catalog_options, view_query
 from sql_dl.manifest import Manifest
-from sql_dl.rules import CACHE_VIEW, DEVICES_VIEW, MODELS_VIEW
+from sql_dl.rules import CACHE_VIEW, DEVICES_VIEW, MODELS_VIEW, VIEWS_VIEW
 from sql_dl.spark import internals as spark_internals
 from sql_dl.sql_text import identifier, string_literal, values_query
 
@@ -32,9 +33,9 @@ class SharedCatalog:
 
     Functions are injected into sessions created from now on. Views are persistent views in
     the metastore, which every session reads anew at each query. A reload never replaces a
-    table in place: each publication reads its folders through new ``binaryFile`` tables and
-    only then drops the previous ones, because open sessions cache the file listing of a
-    table they have read. ``sql_dl_models`` holds its rows in its own definition.
+    table in place: each publication reads its folders through new tables (of the folders'
+    catalogs) and only then drops the previous ones, because open sessions cache the
+    relation of a table they have read. ``sql_dl_models`` holds its rows in its own definition.
     """
 
     def __init__(self, spark):
@@ -58,6 +59,7 @@ class SharedCatalog:
         for spec in manifest.images.values():
             self._publish_view(spec)
         self._publish_rows(MODELS_VIEW, self.spark.table(MODELS_VIEW).collect())
+        self._publish_catalogs()
         self.refresh_executor_views()
         self.spark.conf.set(_PUBLISHED_CONF, ",".join(sorted(views)))
         for table in old_tables:
@@ -78,18 +80,29 @@ class SharedCatalog:
         columns = [(f.name, f.dataType.simpleString()) for f in fields]
         self.spark.sql(f"CREATE OR REPLACE VIEW default.{view} AS {values_query(columns, rows)}")
 
+    def _publish_catalogs(self) -> None:
+        """``default.sql_dl_views``, read from the image catalogs at each query."""
+        table = f"{INTERNAL_DATABASE}.{identifier(f'views_{uuid.uuid4().hex[:8]}')}"
+        catalogs = json.dumps(registered_catalogs(self.spark))
+        # an external table (its path is not read): a managed one would get a folder
+        warehouse = self.spark.conf.get("spark.sql.warehouse.dir")
+        self.spark.sql(f"CREATE TABLE {table} USING {VIEWS_SOURCE} OPTIONS (views "
+                       f"{string_literal(catalogs)}, path {string_literal(warehouse)})")
+        self.spark.sql(f"CREATE OR REPLACE VIEW default.{VIEWS_VIEW} AS SELECT * FROM {table}")
+
     def _published_views(self) -> set[str]:
         return set(filter(None, self.spark.conf.get(_PUBLISHED_CONF, "").split(",")))
 
     def _publish_view(self, spec) -> None:
+        """``default.<view>`` over a new table of the view's folder's catalog (sql-dl serve
+        needs sql_dl's extension)."""
         table = f"{INTERNAL_DATABASE}.{identifier(f'files_{spec.name}_{uuid.uuid4().hex[:8]}')}"
-        options = ", ".join(f"{identifier(k)} {string_literal(v)}"
-                            for k, v in view_options(spec).items())
-        self.spark.sql(f"CREATE TABLE {table} USING binaryFile OPTIONS ({options})")
+        listed = ", ".join(f"{identifier(k)} {string_literal(v)}"
+                           for k, v in catalog_options(spec).items())
+        self.spark.sql(f"CREATE TABLE {table} USING {CATALOG_SOURCE} OPTIONS ({listed})")
         self.spark.catalog.dropTempView(spec.name)
-        tasks = view_tasks(self.spark).get(spec.name)  # as bootstrap counted: no new listing
         self.spark.sql(f"CREATE OR REPLACE VIEW default.{identifier(spec.name)} AS "
-                       f"{view_query(spec, table, tasks=tasks)}")
+                       f"{view_query(spec, table)}")
 
 
 class ExecutorViewRefresh(threading.Thread):

@@ -1,7 +1,7 @@
 """Counts of a session's work, read on the driver: images scored, answered from the
 prediction cache or not decodable (counted by the tasks of sql_dl's functions into one
 accumulator per SparkContext, `image_counter`; see `sql_dl.executor.tally`), and image files
-skipped because they were deleted after their folder was listed (counted by the Spark
+deleted after their folder was listed (their images are NULL) (counted by the Spark
 extension).
 
 Each count is a running total, read before and after a statement for its own counts; the
@@ -45,7 +45,7 @@ class Counts(NamedTuple):
                          f"{image_error_function}(image) tells why")
         if self.skipped:
             lines.append(f"Warning: {self.skipped} image file(s) were deleted after their folder "
-                         "was listed and were skipped (Spark's log names them)")
+                         "was listed; their images are NULL (Spark's log names them)")
         if self.cached:
             lines.append(f"Images: {self.scored} scored, {self.cached} from the prediction cache")
         return lines

@@ -14,7 +14,7 @@ from sql_dl.driver.counts import image_counter
 from sql_dl.driver.function_docs import function_docs
 from sql_dl.driver.models import plan_model
 from sql_dl.driver.system_views import cache_frame, check_gpus, devices_frame
-from sql_dl.driver.views import ImageView, image_frame
+from sql_dl.driver.views import ImageView, catalog_options, image_frame, views_frame
 from sql_dl.errors import SqlDlWarning
 from sql_dl.executor.probes import warm_up_udf
 from sql_dl.executor.udfs import (PREPROCESSOR_BATCH, image_error_udf, image_info_udf,
@@ -22,12 +22,12 @@ from sql_dl.executor.udfs import (PREPROCESSOR_BATCH, image_error_udf, image_inf
 from sql_dl.manifest import Manifest, load_manifest
 from sql_dl.plans import ModelPlan
 from sql_dl.rules import (CACHE_VIEW, DEVICES_VIEW, IMAGE_ERROR_FUNCTION, IMAGE_INFO_FUNCTION,
-                          MODELS_VIEW, THUMBNAIL_FUNCTION)
+                          MODELS_VIEW, THUMBNAIL_FUNCTION, VIEWS_VIEW)
 from sql_dl.spark.backends import Backend, backend_for, is_connect, run_per_core
 from sql_dl.spark.extension import check_extension
 from sql_dl.sql_text import identifier, values_query
 
-__all__ = ["bootstrap", "registered_names", "view_tasks"]
+__all__ = ["bootstrap", "registered_catalogs", "registered_names"]
 
 logger = logging.getLogger(__name__)
 
@@ -137,14 +137,14 @@ def _register(spark, backend: Backend, manifest: Manifest, plans: list[ModelPlan
     """Registers the functions (with their DESCRIBE FUNCTION text) and views, the system
     views, and what was registered, replacing or adding to the previous bootstrap's."""
     previous_functions, previous_views = registered_names(spark)
-    tasks = {name: view.tasks for name, view in views.items()}
+    catalogs = {name: catalog_options(spec) for name, spec in manifest.images.items()}
     if replace:
         _drop_previous(spark, set(previous_functions) - set(functions),
                        set(previous_views) - set(views))
     elif previous_functions:  # the rows of sql_dl_models so far
         rows += [tuple(r) for r in spark.table(MODELS_VIEW).collect()
                  if r.function not in functions]
-        tasks = {**view_tasks(spark), **tasks}
+        catalogs = {**_registered(spark).get("catalogs", {}), **catalogs}
     docs = function_docs(manifest, plans)
     for function_name, udf in functions.items():
         if function_name in previous_functions:  # replacing it would log a warning
@@ -157,11 +157,12 @@ def _register(spark, backend: Backend, manifest: Manifest, plans: list[ModelPlan
     spark.sql(values_query(_MODELS_COLUMNS, rows)).createOrReplaceTempView(MODELS_VIEW)
     cache_frame(spark, backend.parallelism()).createOrReplaceTempView(CACHE_VIEW)
     devices_frame(spark, backend.parallelism()).createOrReplaceTempView(DEVICES_VIEW)
+    views_frame(spark, catalogs).createOrReplaceTempView(VIEWS_VIEW)
     all_functions = set(functions) | set(() if replace else previous_functions)
     all_views = set(views) | set(() if replace else previous_views)
     spark.conf.set(_REGISTERED_CONF, json.dumps({
         "functions": sorted(all_functions), "views": sorted(all_views),
-        "tasks": {name: tasks.get(name) for name in sorted(all_views)}}))
+        "catalogs": catalogs}))
 
 
 def _warm_up(spark, plans: list[ModelPlan], parallelism: int | None) -> None:
@@ -185,9 +186,9 @@ def _size_arrow_batches(spark, plans: list[ModelPlan]) -> None:
         spark.conf.set(_ARROW_BATCH_SET_CONF, batch)
 
 
-def view_tasks(spark) -> dict[str, int | None]:
-    """The number of tasks each image view of the last bootstrap is read in."""
-    return _registered(spark).get("tasks", {})
+def registered_catalogs(spark) -> dict[str, dict[str, str]]:
+    """The catalog options of each image view the bootstrap of this session registered."""
+    return _registered(spark).get("catalogs", {})
 
 
 def registered_names(spark) -> tuple[list[str], list[str]]:

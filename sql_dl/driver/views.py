@@ -1,83 +1,121 @@
 """Image views: an image folder as a DataFrame of ``path, label, image, length,
-modification_time``, read in few large tasks."""
+modification_time``.
+
+With sql_dl's Spark extension (every session sql_dl builds), a view reads the folder's
+*catalog* (`CATALOG_SOURCE`, ``jvm/src/sql_dl/spark/catalog``): its listing kept as Parquet
+data and brought up to date as each query starts, listing again only the folders that
+changed; ``image`` is read by path for the rows a query needs, in as many tasks as they
+need. Without the extension (and for `sql_dl.ml.read_images`, a snapshot like any
+DataFrame read from files), a view is Spark's ``binaryFile`` source, listed once.
+"""
 
 from __future__ import annotations
 
+import json
 import math
-from typing import Any, NamedTuple
+from typing import Any, Mapping, NamedTuple
 
 from sql_dl.errors import ManifestError
 from sql_dl.manifest import ImageViewSpec
 from sql_dl.spark.backends import backend_for
+from sql_dl.spark.extension import extension_active
+from sql_dl.sql_text import values_query
 
-__all__ = ["IMAGES_PER_TASK", "ImageView", "image_files", "image_frame", "read_tasks",
-           "view_options", "view_query"]
+__all__ = ["CATALOG_SOURCE", "IMAGES_PER_TASK", "VIEWS_SOURCE", "ImageView", "catalog_options",
+           "image_frame", "view_query", "views_frame"]
 
 IMAGES_PER_TASK = 1024
-# read by the extension's LiveImageFolders rule (jvm/), which names them the same
-STALENESS_OPTION = "sql_dl.max_staleness_ms"
-IMAGES_PER_TASK_OPTION = "sql_dl.images_per_task"
+CATALOG_SOURCE = "sql_dl.spark.catalog.CatalogSource"
+VIEWS_SOURCE = "sql_dl.spark.catalog.ViewsSource"
+# read by the extension (jvm/src/sql_dl/spark/catalog), which names them the same
+_STALENESS_OPTION = "sql_dl.max_staleness_ms"
+_IMAGES_PER_TASK_OPTION = "sql_dl.images_per_task"
+_LABEL = {"parent_dir": "element_at(split(path, '/'), -2)", "none": "CAST(NULL AS STRING)"}
 
 
 class ImageView(NamedTuple):
     frame: Any  # the DataFrame: path, label, image, length, modification_time
-    tasks: int | None  # how many tasks read it (see read_tasks)
+    tasks: int | None  # binaryFile: how many tasks read it (None: decided per query)
 
 
-def view_options(spec: ImageViewSpec, live: bool = True) -> dict[str, str]:
-    """The ``binaryFile`` source options that list an image folder's files. A file deleted
-    after the listing is skipped when read.
-
-    ``live`` marks the relation for sql_dl's Spark extension (``LiveImageFolders``): each
-    query then lists the folder anew (or reuses a listing younger than ``max_staleness``)
-    and is read in as many tasks as that listing needs. Without the extension, or without
-    ``live``, the listing of the first analysis is kept.
-    """
+def catalog_options(spec: ImageViewSpec) -> dict[str, str]:
+    """The options of an image view's catalog relation (`CATALOG_SOURCE`)."""
     options = {"path": spec.path, "recursiveFileLookup": str(spec.recursive).lower(),
-               "ignoreMissingFiles": "true"}
+               _STALENESS_OPTION: str(round(spec.max_staleness * 1000)),
+               _IMAGES_PER_TASK_OPTION: str(IMAGES_PER_TASK)}
     if spec.glob:
         options["pathGlobFilter"] = spec.glob
-    if live:
-        options[STALENESS_OPTION] = str(round(spec.max_staleness * 1000))
-        options[IMAGES_PER_TASK_OPTION] = str(IMAGES_PER_TASK)
     return options
 
 
-def view_query(spec: ImageViewSpec, source: str, seed: int = 0, tasks: int | None = None) -> str:
-    """The SELECT that turns ``binaryFile`` rows from ``source`` into an image view read in
-    ``tasks`` tasks (Spark's choice when None)."""
-    label = "element_at(split(path, '/'), -2)" if spec.label == "parent_dir" else "CAST(NULL AS STRING)"
+def view_query(spec: ImageViewSpec, source: str, seed: int = 0, tasks: int | None = None,
+               catalog: bool = True) -> str:
+    """The SELECT that turns the rows of ``source`` (a catalog relation, or with ``catalog``
+    False a ``binaryFile`` one, read in ``tasks`` tasks) into an image view."""
     sample = f" WHERE rand({int(seed)}) < {spec.sample_ratio!r}" if spec.sample_ratio < 1.0 else ""
+    if catalog:
+        return (f"SELECT path, {_LABEL[spec.label]} AS label, image, length, modification_time "
+                f"FROM {source}{sample}")
     hint = f"/*+ COALESCE({tasks}) */ " if tasks else ""
-    return (f"SELECT {hint}path, {label} AS label, content AS image, length, "
+    return (f"SELECT {hint}path, {_LABEL[spec.label]} AS label, content AS image, length, "
             f"modificationTime AS modification_time FROM {source}{sample}")
 
 
-def image_files(spark, spec: ImageViewSpec, source: str, live: bool = True):
-    """The ``binaryFile`` DataFrame listing an image view's files (see `view_options`)."""
+def image_frame(spark, spec: ImageViewSpec, source: str, seed: int = 0,
+                snapshot: bool = False) -> ImageView:
+    """An image view's DataFrame: over its catalog, or (without the extension, or with
+    ``snapshot``) over ``binaryFile``, listed now and read in one task per core at least.
+
+    The catalog relation is made at once; the catalog is built (or loaded and brought up to
+    date) in the background, and the first query that needs it waits for it.
+
+    Raises:
+        ManifestError: the folder does not exist or cannot be read.
+    """
+    from py4j.protocol import Py4JJavaError
     from pyspark.errors import AnalysisException
 
+    catalog = extension_active(spark) and not snapshot
     try:
-        return spark.read.format("binaryFile").options(**view_options(spec, live)).load()
-    except AnalysisException as e:
+        if catalog:
+            files = spark.read.format(CATALOG_SOURCE).options(**catalog_options(spec)).load()
+        else:
+            options = {"path": spec.path, "recursiveFileLookup": str(spec.recursive).lower(),
+                       "ignoreMissingFiles": "true"}
+            if spec.glob:
+                options["pathGlobFilter"] = spec.glob
+            files = spark.read.format("binaryFile").options(**options).load()
+    except (AnalysisException, Py4JJavaError) as e:
         raise ManifestError(f"{source}: images.{spec.name}.path: cannot list the folder: "
-                            f"{str(e).splitlines()[0]}; check the path. "
+                            f"{_first_line(e)}; check the path. "
                             f"Received: path={spec.path!r}") from e
+    tasks = None if catalog else _read_tasks(spark, files)
+    return ImageView(spark.sql(view_query(spec, "{files}", seed, tasks, catalog), files=files),
+                     tasks)
 
 
-def read_tasks(spark, files) -> int | None:
-    """How many tasks an image view is read in: one per core at least, and more only past
-    ``IMAGES_PER_TASK`` files each. Spark's default packs at most ~32 small files per task,
-    and many short tasks leave the cores idle between model calls."""
+def views_frame(spark, catalogs: Mapping[str, Mapping[str, str]]):
+    """``sql_dl_views``: each image view's catalog as it is when queried (`VIEWS_SOURCE`);
+    ``catalogs`` are the views' `catalog_options`. Without sql_dl's extension, the views and
+    their folders, with state ``binaryFile`` (listed by Spark at bootstrap)."""
+    if extension_active(spark):
+        return (spark.read.format(VIEWS_SOURCE)
+                .option("views", json.dumps({k: dict(v) for k, v in catalogs.items()})).load())
+    rows = [(name, options["path"], "binaryFile") for name, options in sorted(catalogs.items())]
+    return spark.sql(values_query([("view", "string"), ("path", "string"), ("state", "string")],
+                                  rows))
+
+
+def _read_tasks(spark, files) -> int | None:
+    """How many tasks a ``binaryFile`` view is read in: one per core at least, and more only
+    past ``IMAGES_PER_TASK`` files each (Spark's default packs ~32 small files per task)."""
     parallelism = backend_for(spark).parallelism()
     if parallelism is None:
         return None
     return max(parallelism, math.ceil(len(files.inputFiles()) / IMAGES_PER_TASK))
 
 
-def image_frame(spark, spec: ImageViewSpec, source: str, seed: int = 0,
-                live: bool = True) -> ImageView:
-    """An image view's DataFrame, and the number of tasks its listing now needs."""
-    files = image_files(spark, spec, source, live)
-    tasks = read_tasks(spark, files)
-    return ImageView(spark.sql(view_query(spec, "{files}", seed, tasks), files=files), tasks)
+def _first_line(error: Exception) -> str:
+    """The message of a Spark or JVM error, without its class and stack."""
+    text = str(getattr(error, "java_exception", None) or error).strip()
+    return text.splitlines()[0].split(": ", 1)[-1] if text else type(error).__name__

@@ -19,7 +19,7 @@ import org.slf4j.LoggerFactory;
 /**
  * Image files that were listed for a query but deleted before its tasks read them: an
  * accumulator of their paths by SQL execution (one per SparkContext), added to by
- * {@link ImageFileFormat} on the executors.
+ * {@link sql_dl.spark.catalog.ImageBytes} on the executors.
  *
  * <p>When an execution ends, the driver logs its skipped paths once ({@code WARN}) and folds
  * them into the running {@link #total}, which sql_dl's shell and server read before and after
@@ -37,7 +37,7 @@ public final class SkippedFiles extends AccumulatorV2<String, Map<String, Set<St
   private long folded;
 
   /** The accumulator of {@code context}, registered (with its logging listener) on first use. */
-  static synchronized SkippedFiles forContext(SparkContext context) {
+  public static synchronized SkippedFiles forContext(SparkContext context) {
     if (registered == null || owner != context) {
       registered = new SkippedFiles();
       context.register(registered);
@@ -134,8 +134,8 @@ public final class SkippedFiles extends AccumulatorV2<String, Map<String, Set<St
       if (!paths.isEmpty()) {
         List<String> named = new ArrayList<>(paths).subList(0, Math.min(LOGGED, paths.size()));
         String more = paths.size() > LOGGED ? " and " + (paths.size() - LOGGED) + " more" : "";
-        LOG.warn("Query execution {}: skipped {} image file(s) deleted after the folder was "
-            + "listed: {}{}", execution, paths.size(), String.join(", ", named), more);
+        LOG.warn("Query execution {}: NULL images of {} image file(s) deleted after the folder "
+            + "was listed: {}{}", execution, paths.size(), String.join(", ", named), more);
       }
     }
   }

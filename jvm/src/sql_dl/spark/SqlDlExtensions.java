@@ -7,14 +7,16 @@ import java.util.jar.JarFile;
 
 import org.apache.spark.sql.SparkSessionExtensions;
 import sql_dl.spark.access.AnalystRule;
+import sql_dl.spark.catalog.LateImages;
 import scala.Function1;
 import scala.runtime.BoxedUnit;
 
 /**
  * sql_dl's Spark session extensions, for {@code spark.sql.extensions=sql_dl.spark.SqlDlExtensions}
  * (which {@code sql_dl.session}, {@code sql-dl sql} and {@code sql-dl serve} set): every
- * session, Thrift Server sessions included, gets {@link TopNBeforePython} and
- * {@link ReleasePythonWorkers} and {@link LiveImageFolders}, and {@link AnalystRule}, which
+ * session, Thrift Server sessions included, gets {@link LateImages} (image views over their
+ * catalogs), {@link TopNBeforePython} and {@link ReleasePythonWorkers}, and
+ * {@link AnalystRule}, which
  * does nothing unless {@code sql-dl serve} installed its access policy.
  */
 public final class SqlDlExtensions implements Function1<SparkSessionExtensions, BoxedUnit> {
@@ -25,8 +27,11 @@ public final class SqlDlExtensions implements Function1<SparkSessionExtensions, 
 
   @Override
   public BoxedUnit apply(SparkSessionExtensions extensions) {
+    // in this order: fresh catalogs and late image reads, then top-N moves the reads and the
+    // models above the limit, then the reads that remain get their tasks
+    extensions.injectPreCBORule(LateImages.Fresh::new);
     extensions.injectPreCBORule(session -> new TopNBeforePython());
-    extensions.injectPreCBORule(LiveImageFolders::new);
+    extensions.injectPreCBORule(LateImages.Tasks::new);
     extensions.injectColumnar(session -> new ReleasePythonWorkers());
     extensions.injectPostHocResolutionRule(AnalystRule::new);
     return BoxedUnit.UNIT;

@@ -21,10 +21,12 @@ import org.apache.spark.sql.catalyst.rules.Rule;
 import scala.Function1;
 import scala.jdk.javaapi.CollectionConverters;
 import scala.runtime.AbstractPartialFunction;
+import sql_dl.spark.catalog.ImageBytes;
 
 /**
  * Top-N before Python: in {@code ORDER BY <no model output> LIMIT n [OFFSET m]}, Python UDFs
- * (sql_dl's model functions) run on the n + m rows returned instead of on every row.
+ * (sql_dl's model functions) run, and image files are read ({@link ImageBytes}), on the
+ * n + m rows returned instead of on every row.
  *
  * <p>The optimizer leaves a query such as {@code SELECT path, m(image) FROM v ORDER BY path
  * LIMIT 5} as
@@ -143,8 +145,9 @@ public final class TopNBeforePython extends Rule<LogicalPlan> {
     return between == null ? result : new Project(between.projectList(), result);
   }
 
+  /** Whether {@code e} calls Python, or reads an image file ({@link ImageBytes}). */
   private static boolean callsPython(Expression e) {
-    return e.exists(x -> x instanceof PythonUDF);
+    return e.exists(x -> x instanceof PythonUDF || ImageBytes.is(x));
   }
 
   private static <T> List<T> asJava(scala.collection.Seq<T> seq) {
