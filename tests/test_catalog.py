@@ -291,3 +291,48 @@ def test_an_object_store_catalog_is_refreshed_in_the_background(spark, photos, t
     assert refreshed["folders_listed"] == 6  # everything listed again, by the background
     assert spark.sql("SELECT count(*) AS n FROM store").first().n == 5
     assert catalog(spark, lake)["folders_listed"] == 6  # that query listed nothing
+
+
+LOCAL_CLUSTER_SCRIPT = r"""
+import json, sys
+import sql_dl
+lake, cnn, home = sys.argv[1:4]
+spark = sql_dl.session(master="local-cluster[1,2,1024]", home=home,
+                       conf={"spark.ui.enabled": "false"})
+sql_dl.bootstrap(spark, {"preprocessors": {"p": {"size": [32, 32], "mode": "tf"}},
+                         "models": {"cnn": {"path": cnn, "preprocessor": "p"}},
+                         "images": {"lake": {"path": lake}}})
+reads = spark.sparkContext._jvm.sql_dl.spark.catalog.ImageBytes.total
+out = {"count": spark.sql("SELECT count(*) AS n FROM lake").first().n, "reads_0": reads()}
+top = spark.sql("SELECT path, cnn(image) AS out FROM lake ORDER BY path DESC LIMIT 2").collect()
+out["reads_top"] = reads() - out["reads_0"]
+out["top"] = [[r.path, list(r.out)] for r in top]
+every = spark.sql("SELECT path, cnn(image) AS out FROM lake").collect()
+out["every"] = {r.path: list(r.out) for r in every}
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+def test_the_same_on_a_local_cluster(photos, cnn_file, tmp_path):
+    """Executors in a JVM of their own (as sql-dl serve runs them): the counts of files read
+    reach the driver, and the answers are Keras's."""
+    import subprocess
+    import sys
+
+    files = tree(photos, tmp_path / "lake", folders=3)
+    script = tmp_path / "cluster.py"
+    script.write_text(LOCAL_CLUSTER_SCRIPT)
+    done = subprocess.run([sys.executable, str(script), str(tmp_path / "lake"), str(cnn_file),
+                           str(tmp_path / "home")], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert (out["count"], out["reads_0"], out["reads_top"]) == (len(files), 0, 2)
+    expected = sorted(files, key=lambda f: f"file:{f}", reverse=True)[:2]
+    assert [local(p).name for p, _ in out["top"]] == [f.name for f in expected]
+    np.testing.assert_allclose(np.array([o for _, o in out["top"]]),
+                               keras_outputs(cnn_file, expected, "tf"), **TOLERANCE)
+    every = sorted(out["every"].items())
+    assert [local(p).name for p, _ in every] == [f.name for f in files]
+    np.testing.assert_allclose(np.array([o for _, o in every]),
+                               keras_outputs(cnn_file, files, "tf"), **TOLERANCE)

@@ -132,6 +132,8 @@ public final class ImageCatalog {
   /** The catalog of a folder, one per driver JVM. */
   public static ImageCatalog of(SparkSession session, FolderSpec spec) {
     String key = spec.catalogDir() + "/" + spec.key();
+    // a catalog of a stopped SparkContext (a new session in this JVM) starts again from disk
+    CATALOGS.computeIfPresent(key, (k, old) -> old.context.isStopped() ? null : old);
     return CATALOGS.computeIfAbsent(key, k -> {
       try {
         return new ImageCatalog(session, spec);
