@@ -336,3 +336,24 @@ def test_the_same_on_a_local_cluster(photos, cnn_file, tmp_path):
     assert [local(p).name for p, _ in every] == [f.name for f in files]
     np.testing.assert_allclose(np.array([o for _, o in every]),
                                keras_outputs(cnn_file, files, "tf"), **TOLERANCE)
+
+
+def test_a_failed_refresh_changes_nothing_and_the_next_one_recovers(spark, photos, tmp_path):
+    lake = tmp_path / "lake"
+    tree(photos[:4], lake, folders=2)
+    sql_dl.bootstrap(spark, manifest(lake))
+    assert spark.sql("SELECT count(*) AS n FROM lake").first().n == 4
+    home = Path(catalog(spark, lake)["catalog"].removeprefix("file:"))
+    aside = tmp_path / "aside"
+    home.rename(aside)
+    home.write_text("not a folder")  # no segment can be written there, even by root
+    shutil.copy(photos[4], lake / "f000" / "added.png")
+    with pytest.raises(Exception, match="sql_dl cannot list the image folder"):
+        spark.sql("SELECT count(*) AS n FROM lake").collect()
+    assert catalog(spark, lake)["state"] == "stale"
+    home.unlink()
+    aside.rename(home)
+    assert spark.sql("SELECT count(*) AS n FROM lake").first().n == 5
+    assert sorted(r.path for r in spark.sql("SELECT path FROM lake").collect()) == sorted(
+        f"file:{p}" for p in lake.rglob("*") if p.is_file())
+    assert spark.sql("SELECT count(*) AS n FROM lake WHERE path LIKE '%added.png'").first().n == 1

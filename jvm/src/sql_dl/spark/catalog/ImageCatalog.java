@@ -250,6 +250,13 @@ public final class ImageCatalog {
     } catch (IOException | RuntimeException e) {
       state = current == null ? "failed" : "stale";  // the next query tries again
       problem = e.toString();
+      // what this refresh changed in memory may not match a published snapshot: the next
+      // one starts again from state.json, the last one published
+      folders.clear();
+      segments.clear();
+      superseded.clear();
+      current = null;
+      loaded = false;
       throw new IllegalStateException("sql_dl cannot list the image folder " + spec.path()
           + ": " + e, e);
     } finally {
