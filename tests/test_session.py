@@ -125,8 +125,8 @@ def test_keep_warm_keeps_workers_and_models_through_previews_and_idle_time(keep_
 
     - a preview (LIMIT): Spark pushes the limit below the model, and sql_dl's extension reads
       the worker's output to the end, so Spark reuses the worker instead of killing it;
-    - a LIMIT over a filter on the model's output, which does kill a worker: keep-warm starts
-      its replacement and loads the model there before the next query;
+    - a worker that ends (killed): keep-warm starts its replacement and loads the model there
+      before the next query;
     - 72 s without queries (Spark stops workers idle for 60 s): keep-warm's job is activity.
     """
     process, directory = keep_warm_run

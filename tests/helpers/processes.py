@@ -262,6 +262,7 @@ def start_gpu_run(work: Path, photos_dir: Path, cnn_file: Path,
 
 KEEP_WARM = textwrap.dedent("""
     import os
+    import signal
     import sys
     import time
     import sql_dl
@@ -290,9 +291,9 @@ KEEP_WARM = textwrap.dedent("""
     spark.sql("SELECT path, cnn(image) FROM photos LIMIT 1").collect()  # a BI preview
     print(workers())
     runs = keeping.runs
-    # a filter on a model's output: no limit below the model, so the task stops reading its
-    # worker's output after the first row that passes, and Spark kills the worker
-    spark.sql("SELECT path FROM photos WHERE cnn(image)[0] IS NOT NULL LIMIT 1").collect()
+    # a worker ends (as Spark ends one whose output a task stopped reading, or as the OS ends
+    # one out of memory)
+    os.kill(int(workers()[0].split(":")[0]), signal.SIGKILL)
     keeping.poke()  # what sql-dl serve and sql-dl sql do after each statement
     deadline = time.monotonic() + 20  # well before keep-warm's 25 s interval
     while keeping.runs == runs and time.monotonic() < deadline:

@@ -42,7 +42,8 @@ import scala.runtime.AbstractPartialFunction;
  * <p>{@link Tasks} (after it) reads images and runs models in as many tasks as the snapshot
  * needs (one per core at least, one per {@code sql_dl.images_per_task} images): a
  * round-robin repartition of the catalog's rows (paths, not images) below the projection
- * that reads or scores them, unless a LIMIT above it takes only a few rows. Checked on Spark
+ * that reads or scores them, unless a LIMIT above it takes only a few rows, or the view holds
+ * one task's worth of images (a shuffle's files stay on disk until the driver's next GC). Checked on Spark
  * 4.3.0.
  */
 public final class LateImages {
@@ -174,6 +175,9 @@ public final class LateImages {
         long files = index.files();
         String given = index.options().getOrElse(IMAGES_PER_TASK, () -> null);
         long perTask = given == null ? DEFAULT_IMAGES_PER_TASK : Long.parseLong(given);
+        if (files <= perTask) {
+          return null;  // one task's worth: no shuffle (its files would stay until a GC)
+        }
         int cores = session.sparkContext().defaultParallelism();
         int tasks = (int) Math.max(cores, (files + perTask - 1) / Math.max(1, perTask));
         return project.withNewChildren(CollectionConverters.asScala(
