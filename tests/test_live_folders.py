@@ -96,20 +96,15 @@ def test_max_staleness_reuses_a_listing_for_that_long(spark, photos, tmp_path):
 
 
 def test_the_task_count_follows_the_folder(spark, photos, tmp_path, monkeypatch):
-    """As if 1,024 files were 2, and Spark's file splits held one file each (as they hold
-    few of 1,024 for COALESCE to merge)."""
+    """As if 1,024 files were 2: one task's worth is read where the catalog's rows are (no
+    shuffle), more in a task per 2 images."""
     monkeypatch.setattr("sql_dl.driver.views.IMAGES_PER_TASK", 2)
     folder = copy_photos(photos[:2], tmp_path / "growing")
     sql_dl.bootstrap(spark, manifest(folder))
-    cores = spark.sparkContext.defaultParallelism
-    spark.conf.set("spark.sql.files.maxPartitionBytes", "1")
-    try:
-        assert cores == 2 and spark.table("live").rdd.getNumPartitions() == cores
-        copy_photos(photos[2:], folder)  # 9 files: 5 tasks of at most 2
-        assert spark.table("live").rdd.getNumPartitions() == 5
-        assert spark.sql("SELECT count(*) AS n FROM live").first().n == len(photos) == 9
-    finally:
-        spark.conf.unset("spark.sql.files.maxPartitionBytes")
+    assert spark.table("live").rdd.getNumPartitions() == 1
+    copy_photos(photos[2:], folder)  # 9 files: 5 tasks of at most 2
+    assert spark.table("live").rdd.getNumPartitions() == 5
+    assert spark.sql("SELECT count(*) AS n FROM live").first().n == len(photos) == 9
 
 
 def test_the_shell_reports_files_deleted_after_listing(spark, photos, tmp_path):
