@@ -199,6 +199,8 @@ import sql_dl
 from sql_dl.ml import DeepImageFeaturizer, read_images
 
 manifest, photos, out, discovery, cnn = sys.argv[1:6]
+import sql_dl.driver.views
+sql_dl.driver.views.IMAGES_PER_TASK = 4  # 9 photos in 3 tasks: both GPUs in use at once
 spark = sql_dl.session(master="local-cluster[1,2,1024]", conf={
     "spark.worker.resource.gpu.amount": "2",
     "spark.worker.resource.gpu.discoveryScript": discovery,
