@@ -59,6 +59,24 @@ def catalog(spark, folder: Path) -> dict:
     raise AssertionError(f"no catalog of {folder}")
 
 
+def copied_catalog(spark, lake: Path, copies: Path) -> Path:
+    """A copy of ``lake``'s catalog, in a catalog folder of its own under ``copies``, where a
+    new driver would find it (here: a new catalog object of this driver)."""
+    home = Path(catalog(spark, lake)["catalog"].removeprefix("file:"))
+    shutil.copytree(home, copies / home.name)
+    return copies / home.name
+
+
+def read_copy(spark, lake: Path, copy: Path) -> tuple[int, dict]:
+    """The row count of ``lake``'s view over the catalog ``copy``, and that catalog's figures."""
+    spec = load_manifest(manifest(lake)).images["lake"]
+    rows = (spark.read.format(CATALOG_SOURCE)
+            .options(**catalog_options(spec), **{"sql_dl.catalog_dir": str(copy.parent)})
+            .load().count())
+    return rows, [dict(d) for d in spark.sparkContext._jvm.sql_dl.spark.catalog.ImageCatalog
+                  .describeAll() if dict(d)["catalog"] == f"file:{copy}"][0]
+
+
 def names(rows) -> list[str]:
     return [local(r.path).name for r in rows]
 
@@ -190,13 +208,10 @@ def test_a_damaged_catalog_is_built_again(spark, photos, tmp_path, damage):
     tree(photos, lake, folders=3)
     sql_dl.bootstrap(spark, manifest(lake))
     assert spark.sql("SELECT count(*) AS n FROM lake").first().n == 9
-    home = Path(catalog(spark, lake)["catalog"].removeprefix("file:"))
-    # a copy of the catalog where a new driver (here: a new catalog folder) finds it
-    copy = tmp_path / "catalogs"
-    shutil.copytree(home, copy / home.name)
-    state_file = copy / home.name / "state.json"
+    copy = copied_catalog(spark, lake, tmp_path / "catalogs")
+    state_file = copy / "state.json"
     state = json.loads(state_file.read_text())
-    segment = copy / home.name / state["segments"][0]["file"]
+    segment = copy / state["segments"][0]["file"]
     if damage == "truncated segment":
         segment.write_bytes(segment.read_bytes()[:100])
     elif damage == "garbage state":
@@ -205,13 +220,9 @@ def test_a_damaged_catalog_is_built_again(spark, photos, tmp_path, damage):
         state_file.write_text(json.dumps({**state, "version": 0}))
     else:
         segment.unlink()
-    spec = load_manifest(manifest(lake)).images["lake"]
-    frame = (spark.read.format(CATALOG_SOURCE)
-             .options(**catalog_options(spec), **{"sql_dl.catalog_dir": str(copy)}).load())
-    assert frame.count() == 9
-    rebuilt = [dict(d) for d in spark.sparkContext._jvm.sql_dl.spark.catalog.ImageCatalog
-               .describeAll() if dict(d)["catalog"] == f"file:{copy / home.name}"]
-    assert rebuilt[0]["rebuilds"] == 1
+    rows, rebuilt = read_copy(spark, lake, copy)
+    assert rows == 9
+    assert rebuilt["rebuilds"] == 1
 
 
 def test_an_intact_catalog_is_loaded_not_listed(spark, photos, tmp_path):
@@ -220,15 +231,8 @@ def test_an_intact_catalog_is_loaded_not_listed(spark, photos, tmp_path):
     settled(lake)
     sql_dl.bootstrap(spark, manifest(lake))
     assert spark.sql("SELECT count(*) AS n FROM lake").first().n == 9
-    home = Path(catalog(spark, lake)["catalog"].removeprefix("file:"))
-    copy = tmp_path / "catalogs"
-    shutil.copytree(home, copy / home.name)
-    spec = load_manifest(manifest(lake)).images["lake"]
-    frame = (spark.read.format(CATALOG_SOURCE)
-             .options(**catalog_options(spec), **{"sql_dl.catalog_dir": str(copy)}).load())
-    assert frame.count() == 9
-    loaded = [dict(d) for d in spark.sparkContext._jvm.sql_dl.spark.catalog.ImageCatalog
-              .describeAll() if dict(d)["catalog"] == f"file:{copy / home.name}"][0]
+    rows, loaded = read_copy(spark, lake, copied_catalog(spark, lake, tmp_path / "catalogs"))
+    assert rows == 9
     assert (loaded["rebuilds"], loaded["folders_listed"], loaded["folders_checked"]) == (0, 0, 4)
 
 

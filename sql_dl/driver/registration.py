@@ -14,7 +14,7 @@ from sql_dl.driver.counts import image_counter
 from sql_dl.driver.function_docs import function_docs
 from sql_dl.driver.models import plan_model
 from sql_dl.driver.system_views import cache_frame, check_gpus, devices_frame
-from sql_dl.driver.views import ImageView, catalog_options, image_frame, views_frame
+from sql_dl.driver.views import catalog_options, image_frame, views_frame
 from sql_dl.errors import SqlDlWarning
 from sql_dl.executor.probes import warm_up_udf
 from sql_dl.executor.udfs import (PREPROCESSOR_BATCH, image_error_udf, image_info_udf,
@@ -132,7 +132,7 @@ def _functions(spark, manifest: Manifest, plans: list[ModelPlan],
 
 
 def _register(spark, backend: Backend, manifest: Manifest, plans: list[ModelPlan],
-              functions: dict[str, Any], views: dict[str, ImageView], rows: list,
+              functions: dict[str, Any], views: dict[str, Any], rows: list,
               replace: bool) -> None:
     """Registers the functions (with their DESCRIBE FUNCTION text) and views, the system
     views, and what was registered, replacing or adding to the previous bootstrap's."""
@@ -152,7 +152,7 @@ def _register(spark, backend: Backend, manifest: Manifest, plans: list[ModelPlan
         spark.udf.register(function_name, udf)
         backend.describe_function(function_name, docs[function_name])
     for name, view in views.items():
-        view.frame.createOrReplaceTempView(name)
+        view.createOrReplaceTempView(name)
     # from literals: createDataFrame of Python rows would start Python workers of their own
     spark.sql(values_query(_MODELS_COLUMNS, rows)).createOrReplaceTempView(MODELS_VIEW)
     cache_frame(spark, backend.parallelism()).createOrReplaceTempView(CACHE_VIEW)

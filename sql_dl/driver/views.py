@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Mapping, NamedTuple
+from typing import Mapping
 
 from sql_dl.errors import ManifestError
 from sql_dl.manifest import ImageViewSpec
@@ -21,7 +21,7 @@ from sql_dl.spark.backends import backend_for
 from sql_dl.spark.extension import extension_active
 from sql_dl.sql_text import values_query
 
-__all__ = ["CATALOG_SOURCE", "IMAGES_PER_TASK", "VIEWS_SOURCE", "ImageView", "catalog_options",
+__all__ = ["CATALOG_SOURCE", "IMAGES_PER_TASK", "VIEWS_SOURCE", "catalog_options",
            "image_frame", "view_query", "views_frame"]
 
 IMAGES_PER_TASK = 1024
@@ -31,11 +31,6 @@ VIEWS_SOURCE = "sql_dl.spark.catalog.ViewsSource"
 _STALENESS_OPTION = "sql_dl.max_staleness_ms"
 _IMAGES_PER_TASK_OPTION = "sql_dl.images_per_task"
 _LABEL = {"parent_dir": "element_at(split(path, '/'), -2)", "none": "CAST(NULL AS STRING)"}
-
-
-class ImageView(NamedTuple):
-    frame: Any  # the DataFrame: path, label, image, length, modification_time
-    tasks: int | None  # binaryFile: how many tasks read it (None: decided per query)
 
 
 def catalog_options(spec: ImageViewSpec) -> dict[str, str]:
@@ -62,8 +57,9 @@ def view_query(spec: ImageViewSpec, source: str, seed: int = 0, tasks: int | Non
 
 
 def image_frame(spark, spec: ImageViewSpec, source: str, seed: int = 0,
-                snapshot: bool = False) -> ImageView:
-    """An image view's DataFrame: over its catalog, or (without the extension, or with
+                snapshot: bool = False):
+    """An image view's DataFrame (``path, label, image, length, modification_time``): over
+    its catalog, or (without the extension, or with
     ``snapshot``) over ``binaryFile``, listed now and read in one task per core at least.
 
     The catalog relation is made at once; the catalog is built (or loaded and brought up to
@@ -90,8 +86,7 @@ def image_frame(spark, spec: ImageViewSpec, source: str, seed: int = 0,
                             f"{_first_line(e)}; check the path. "
                             f"Received: path={spec.path!r}") from e
     tasks = None if catalog else _read_tasks(spark, files)
-    return ImageView(spark.sql(view_query(spec, "{files}", seed, tasks, catalog), files=files),
-                     tasks)
+    return spark.sql(view_query(spec, "{files}", seed, tasks, catalog), files=files)
 
 
 def views_frame(spark, catalogs: Mapping[str, Mapping[str, str]]):

@@ -44,7 +44,7 @@ def read_images(spark, path: str, recursive: bool = True, sample_ratio: float = 
     if num_partitions is not None:
         check("read_images", "num_partitions", num_partitions, positive_int_problem(num_partitions))
     spec = ImageViewSpec(name="images", path=path, recursive=recursive, sample_ratio=sample_ratio)
-    frame = image_frame(spark, spec, "read_images", seed or 0, snapshot=True).frame
+    frame = image_frame(spark, spec, "read_images", seed or 0, snapshot=True)
     if drop_invalid:
         frame = frame.where(image_error_udf(max_pixels)("image").isNull())
     return frame.repartition(num_partitions) if num_partitions else frame

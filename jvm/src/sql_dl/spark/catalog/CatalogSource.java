@@ -77,12 +77,6 @@ public final class CatalogSource implements RelationProvider, DataSourceRegister
     }
   }
 
-  /** The catalog of a relation this source made, or null for any other relation. */
-  public static ImageCatalog catalogOf(HadoopFsRelation relation) {
-    return relation.location() instanceof CatalogIndex index
-        ? ImageCatalog.of(relation.sparkSession(), index.spec()) : null;
-  }
-
   /** A relation of the view {@code spec} (its own staleness: views of one folder share the
    *  catalog) over {@code snapshot}'s segments (none when null). */
   public static HadoopFsRelation relation(SparkSession session, ImageCatalog catalog,

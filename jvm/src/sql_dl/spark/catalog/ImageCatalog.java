@@ -158,10 +158,6 @@ public final class ImageCatalog {
     return all;
   }
 
-  FolderSpec spec() {
-    return spec;
-  }
-
   Path home() {
     return home;
   }

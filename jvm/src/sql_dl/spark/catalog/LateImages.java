@@ -65,19 +65,18 @@ public final class LateImages {
     public LogicalPlan apply(LogicalPlan plan) {
       Map<ImageCatalog, ImageCatalog.Snapshot> snapshots = new IdentityHashMap<>();
       LogicalPlan fresh = transformUp(plan, node -> {
-        if (node instanceof LogicalRelation r && r.relation() instanceof HadoopFsRelation folder) {
-          ImageCatalog catalog = CatalogSource.catalogOf(folder);
-          if (catalog != null) {
-            CatalogSource.CatalogIndex index = (CatalogSource.CatalogIndex) folder.location();
-            long staleness = index.spec().stalenessMs();  // this view's
-            ImageCatalog.Snapshot snapshot = snapshots.computeIfAbsent(catalog,
-                c -> c.snapshot(staleness));
-            HadoopFsRelation relation = CatalogSource.relation(session, catalog, index.spec(),
-                index.options(), snapshot);
-            return r.copy(relation, r.output(), r.catalogTable(), r.isStreaming(), r.stream());
-          }
+        CatalogSource.CatalogIndex index = node instanceof LogicalRelation r ? indexOf(r) : null;
+        if (index == null) {
+          return null;
         }
-        return null;
+        LogicalRelation r = (LogicalRelation) node;
+        ImageCatalog catalog = ImageCatalog.of(session, index.spec());
+        long staleness = index.spec().stalenessMs();  // this view's
+        ImageCatalog.Snapshot snapshot = snapshots.computeIfAbsent(catalog,
+            c -> c.snapshot(staleness));
+        HadoopFsRelation relation = CatalogSource.relation(session, catalog, index.spec(),
+            index.options(), snapshot);
+        return r.copy(relation, r.output(), r.catalogTable(), r.isStreaming(), r.stream());
       });
       return lateReads(fresh);
     }
@@ -85,53 +84,51 @@ public final class LateImages {
     private LogicalPlan lateReads(LogicalPlan plan) {
       Set<Object> handled = Collections.newSetFromMap(new IdentityHashMap<>());
       LogicalPlan projected = transformUp(plan, node -> {
-        if (!(node instanceof Project project)) {
-          return null;
-        }
-        List<Filter> filters = new ArrayList<>();
-        LogicalPlan below = project.child();
-        while (below instanceof Filter f) {
-          filters.add(f);
-          below = f.child();
-        }
-        if (!(below instanceof LogicalRelation r) || !isCatalog(r)) {
+        LogicalRelation r = node instanceof Project project ? catalogBelow(project) : null;
+        if (r == null) {
           return null;
         }
         Attribute image = column(r, "image");
         Attribute path = column(r, "path");
         handled.add(r);
-        Function<Expression, Expression> read = e -> e.transformUp(replacing(image, path, session.sparkContext()));
-        LogicalPlan child = r;
-        for (int i = filters.size() - 1; i >= 0; i--) {
-          child = new Filter(read.apply(filters.get(i).condition()), child);
-        }
+        Function<Expression, Expression> read =
+            e -> e.transformUp(replacing(image, path, session.sparkContext()));
         List<NamedExpression> list = new ArrayList<>();
-        for (NamedExpression e : CollectionConverters.asJava(project.projectList())) {
-          if (e instanceof Attribute a && a.exprId().equals(image.exprId())) {
-            list.add(new Alias(ImageBytes.of(path, session.sparkContext()), a.name(), a.exprId(),
-                a.qualifier(), Option.empty(), emptySeq()));
-          } else {
-            list.add((NamedExpression) read.apply((Expression) e));
-          }
+        for (NamedExpression e : CollectionConverters.asJava(((Project) node).projectList())) {
+          list.add(e instanceof Attribute a && a.exprId().equals(image.exprId())
+              ? readAs(a, path) : (NamedExpression) read.apply((Expression) e));
         }
-        return new Project(CollectionConverters.asScala(list).toList(), child);
+        return new Project(CollectionConverters.asScala(list).toList(),
+            filtersReading(((Project) node).child(), read));
       });
       // any other reader of a relation's image column: read where the relation is
       return transformUp(projected, node -> {
-        if (node instanceof LogicalRelation r && isCatalog(r) && !handled.contains(r)) {
+        if (node instanceof LogicalRelation r && indexOf(r) != null && !handled.contains(r)) {
           Attribute image = column(r, "image");
           if (projected.exists(n -> n != r && n.references().contains(image))) {
             List<NamedExpression> list = new ArrayList<>();
             for (Attribute a : CollectionConverters.asJava(r.output())) {
-              list.add(a == image ? new Alias(ImageBytes.of(column(r, "path"),
-                  session.sparkContext()), a.name(), a.exprId(), a.qualifier(), Option.empty(),
-                  emptySeq()) : a);
+              list.add(a == image ? readAs(a, column(r, "path")) : a);
             }
             return new Project(CollectionConverters.asScala(list).toList(), r);
           }
         }
         return null;
       });
+    }
+
+    /** The image column {@code a}, read from the file at {@code path}, under its own id. */
+    private NamedExpression readAs(Attribute a, Attribute path) {
+      return new Alias(ImageBytes.of(path, session.sparkContext()), a.name(), a.exprId(),
+          a.qualifier(), Option.empty(), emptySeq());
+    }
+
+    /** {@code node}'s filters (down to the relation), their conditions passed to
+     *  {@code read}. */
+    private static LogicalPlan filtersReading(LogicalPlan node,
+                                              Function<Expression, Expression> read) {
+      return node instanceof Filter f
+          ? new Filter(read.apply(f.condition()), filtersReading(f.child(), read)) : node;
     }
   }
 
@@ -163,15 +160,11 @@ public final class LateImages {
                 x -> x instanceof PythonUDF || ImageBytes.is(x)))) {
           return null;
         }
-        LogicalPlan below = project.child();
-        while (below instanceof Filter f) {
-          below = f.child();
-        }
-        if (!(below instanceof LogicalRelation r) || !isCatalog(r)) {
+        LogicalRelation r = catalogBelow(project);
+        if (r == null) {
           return null;
         }
-        CatalogSource.CatalogIndex index = (CatalogSource.CatalogIndex)
-            ((HadoopFsRelation) r.relation()).location();
+        CatalogSource.CatalogIndex index = indexOf(r);
         long files = index.files();
         String given = index.options().getOrElse(IMAGES_PER_TASK, () -> null);
         long perTask = given == null ? DEFAULT_IMAGES_PER_TASK : Long.parseLong(given);
@@ -186,9 +179,19 @@ public final class LateImages {
     }
   }
 
-  static boolean isCatalog(LogicalRelation r) {
+  /** The catalog index of one of sql_dl's catalog relations, else null. */
+  static CatalogSource.CatalogIndex indexOf(LogicalRelation r) {
     return r.relation() instanceof HadoopFsRelation folder
-        && folder.location() instanceof CatalogSource.CatalogIndex;
+        && folder.location() instanceof CatalogSource.CatalogIndex index ? index : null;
+  }
+
+  /** The catalog relation right below {@code project} (through filters), else null. */
+  static LogicalRelation catalogBelow(Project project) {
+    LogicalPlan below = project.child();
+    while (below instanceof Filter f) {
+      below = f.child();
+    }
+    return below instanceof LogicalRelation r && indexOf(r) != null ? r : null;
   }
 
   static Attribute column(LogicalRelation r, String name) {
