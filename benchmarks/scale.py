@@ -15,9 +15,12 @@ driver heap, ``cache: false``, a tiny 64x64 CNN):
   catalog is loaded, not listed);
 - the driver's heap in use after a full GC.
 
-And once, on the first size (if at most 100,000): a full scan (``SELECT m(image)``, best of ``--reps``) in
-images per second, against the same decode + preprocess + predict loop run in one process
-per core on the same files.
+And, for the sizes in ``--scan-sizes``, a full scan (``SELECT m(image)``) in images per
+second against the raw loop: Keras's own decode + preprocess + predict (``load_img``,
+``img_to_array``, ``preprocess_input``, ``predict_on_batch``, which give sql_dl's answers),
+in one process per core, on the same files, each process with the model loaded and its
+predict step traced before the clock starts. The two alternate in the same driver, best of ``--reps`` each,
+after a warm-up of both on two folders.
 
     python benchmarks/scale.py --sizes 10000,100000,1000000 --root /tmp/sql_dl-scale
 """
@@ -40,7 +43,6 @@ import numpy as np
 SIZE = (64, 64)
 PER_FOLDER = 1000
 BATCH = 64  # the model's batch_size in the manifest, and the raw loop's
-SCAN_MAX = 100_000  # the full scan runs on the first size, if at most this
 _SPAWN = multiprocessing.get_context("spawn")  # this process may hold TensorFlow's threads
 
 
@@ -150,9 +152,7 @@ def measure(lake: Path, model: Path, home: Path, reps: int, scan: bool) -> dict:
         for source, target in zip(originals, moved):
             target.rename(source)
     if scan:
-        result["scan_img_s"] = files / _best(
-            lambda: spark.sql("SELECT m(image) FROM lake").write.format("noop")
-            .mode("overwrite").save(), reps)
+        result.update(full_scan(spark, lake, model, files, reps))
     jvm = spark.sparkContext._jvm
     jvm.java.lang.System.gc()
     time.sleep(1)
@@ -164,41 +164,68 @@ def measure(lake: Path, model: Path, home: Path, reps: int, scan: bool) -> dict:
     return result
 
 
-def _raw_part(args) -> int:
-    files, model_file = args
+_RAW_MODEL: list = []  # in each process of the raw loop's pool: loaded once, as a worker's
+
+
+def _load_raw_model(model_file: str) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import keras
 
-    from sql_dl.executor.images import apply_mode, load_rgb
-
     model = keras.saving.load_model(model_file)
-    model.predict_on_batch(np.zeros((BATCH, *SIZE, 3), dtype=np.float32))
+    model.predict_on_batch(np.zeros((BATCH, *SIZE, 3), dtype=np.float32))  # traced
+    _RAW_MODEL.append(model)
+
+
+def _raw_part(folders: list[str]) -> int:
+    """Keras's own loop (``load_img``, ``img_to_array``, ``preprocess_input``,
+    ``predict_on_batch``) over the images of ``folders``: the answers sql_dl gives."""
+    import keras
+    from keras.applications.imagenet_utils import preprocess_input
+
+    model = _RAW_MODEL[0]
+    files = [os.path.join(f, name) for f in folders for name in sorted(os.listdir(f))
+             if not name.startswith(".")]
     for start in range(0, len(files), BATCH):
-        batch = np.stack([load_rgb(f, SIZE, "bilinear") for f in files[start:start + BATCH]])
-        model.predict_on_batch(apply_mode(batch, "tf"))
+        batch = np.stack([keras.utils.img_to_array(keras.utils.load_img(f, target_size=SIZE))
+                          for f in files[start:start + BATCH]])
+        model.predict_on_batch(preprocess_input(batch, mode="tf"))
     return len(files)
 
 
-def raw_loop(lake: Path, model: Path, reps: int) -> float:
-    """Images per second of decode + preprocess + predict in one process per core (each
-    loads the model first; the clock runs from when every process is ready)."""
-    files = sorted(str(p) for p in lake.rglob("*.jpg"))
+def full_scan(spark, lake: Path, model: Path, files: int, reps: int) -> dict:
+    """A full scan's images per second and the raw loop's, alternating (best of ``reps``
+    each): the raw loop is Keras's, on the same files in batches of ``BATCH``, in one process
+    per core, each with the model loaded and traced first."""
+    folders = sorted(str(p) for p in lake.iterdir() if p.is_dir())
     cores = os.cpu_count() or 1
-    parts = [(files[i::cores], str(model)) for i in range(cores)]
-    best = float("inf")
-    with ProcessPoolExecutor(cores, mp_context=_SPAWN) as pool:
-        list(pool.map(_raw_part, [(p[:BATCH], m) for p, m in parts]))  # warm: load, trace
+    parts = [folders[i::cores] for i in range(cores)]
+    labels = ", ".join(f"'{Path(f).name}'" for f in folders[:2])
+
+    def scan(where: str = "") -> None:
+        spark.sql(f"SELECT m(image) FROM lake {where}").write.format("noop").mode(
+            "overwrite").save()
+
+    scan_s = raw_s = float("inf")
+    with ProcessPoolExecutor(cores, mp_context=_SPAWN, initializer=_load_raw_model,
+                             initargs=(str(model),)) as pool:
+        list(pool.map(_raw_part, [folders[:1]] * cores))
+        scan(f"WHERE label IN ({labels})")  # warm: the workers' models, the JVM's code
         for _ in range(reps):
             started = time.perf_counter()
             list(pool.map(_raw_part, parts))
-            best = min(best, time.perf_counter() - started)
-    return len(files) / best
+            raw_s = min(raw_s, time.perf_counter() - started)
+            started = time.perf_counter()
+            scan()
+            scan_s = min(scan_s, time.perf_counter() - started)
+    return {"scan_img_s": files / scan_s, "raw_img_s": files / raw_s}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10000,100000,1000000")
     parser.add_argument("--root", default="/tmp/sql_dl-scale")
+    parser.add_argument("--scan-sizes", default="100000,1000000",
+                        help="the sizes whose full scan is measured against the raw loop")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--one", help=argparse.SUPPRESS)  # a child: lake,model,home,reps,scan
     args = parser.parse_args()
@@ -210,8 +237,9 @@ def main() -> None:
     root.mkdir(parents=True, exist_ok=True)
     model = make_model(root / "tiny64.keras")
     sizes = [int(s) for s in args.sizes.split(",")]
+    scan_sizes = {int(s) for s in args.scan_sizes.split(",") if s}
     rows = []
-    for n, size in enumerate(sizes):
+    for size in sizes:
         lake = make_lake(root, size)
         home = root / f"home-{size}"
         shutil.rmtree(home, ignore_errors=True)
@@ -219,15 +247,13 @@ def main() -> None:
         for run in ("first", "restart"):
             child = subprocess.run(
                 [sys.executable, __file__, "--one",
-                 f"{lake},{model},{home},{args.reps},{int(n == 0 and run == 'first' and size <= SCAN_MAX)}"],
+                 f"{lake},{model},{home},{args.reps},{int(run == 'first' and size in scan_sizes)}"],
                 capture_output=True, text=True)
             if child.returncode != 0:
                 sys.exit(f"size {size}: {child.stderr[-3000:]}")
             measured = json.loads(child.stdout.strip().splitlines()[-1])
             figures.update({k if run == "first" else f"restart_{k}": v
                             for k, v in measured.items()})
-        if n == 0 and size <= SCAN_MAX:
-            figures["raw_img_s"] = raw_loop(lake, model, args.reps)
         rows.append((size, figures))
         print(json.dumps({"size": size, **figures}), flush=True)
     print("\n| | " + " | ".join(f"{s:,} files" for s, _ in rows) + " |")
@@ -244,11 +270,12 @@ def main() -> None:
         print(f"| {label} | " + " | ".join(
             f"{f.get(key, float('nan')):.2f}" if key.endswith("_s") else
             f"{f.get(key, float('nan')):.0f}" for _, f in rows) + " |")
-    first = rows[0][1]
-    if "scan_img_s" in first:
-        print(f"\nfull scan of {rows[0][0]:,}: {first['scan_img_s']:.0f} img/s; raw loop, one "
-              f"process per core: {first['raw_img_s']:.0f} img/s; ratio "
-              f"{first['scan_img_s'] / first['raw_img_s']:.2f}")
+    print()
+    for size, figures in rows:
+        if "scan_img_s" in figures:
+            print(f"full scan of {size:,}: {figures['scan_img_s']:.0f} img/s; raw loop, one "
+                  f"process per core: {figures['raw_img_s']:.0f} img/s; ratio "
+                  f"{figures['scan_img_s'] / figures['raw_img_s']:.2f}")
 
 
 if __name__ == "__main__":

@@ -47,6 +47,7 @@ _PRINCIPAL = re.compile(r"^(group:)?[^\s:,][^,]*$")
 GROUP_PREFIX = "group:"
 DEFAULT_CACHE_SIZE = "1GB"
 DEFAULT_MAX_FILE_SIZE = "100MB"
+DEFAULT_IMAGES_PER_TASK = 4096
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,7 @@ class ImageViewSpec:
     glob: str | None = None
     max_staleness: float = 0.0  # seconds a listing of the folder may be reused
     max_file_size: int = byte_size(DEFAULT_MAX_FILE_SIZE)  # bytes sql-dl serve reads by path
+    images_per_task: int = DEFAULT_IMAGES_PER_TASK  # a full scan's task size (at least one per core)
 
 
 @dataclass(frozen=True)
@@ -494,8 +496,9 @@ class _Validator:
     def _images(self, name: str, entry: Mapping) -> ImageViewSpec:
         where = f"images.{name}"
         self._check_keys(where, entry, ("path", "recursive", "label", "sample_ratio", "glob",
-                                        "max_staleness", "max_file_size"))
+                                        "max_staleness", "max_file_size", "images_per_task"))
         file_size = entry.get("max_file_size", DEFAULT_MAX_FILE_SIZE)
+        per_task = entry.get("images_per_task", DEFAULT_IMAGES_PER_TASK)
         ratio = entry.get("sample_ratio", 1.0)
         staleness = entry.get("max_staleness", 0)
         glob = entry.get("glob")
@@ -514,6 +517,8 @@ class _Validator:
             max_file_size=byte_size(self.check(f"{where}.max_file_size", file_size,
                                                byte_size_problem(file_size),
                                                DEFAULT_MAX_FILE_SIZE)),
+            images_per_task=self.check(f"{where}.images_per_task", per_task,
+                                       positive_int_problem(per_task), DEFAULT_IMAGES_PER_TASK),
         )
 
     def _check_function_names(self, preprocessors: Mapping[str, PreprocessorSpec],

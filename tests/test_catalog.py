@@ -109,17 +109,38 @@ def test_metadata_queries_read_no_image_and_top_n_reads_n(spark, photos, cnn_fil
     assert reads(spark) - before == 2
 
 
-def test_a_full_scan_equals_keras_in_tasks_for_its_size(spark, photos, cnn_file, tmp_path,
-                                                        monkeypatch):
-    monkeypatch.setattr("sql_dl.driver.views.IMAGES_PER_TASK", 4)  # as if 1,024 were 4
+def test_a_full_scan_equals_keras_in_tasks_for_its_size(spark, photos, cnn_file, tmp_path):
     files = tree(photos, tmp_path / "lake", folders=2)
-    sql_dl.bootstrap(spark, manifest(tmp_path / "lake", cnn_file))
+    sql_dl.bootstrap(spark, manifest(tmp_path / "lake", cnn_file, images_per_task=4))
     frame = spark.sql("SELECT path, cnn(image) AS out FROM lake")
-    assert frame.rdd.getNumPartitions() == 3  # 9 images, 4 per task
+    assert frame.rdd.getNumPartitions() == 4  # 9 images, at most 4 per task, 2 per core
     before = reads(spark)
     rows = sorted(frame.collect(), key=lambda r: r.path)
     assert reads(spark) - before == len(files)
     assert names(rows) == [f.name for f in files]
+    np.testing.assert_allclose(np.array([r.out for r in rows]),
+                               keras_outputs(cnn_file, files, "tf"), **TOLERANCE)
+
+
+def test_file_names_that_are_not_uri_safe_are_read_as_they_are(spark, photos, cnn_file,
+                                                                tmp_path):
+    """Local images are read directly (not through Hadoop's local file system): names with
+    spaces, '#', '%', ';' and non-ASCII letters, in a folder with a space, still give their
+    own bytes and Keras's answers."""
+    folder = tmp_path / "odd lake" / "sub dir"
+    folder.mkdir(parents=True)
+    files = [folder / name for name in ("a b.png", "hash#1.png", "pct%20.png", "semi;colon.png",
+                                        "\u00fcn\u00ef.png")]
+    for photo, file in zip(photos, files):
+        shutil.copy(photo, file)
+    files.sort()
+    sql_dl.bootstrap(spark, manifest(tmp_path / "odd lake", cnn_file))
+    before = reads(spark)
+    rows = sorted(spark.sql("SELECT path, length(image) AS n, cnn(image) AS out FROM lake")
+                  .collect(), key=lambda r: r.path)
+    assert reads(spark) - before == 2 * len(files)  # once per use of the column
+    assert [local(r.path) for r in rows] == files
+    assert [r.n for r in rows] == [f.stat().st_size for f in files]
     np.testing.assert_allclose(np.array([r.out for r in rows]),
                                keras_outputs(cnn_file, files, "tf"), **TOLERANCE)
 

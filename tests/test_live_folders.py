@@ -95,15 +95,14 @@ def test_max_staleness_reuses_a_listing_for_that_long(spark, photos, tmp_path):
     assert spark.sql("SELECT count(*) AS n FROM live").first().n == 6
 
 
-def test_the_task_count_follows_the_folder(spark, photos, tmp_path, monkeypatch):
-    """As if 1,024 files were 2: one task's worth is read where the catalog's rows are (no
-    shuffle), more in a task per 2 images."""
-    monkeypatch.setattr("sql_dl.driver.views.IMAGES_PER_TASK", 2)
+def test_the_task_count_follows_the_folder(spark, photos, tmp_path):
+    """With tasks of 2 images: one task's worth is read where the catalog's rows are (no
+    shuffle), more in tasks of at most 2, a multiple of the 2 cores."""
     folder = copy_photos(photos[:2], tmp_path / "growing")
-    sql_dl.bootstrap(spark, manifest(folder))
+    sql_dl.bootstrap(spark, manifest(folder, images_per_task=2))
     assert spark.table("live").rdd.getNumPartitions() == 1
-    copy_photos(photos[2:], folder)  # 9 files: 5 tasks of at most 2
-    assert spark.table("live").rdd.getNumPartitions() == 5
+    copy_photos(photos[2:], folder)  # 9 files: 6 tasks of at most 2
+    assert spark.table("live").rdd.getNumPartitions() == 6
     assert spark.sql("SELECT count(*) AS n FROM live").first().n == len(photos) == 9
 
 

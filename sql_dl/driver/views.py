@@ -21,10 +21,9 @@ from sql_dl.spark.backends import backend_for
 from sql_dl.spark.extension import extension_active
 from sql_dl.sql_text import values_query
 
-__all__ = ["CATALOG_SOURCE", "IMAGES_PER_TASK", "VIEWS_SOURCE", "catalog_options",
+__all__ = ["CATALOG_SOURCE", "VIEWS_SOURCE", "catalog_options",
            "image_frame", "view_query", "views_frame"]
 
-IMAGES_PER_TASK = 1024
 CATALOG_SOURCE = "sql_dl.spark.catalog.CatalogSource"
 VIEWS_SOURCE = "sql_dl.spark.catalog.ViewsSource"
 # read by the extension (jvm/src/sql_dl/spark/catalog), which names them the same
@@ -37,7 +36,7 @@ def catalog_options(spec: ImageViewSpec) -> dict[str, str]:
     """The options of an image view's catalog relation (`CATALOG_SOURCE`)."""
     options = {"path": spec.path, "recursiveFileLookup": str(spec.recursive).lower(),
                _STALENESS_OPTION: str(round(spec.max_staleness * 1000)),
-               _IMAGES_PER_TASK_OPTION: str(IMAGES_PER_TASK)}
+               _IMAGES_PER_TASK_OPTION: str(spec.images_per_task)}
     if spec.glob:
         options["pathGlobFilter"] = spec.glob
     return options
@@ -85,7 +84,7 @@ def image_frame(spark, spec: ImageViewSpec, source: str, seed: int = 0,
         raise ManifestError(f"{source}: images.{spec.name}.path: cannot list the folder: "
                             f"{_first_line(e)}; check the path. "
                             f"Received: path={spec.path!r}") from e
-    tasks = None if catalog else _read_tasks(spark, files)
+    tasks = None if catalog else _read_tasks(spark, files, spec.images_per_task)
     return spark.sql(view_query(spec, "{files}", seed, tasks, catalog), files=files)
 
 
@@ -101,13 +100,13 @@ def views_frame(spark, catalogs: Mapping[str, Mapping[str, str]]):
                                   rows))
 
 
-def _read_tasks(spark, files) -> int | None:
+def _read_tasks(spark, files, images_per_task: int) -> int | None:
     """How many tasks a ``binaryFile`` view is read in: one per core at least, and more only
-    past ``IMAGES_PER_TASK`` files each (Spark's default packs ~32 small files per task)."""
+    past ``images_per_task`` files each (Spark's default packs ~32 small files per task)."""
     parallelism = backend_for(spark).parallelism()
     if parallelism is None:
         return None
-    return max(parallelism, math.ceil(len(files.inputFiles()) / IMAGES_PER_TASK))
+    return max(parallelism, math.ceil(len(files.inputFiles()) / images_per_task))
 
 
 def _first_line(error: Exception) -> str:

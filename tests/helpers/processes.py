@@ -199,8 +199,6 @@ import sql_dl
 from sql_dl.ml import DeepImageFeaturizer, read_images
 
 manifest, photos, out, discovery, cnn = sys.argv[1:6]
-import sql_dl.driver.views
-sql_dl.driver.views.IMAGES_PER_TASK = 4  # 9 photos in 3 tasks: both GPUs in use at once
 spark = sql_dl.session(master="local-cluster[1,2,1024]", conf={
     "spark.worker.resource.gpu.amount": "2",
     "spark.worker.resource.gpu.discoveryScript": discovery,
@@ -248,7 +246,8 @@ def start_gpu_run(work: Path, photos_dir: Path, cnn_file: Path,
         "preprocessors": {"p32": {"size": [32, 32], "mode": "caffe"}},
         "models": {"cnn": {"path": str(cnn_file), "preprocessor": "p32",
                            "labels": str(labels_file), "batch_size": 2}},
-        "images": {"photos": {"path": str(photos_dir)}},
+        # 9 photos in 4 tasks of at most 4 (2 per core): both GPUs in use at once
+        "images": {"photos": {"path": str(photos_dir), "images_per_task": 4}},
         "cache": {"predictions": False}}))  # every call runs the model
     (work / "placements").mkdir()
     tests = str(ROOT / "tests")

@@ -4,6 +4,11 @@ import java.io.FileNotFoundException;
 import java.io.IOException;
 import java.io.InputStream;
 import java.io.Serializable;
+import java.nio.ByteBuffer;
+import java.nio.channels.FileChannel;
+import java.nio.file.NoSuchFileException;
+import java.nio.file.StandardOpenOption;
+import java.util.Arrays;
 
 import org.apache.hadoop.conf.Configuration;
 import org.apache.hadoop.fs.FileSystem;
@@ -80,26 +85,49 @@ public final class ImageBytes implements Serializable {
     String file = value.toString();
     try {
       Path p = new Path(file);
-      FileSystem fs = p.getFileSystem(conf());
-      long length = fs.getFileStatus(p).getLen();
-      if (length > Integer.MAX_VALUE - 16) {
-        throw new IOException("the file is larger than 2 GB");
-      }
-      byte[] bytes = new byte[(int) length];
-      try (InputStream in = fs.open(p)) {
-        int read = in.readNBytes(bytes, 0, bytes.length);
-        if (read < bytes.length) {  // shortened since its status was read
-          bytes = java.util.Arrays.copyOf(bytes, read);
-        }
-      }
+      java.net.URI uri = p.toUri();
+      byte[] bytes = uri.getScheme() == null || "file".equals(uri.getScheme())
+          ? readLocal(java.nio.file.Path.of(uri.getPath())) : read(p);
       reads.add(1);
       return bytes;
-    } catch (FileNotFoundException e) {
+    } catch (FileNotFoundException | NoSuchFileException e) {
       skipped.add(file);
       return null;
     } catch (IOException e) {
       throw new IllegalStateException("cannot read the image file " + file + ": " + e, e);
     }
+  }
+
+  /**
+   * A local file read directly: one open, size and read, where Hadoop's local file system
+   * reads the status, looks for a checksum file and copies through its buffers (about 40 us
+   * more per small image).
+   */
+  private static byte[] readLocal(java.nio.file.Path file) throws IOException {
+    try (FileChannel channel = FileChannel.open(file, StandardOpenOption.READ)) {
+      ByteBuffer buffer = ByteBuffer.allocate(checkedLength(channel.size()));
+      while (buffer.hasRemaining() && channel.read(buffer) >= 0) {
+        // until full, or the end of a file shortened since its size was read
+      }
+      return buffer.hasRemaining() ? Arrays.copyOf(buffer.array(), buffer.position())
+          : buffer.array();
+    }
+  }
+
+  private static byte[] read(Path p) throws IOException {
+    FileSystem fs = p.getFileSystem(conf());
+    byte[] bytes = new byte[checkedLength(fs.getFileStatus(p).getLen())];
+    try (InputStream in = fs.open(p)) {
+      int read = in.readNBytes(bytes, 0, bytes.length);
+      return read < bytes.length ? Arrays.copyOf(bytes, read) : bytes;  // shortened since
+    }
+  }
+
+  private static int checkedLength(long length) throws IOException {
+    if (length > Integer.MAX_VALUE - 16) {
+      throw new IOException("the file is larger than 2 GB");
+    }
+    return (int) length;
   }
 
   private static synchronized Configuration conf() {

@@ -40,16 +40,19 @@ import scala.runtime.AbstractPartialFunction;
  * {@code ORDER BY ... LIMIT n}, so that n images are read.
  *
  * <p>{@link Tasks} (after it) reads images and runs models in as many tasks as the snapshot
- * needs (one per core at least, one per {@code sql_dl.images_per_task} images): a
+ * needs (a multiple of the cores, each of at most {@code sql_dl.images_per_task} images): a
  * round-robin repartition of the catalog's rows (paths, not images) below the projection
  * that reads or scores them, unless a LIMIT above it takes only a few rows, or the view holds
- * one task's worth of images (a shuffle's files stay on disk until the driver's next GC). Checked on Spark
- * 4.3.0.
+ * at most {@link #READ_IN_PLACE_UP_TO} images (a shuffle's files stay on disk until the driver's
+ * next GC). Each task costs Spark about 20 ms of CPU (deserializing it, generating its
+ * projections, starting its Python runner), so tasks of thousands of small images keep that
+ * under 2% of a full scan. Checked on Spark 4.3.0.
  */
 public final class LateImages {
 
   static final String IMAGES_PER_TASK = "sql_dl.images_per_task";
-  static final int DEFAULT_IMAGES_PER_TASK = 1024;
+  static final int DEFAULT_IMAGES_PER_TASK = 4096;  // the manifest's default too
+  static final int READ_IN_PLACE_UP_TO = 1024;  // fewer images are read where the catalog's rows are
 
   private LateImages() {}
 
@@ -167,16 +170,25 @@ public final class LateImages {
         CatalogSource.CatalogIndex index = indexOf(r);
         long files = index.files();
         String given = index.options().getOrElse(IMAGES_PER_TASK, () -> null);
-        long perTask = given == null ? DEFAULT_IMAGES_PER_TASK : Long.parseLong(given);
-        if (files <= perTask) {
+        long perTask = Math.max(1, given == null ? DEFAULT_IMAGES_PER_TASK : Long.parseLong(given));
+        if (files <= Math.min(perTask, READ_IN_PLACE_UP_TO)) {
           return null;  // one task's worth: no shuffle (its files would stay until a GC)
         }
-        int cores = session.sparkContext().defaultParallelism();
-        int tasks = (int) Math.max(cores, (files + perTask - 1) / Math.max(1, perTask));
+        int tasks = tasks(files, perTask, session.sparkContext().defaultParallelism());
         return project.withNewChildren(CollectionConverters.asScala(
             List.<LogicalPlan>of(new Repartition(tasks, true, project.child()))).toSeq());
       });
     }
+  }
+
+  /**
+   * How many tasks read {@code files} images: a multiple of {@code cores} (so that the last
+   * round of tasks keeps every core busy), each of at most {@code perTask} images, or fewer
+   * where that leaves a core idle.
+   */
+  static int tasks(long files, long perTask, int cores) {
+    long round = (long) Math.max(1, cores) * perTask;
+    return (int) Math.min(Integer.MAX_VALUE, (files + round - 1) / round * Math.max(1, cores));
   }
 
   /** The catalog index of one of sql_dl's catalog relations, else null. */
