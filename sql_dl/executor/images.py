@@ -162,7 +162,15 @@ def _draft(image, width: int, height: int) -> None:
 
 def load_rgb(value: Any, size: tuple[int, int], interpolation: str,
              max_pixels: int = MAX_PIXELS, decode: str = "exact") -> np.ndarray:
-    """Decodes one image to an (H, W, 3) float32 RGB array, as load_img + img_to_array do.
+    """Decodes one image to an (H, W, 3) float32 RGB array, as load_img + img_to_array do
+    (see `decode_rgb`)."""
+    return np.asarray(decode_rgb(value, size, interpolation, max_pixels, decode),
+                      dtype=np.float32)
+
+
+def decode_rgb(value: Any, size: tuple[int, int], interpolation: str,
+               max_pixels: int = MAX_PIXELS, decode: str = "exact"):
+    """Decodes one image to an RGB PIL image of ``size`` (H, W), as load_img does.
 
     ``decode="draft"`` decodes a JPEG through its own DCT scaling, at the largest reduction
     (1/2, 1/4 or 1/8) that leaves every side at least twice the target size, before the same
@@ -176,7 +184,7 @@ def load_rgb(value: Any, size: tuple[int, int], interpolation: str,
     width_height = (size[1], size[0])
     if image.size != width_height:
         image = image.resize(width_height, _RESAMPLING[interpolation])
-    return np.asarray(image, dtype=np.float32)
+    return image
 
 
 def resolve_function(reference: str) -> Callable[[np.ndarray], np.ndarray]:
@@ -214,16 +222,32 @@ def preprocess_batch(values: list[Any], spec: PreprocessorSpec, on_error: str
     """
     function = resolve_function(spec.function) if spec.function else None
 
-    def convert(value: Any) -> np.ndarray | None:
+    def decode(value: Any) -> np.ndarray | None:
+        """The (H, W, 3) 8-bit RGB pixels (decoded here: PIL decodes when they are read)."""
         try:
-            array = load_rgb(value, spec.size, spec.interpolation, spec.max_pixels, spec.decode)
+            return np.asarray(decode_rgb(value, spec.size, spec.interpolation, spec.max_pixels,
+                                         spec.decode))
         except Exception as e:  # PIL raises many types on hostile input
             if on_error == "fail":
                 raise ImageDecodeError(
                     f"cannot decode the image: {error_text(e)}. Fix or remove the file, or set "
                     f"on_error: null to get NULL for it. Received: {describe_source(value)}") from e
             return None
-        return np.asarray(function(array), dtype=np.float32) if function else array
 
-    batch, ok = stack_valid(values, convert, (*spec.size, 3))
-    return (batch if function or not len(batch) else apply_mode(batch, spec.mode)), ok
+    if function is not None:
+        def convert(value: Any) -> np.ndarray | None:
+            pixels = decode(value)
+            return None if pixels is None else np.asarray(
+                function(pixels.astype(np.float32)), dtype=np.float32)
+
+        return stack_valid(values, convert, (*spec.size, 3))
+    # the 8-bit pixels of the batch, made float32 at once: the values img_to_array gives
+    batch = np.empty((len(values), *spec.size, 3), dtype=np.uint8)
+    ok = np.zeros(len(values), dtype=bool)
+    for i, value in enumerate(values):
+        pixels = None if value is None else decode(value)
+        if pixels is not None:
+            batch[np.count_nonzero(ok)] = pixels
+            ok[i] = True
+    decoded = batch[:np.count_nonzero(ok)].astype(np.float32)
+    return (apply_mode(decoded, spec.mode) if len(decoded) else decoded), ok
