@@ -225,7 +225,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10000,100000,1000000")
     parser.add_argument("--root", default="/tmp/sql_dl-scale")
-    parser.add_argument("--scan-sizes", default="100000,1000000",
+    parser.add_argument("--scan-sizes", default="10000,100000,1000000",
                         help="the sizes whose full scan is measured against the raw loop")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--one", help=argparse.SUPPRESS)  # a child: lake,model,home,reps,scan

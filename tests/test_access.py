@@ -244,6 +244,33 @@ def test_grants_limit_functions_and_views(server, photos):
     rows(server, "ops", "DROP VIEW default.ops_view")
 
 
+def test_system_views_show_analysts_only_what_is_granted_to_them(server):
+    """sql_dl_models, sql_dl_views, sql_dl_cache and sql_dl_devices keep, for an analyst,
+    the rows of the functions, models and views it may use (p32 and secret are bob's)."""
+    def names(user: str, sql: str) -> list[str]:
+        return sorted(r[0] for r in rows(server, user, sql))
+
+    functions = "SELECT function FROM sql_dl_models"
+    views = "SELECT view FROM sql_dl_views"
+    assert names("bob", functions) == names("ops", functions)
+    assert names("alice", functions) == [f for f in names("ops", functions) if f != "p32"]
+    assert names("ops", views) == ["photos", "recent", "recent_hourly", "secret"]
+    assert names("bob", views) == names("ops", views)
+    assert names("alice", views) == ["photos", "recent", "recent_hourly"]
+    # a filter, join or aggregate of a system view keeps to the same rows
+    assert rows(server, "alice", "SELECT count(*) FROM sql_dl_views v JOIN sql_dl_models m "
+                                 "ON m.function = 'p32' OR v.view = 'secret'") == [(0,)]
+    rows(server, "bob", "SELECT count(*) FROM photos WHERE cnn(image) IS NOT NULL")  # loads cnn
+    models = "SELECT DISTINCT model FROM sql_dl_devices"
+    deadline = time.monotonic() + 30  # the executors' views are refreshed after statements
+    while names("ops", models) != ["cnn"] and time.monotonic() < deadline:
+        time.sleep(1)
+    assert names("alice", models) == names("ops", models) == ["cnn"]
+    cached = "SELECT DISTINCT model FROM sql_dl_cache"
+    assert set(names("alice", cached)) <= {"cnn", "cnn_features", "cnn_top_k"}
+    assert names("alice", cached) == names("ops", cached)
+
+
 def test_analysts_keep_what_bi_tools_need(server, photos, tmp_path):
     from TCLIService import ttypes
 

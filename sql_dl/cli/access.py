@@ -16,7 +16,8 @@ from typing import Mapping
 
 from sql_dl.executor.path_policy import PathPolicy, Root, root_of
 from sql_dl.manifest import Manifest
-from sql_dl.rules import BUILT_IN_FUNCTIONS, PATH_POLICY_ENV, SYSTEM_VIEWS
+from sql_dl.rules import (BUILT_IN_FUNCTIONS, CACHE_VIEW, DEVICES_VIEW, MODELS_VIEW,
+                          PATH_POLICY_ENV, SYSTEM_VIEWS, VIEWS_VIEW)
 
 __all__ = ["LOCKED_CONF", "SETTABLE", "access_problems", "install_path_policy",
            "install_policy", "path_policy", "policy_spec"]
@@ -89,6 +90,9 @@ def policy_spec(manifest: Manifest, hive_conf: Mapping[str, str]) -> dict:
         "views": views,
         "settable": list(SETTABLE),
         "ldap": ldap,
+        # system views an analyst sees only the granted rows of: the column and what it names
+        "rows": {MODELS_VIEW: ["function", "function"], CACHE_VIEW: ["model", "function"],
+                 DEVICES_VIEW: ["model", "model"], VIEWS_VIEW: ["view", "view"]},
     }
 
 

@@ -52,6 +52,7 @@ public final class AccessPolicy {
   private final Map<String, String> functions;
   private final Map<String, String> views;
   private final Set<String> settable;
+  private final Map<String, List<String>> rows;
   private final LdapGroups groups;
 
   private AccessPolicy(Map<String, Object> spec) {
@@ -62,6 +63,9 @@ public final class AccessPolicy {
     functions = lowerKeys(map(spec.get("functions")));
     views = lowerKeys(map(spec.get("views")));
     settable = new TreeSet<>(strings(spec.get("settable")));
+    rows = new HashMap<>();
+    map(spec.get("rows")).forEach((view, columnAndKind) ->
+        rows.put(lower(view), strings(columnAndKind)));
     Map<String, Object> ldap = map(spec.get("ldap"));
     Map<String, String> ldapSettings = new HashMap<>();
     ldap.forEach((k, v) -> ldapSettings.put(k, String.valueOf(v)));
@@ -71,7 +75,10 @@ public final class AccessPolicy {
   /**
    * Makes {@code spec} (JSON: {@code admins}, {@code grants} by entry, sql_dl's
    * {@code functions} and {@code views} with the entry each belongs to ({@code ""}: open to
-   * all), the {@code settable} settings, and the {@code ldap} settings for group grants) the policy of every statement from now on.
+   * all), the {@code settable} settings, the {@code ldap} settings for group grants, and the
+   * system views whose {@code rows} an analyst sees only as far as granted: each view's column
+   * and the kind it names, {@code function}, {@code model} or {@code view}) the policy of
+   * every statement from now on.
    */
   public static void install(String spec) throws java.io.IOException {
     current = new AccessPolicy(JSON.readValue(spec, new TypeReference<Map<String, Object>>() {}));
@@ -194,6 +201,43 @@ public final class AccessPolicy {
   /** Who {@code entry} is granted to, or null when it is open to every analyst. */
   Set<String> grantees(String entry) {
     return entry == null || entry.isEmpty() ? null : grants.get(lower(entry));
+  }
+
+  /**
+   * How the rows of a system view are kept to what {@code analyst} may use: the view's column
+   * that names a function, model or view, and the names of that kind it may show (lower
+   * case); null when {@code view} is not such a system view.
+   */
+  Map.Entry<String, Set<String>> visibleRows(String view, Analyst analyst) {
+    List<String> columnAndKind = rows.get(lower(view));
+    if (columnAndKind == null) {
+      return null;
+    }
+    Set<String> names = new TreeSet<>();
+    switch (columnAndKind.get(1)) {
+      case "function" -> functions.forEach((name, entry) -> {
+        if (visible(entry, analyst)) {
+          names.add(name);
+        }
+      });
+      case "model" -> functions.values().forEach(entry -> {
+        if (!entry.isEmpty() && visible(entry, analyst)) {
+          names.add(lower(entry));
+        }
+      });
+      case "view" -> views.forEach((name, entry) -> {
+        if (visible(entry, analyst)) {
+          names.add(name);
+        }
+      });
+      default -> throw new IllegalStateException("no such kind: " + columnAndKind.get(1));
+    }
+    return Map.entry(columnAndKind.get(0), names);
+  }
+
+  private boolean visible(String entry, Analyst analyst) {
+    Set<String> to = grantees(entry);
+    return to == null || !Collections.disjoint(to, analyst.principals());
   }
 
   boolean settable(String key) {

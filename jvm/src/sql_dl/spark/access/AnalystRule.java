@@ -1,5 +1,7 @@
 package sql_dl.spark.access;
 
+import java.util.ArrayList;
+import java.util.List;
 import java.util.Locale;
 import java.util.Map;
 import java.util.Set;
@@ -10,14 +12,19 @@ import org.apache.spark.sql.catalyst.analysis.AnalysisContext;
 import org.apache.spark.sql.catalyst.analysis.LocalTempView$;
 import org.apache.spark.sql.catalyst.analysis.UnresolvedRelation;
 import org.apache.spark.sql.catalyst.catalog.HiveTableRelation;
+import org.apache.spark.sql.catalyst.expressions.Attribute;
 import org.apache.spark.sql.catalyst.expressions.CallMethodViaReflection;
 import org.apache.spark.sql.catalyst.expressions.Expression;
+import org.apache.spark.sql.catalyst.expressions.In;
+import org.apache.spark.sql.catalyst.expressions.Literal;
+import org.apache.spark.sql.catalyst.expressions.Lower;
 import org.apache.spark.sql.catalyst.expressions.PythonUDF;
 import org.apache.spark.sql.catalyst.expressions.RuntimeReplaceable;
 import org.apache.spark.sql.catalyst.expressions.SubqueryExpression;
 import org.apache.spark.sql.catalyst.expressions.UserDefinedExpression;
 import org.apache.spark.sql.catalyst.plans.logical.CTERelationRef;
 import org.apache.spark.sql.catalyst.plans.logical.Command;
+import org.apache.spark.sql.catalyst.plans.logical.Filter;
 import org.apache.spark.sql.catalyst.plans.logical.InsertIntoDir;
 import org.apache.spark.sql.catalyst.plans.logical.LeafNode;
 import org.apache.spark.sql.catalyst.plans.logical.LocalRelation;
@@ -31,9 +38,12 @@ import org.apache.spark.sql.execution.command.CreateViewCommand;
 import org.apache.spark.sql.execution.command.SetCommand;
 import org.apache.spark.sql.execution.datasources.DataSource$;
 import org.apache.spark.sql.execution.datasources.LogicalRelation;
+import org.apache.spark.sql.types.DataTypes;
+import scala.Function1;
 import scala.Option;
 import scala.Tuple2;
 import scala.jdk.javaapi.CollectionConverters;
+import scala.runtime.AbstractPartialFunction;
 
 /**
  * The access policy's rule: refuses, as Spark analyses a statement and before any job runs,
@@ -122,10 +132,61 @@ public final class AnalystRule extends Rule<LogicalPlan> {
       return plan;
     }
     AccessPolicy.Analyst analyst = policy.analystIn(session);
-    if (analyst != null) {
-      new Judge(policy, analyst).plan(plan);
+    if (analyst == null) {
+      return plan;
     }
-    return plan;
+    new Judge(policy, analyst).plan(plan);
+    return plan.resolveOperatorsUp(new AbstractPartialFunction<LogicalPlan, LogicalPlan>() {
+      @Override
+      public boolean isDefinedAt(LogicalPlan node) {
+        return visibleRows(node, policy, analyst) != null;
+      }
+
+      @Override
+      public <A1 extends LogicalPlan, B1> B1 applyOrElse(A1 node, Function1<A1, B1> otherwise) {
+        @SuppressWarnings("unchecked")
+        B1 result = isDefinedAt(node) ? (B1) visibleRows(node, policy, analyst)
+            : otherwise.apply(node);
+        return result;
+      }
+    });
+  }
+
+  /**
+   * A system view of the default database ({@code sql_dl_models}, {@code sql_dl_views} ...)
+   * with only the rows of what {@code analyst} may use, else null: an analyst sees neither
+   * the functions, models nor views granted to others only.
+   */
+  private static LogicalPlan visibleRows(LogicalPlan node, AccessPolicy policy,
+      AccessPolicy.Analyst analyst) {
+    if (!(node instanceof View view) || view.isTempView() || view.child() instanceof Filter) {
+      return null;  // (a Filter: kept already)
+    }
+    TableIdentifier identifier = view.desc().identifier();
+    if (!identifier.database().isDefined()
+        || !identifier.database().get().equalsIgnoreCase("default")) {
+      return null;
+    }
+    Map.Entry<String, Set<String>> visible = policy.visibleRows(identifier.table(), analyst);
+    if (visible == null) {
+      return null;
+    }
+    Expression column = null;
+    for (Attribute a : CollectionConverters.asJava(view.child().output())) {
+      if (a.name().equalsIgnoreCase(visible.getKey())) {
+        column = a;
+      }
+    }
+    if (column == null) {
+      throw new IllegalStateException(identifier + " has no column " + visible.getKey());
+    }
+    List<Expression> names = new ArrayList<>();
+    for (String name : visible.getValue()) {
+      names.add(Literal.create(name, DataTypes.StringType));
+    }
+    Expression kept = new In(new Lower(column), CollectionConverters.asScala(names).toSeq());
+    return view.withNewChildren(CollectionConverters.asScala(
+        List.<LogicalPlan>of(new Filter(kept, view.child()))).toSeq());
   }
 
   /** Judges one statement of one analyst. */
