@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import subprocess
 import sys
@@ -205,3 +206,35 @@ def test_validate_reports_every_problem_in_one_round(manifest_file, tmp_path):
 def test_command_line_mistakes_are_one_line_before_spark_starts(tmp_path, args, message):
     result = run_cli(*args)
     assert (result.returncode, result.stdout, result.stderr) == (1, "", message + "\n")
+
+
+def _size(n: int) -> str:
+    return f"{n:,} bytes" if n < 1000 else f"{n / 1000:.1f} kB" if n < 1000 ** 2 else \
+        f"{n / 1000 ** 2:.1f} MB"
+
+
+def test_the_shell_shows_binary_values_as_placeholders(spark, photos, photos_dir):
+    """An image is its format, size and bytes (from its header); other bytes their count;
+    --raw-binary (raw_binary) prints them as spark-sql does."""
+    import sql_dl
+    from PIL import Image
+    from sql_dl.cli.shell import SqlShell
+
+    sql_dl.bootstrap(spark, {"images": {"photos": {"path": str(photos_dir)}}})
+    query = ("SELECT path, image, CAST('abc' AS BINARY) AS b, CAST(NULL AS BINARY) AS n, "
+             "image AS again FROM photos ORDER BY path")
+    out = io.StringIO()
+    assert SqlShell(spark, out=out, err=io.StringIO(), silent=True).run(query)
+    rows = [line.split("\t") for line in out.getvalue().splitlines()]
+    assert [local(r[0]) for r in rows] == photos
+    for (_, image, other, null, again), photo in zip(rows, photos):
+        with Image.open(photo) as opened:
+            assert image == again == (f"<{opened.format} {opened.width}×{opened.height}, "
+                                      f"{_size(photo.stat().st_size)}>")
+        assert (other, null) == ("<binary 3 bytes>", "NULL")
+    raw = io.BytesIO()
+    shell = SqlShell(spark, out=io.TextIOWrapper(raw, errors="surrogateescape"), err=io.StringIO(),
+                     silent=True, raw_binary=True)
+    assert shell.run("SELECT image FROM photos WHERE path LIKE '%.png' LIMIT 1")
+    shell.out.flush()
+    assert b"PNG" in raw.getvalue()[:8] and len(raw.getvalue()) > 1000

@@ -46,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("sql-dl: %(message)s"))
     logger.addHandler(handler)
+    # printed once, by this handler: a library that configures the root logger (logging.info
+    # at module level, basicConfig) would print each line again as INFO:sql_dl....
+    logger.propagate = False
     logger.setLevel(logging.WARNING if getattr(args, "silent", False) else logging.INFO)
     try:
         return args.run(args)
@@ -102,6 +105,9 @@ def _add_sql(commands) -> None:
     sql.add_argument("--header", action="store_true", help="print column names first")
     sql.add_argument("-S", "--silent", action="store_true",
                      help="print results only: no timings or progress messages")
+    sql.add_argument("--raw-binary", action="store_true",
+                     help="print BINARY values (images) as spark-sql does, byte for byte, "
+                          "instead of a placeholder such as <PNG 32×32, 1.2 kB>")
     sql.add_argument("--warm-up", action=argparse.BooleanOptionalAction, default=True,
                      help="load the manifest's models in a Python worker per core first, so "
                           "the first query does not wait for them (default: on)")
@@ -273,7 +279,8 @@ def _jvm_log(args) -> Path:
 
 def _run_sql(args) -> int:
     spark = _session(args)
-    shell = SqlShell(spark, header=args.header, silent=args.silent, details=_jvm_log(args))
+    shell = SqlShell(spark, header=args.header, silent=args.silent, details=_jvm_log(args),
+                     raw_binary=args.raw_binary)
     try:
         if args.manifest:
             bootstrap(spark, args.manifest, warm_up=args.warm_up)

@@ -9,11 +9,11 @@ from typing import Iterable, TextIO
 
 from sql_dl.driver.counts import counts
 from sql_dl.errors import SqlDlError
-from sql_dl.rules import IMAGE_ERROR_FUNCTION
+from sql_dl.rules import IMAGE_ERROR_FUNCTION, IMAGE_INFO_FUNCTION
 from sql_dl.spark import internals as spark_internals
 from sql_dl.sql_text import split_statements
 
-__all__ = ["SqlShell"]
+__all__ = ["SqlShell", "binary_placeholders"]
 
 HISTORY_FILE = Path.home() / ".sql_dl_history"
 PROMPT = "sql-dl> "
@@ -24,15 +24,18 @@ _EXIT_STATEMENTS = ("quit", "exit")
 class SqlShell:
     """Runs statements against a session and prints results as tab-separated lines.
 
-    Results are formatted by Spark's own ``HiveResult``, exactly as ``spark-sql`` prints them.
+    Results are formatted by Spark's own ``HiveResult``, exactly as ``spark-sql`` prints them,
+    except ``BINARY`` columns: a short placeholder per value (`binary_placeholders`) unless
+    ``raw_binary``.
     An error is one message; the first also names ``details``, the file of Spark's log.
     ``after_statement()`` is called after each statement.
     """
 
     def __init__(self, spark, header: bool = False, silent: bool = False, echo: bool = False,
                  out: TextIO = sys.stdout, err: TextIO = sys.stderr,
-                 details: Path | None = None, after_statement=None):
+                 details: Path | None = None, after_statement=None, raw_binary: bool = False):
         self.spark = spark
+        self.raw_binary = raw_binary
         self.after_statement = after_statement
         self.details = details
         self.header = header
@@ -55,7 +58,8 @@ class SqlShell:
         before = counts(self.spark)
         try:
             frame = self.spark.sql(statement)
-            lines = spark_internals.hive_result_lines(frame)
+            shown = frame if self.raw_binary else binary_placeholders(frame)
+            lines = spark_internals.hive_result_lines(shown)
         except (PySparkException, SqlDlError) as e:
             if self.err.isatty():  # a failed job leaves its progress bar on the line
                 self.err.write("\r\x1b[K")
@@ -101,6 +105,40 @@ class SqlShell:
                 if statement.lower() in _EXIT_STATEMENTS:
                     return
                 self.run(statement)
+
+
+def binary_placeholders(frame):
+    """``frame`` with each top-level ``BINARY`` value shown as ``<PNG 32×32, 1.2 kB>`` (an
+    image, from its header) or ``<binary 1,234 bytes>``; NULL stays NULL. Other frames are
+    returned as they are (so ``DESCRIBE`` and ``SHOW`` keep Spark's own formatting)."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import BinaryType
+
+    fields = frame.schema.fields
+    if not any(isinstance(f.dataType, BinaryType) for f in fields):
+        return frame
+    spark = frame.sparkSession
+    has_info = spark.catalog.functionExists(IMAGE_INFO_FUNCTION)
+    renamed = frame.toDF(*(f"_c{i}" for i in range(len(fields))))  # names may repeat
+    columns = []
+    for i, field in enumerate(fields):
+        value = F.col(f"_c{i}")
+        if not isinstance(field.dataType, BinaryType):
+            columns.append(value)
+            continue
+        size = F.length(value)
+        bytes_ = F.concat(F.format_number(size, 0), F.lit(" bytes"))
+        human = (F.when(size < 1000, bytes_)
+                 .when(size < 1000 ** 2, F.concat(F.format_number(size / 1000, 1), F.lit(" kB")))
+                 .otherwise(F.concat(F.format_number(size / 1000 ** 2, 1), F.lit(" MB"))))
+        described = F.concat(F.lit("<binary "), bytes_, F.lit(">"))
+        if has_info:
+            info = F.call_function(IMAGE_INFO_FUNCTION, value)
+            described = F.coalesce(
+                F.concat(F.lit("<"), info.format, F.lit(" "), info.width, F.lit("×"),
+                         info.height, F.lit(", "), human, F.lit(">")), described)
+        columns.append(F.when(value.isNotNull(), described))
+    return renamed.select(*columns)
 
 
 def _prompt_lines(buffer: list[str]) -> Iterable[str]:
