@@ -6,6 +6,8 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
+import yaml
+from helpers.processes import run_cli
 from helpers.reference import keras_tensor, local
 
 import sql_dl
@@ -101,3 +103,19 @@ def test_a_model_openvino_cannot_convert_fails_at_bootstrap_naming_the_op(spark,
             r"for operations: Lgamma\. Use engine: keras for it\. Received: engine='openvino'")):
         sql_dl.bootstrap(spark, {"models": {"g": {"path": str(tmp_path / "lgamma.keras"),
                                                   "engine": "openvino"}}})
+
+
+def test_validate_prints_each_log_line_once(cnn_file, tmp_path, monkeypatch):
+    """Converting a model imports code that configures the root logger; sql-dl's own lines
+    must still be printed once, not again as INFO:sql_dl...."""
+    monkeypatch.setenv("SQL_DL_CACHE", str(tmp_path / "cache"))  # a conversion of its own
+    manifest = tmp_path / "models.yaml"
+    manifest.write_text(yaml.safe_dump({
+        "preprocessors": {"p32": {"size": [32, 32], "mode": "caffe"}},
+        "models": {"cnn": {"path": str(cnn_file), "preprocessor": "p32", "engine": "openvino"}}}))
+    result = run_cli("validate", manifest)
+    assert result.returncode == 0, result.stderr
+    assert [line for line in result.stderr.splitlines() if "Converted" in line] == [
+        line for line in result.stderr.splitlines() if line.startswith("sql-dl: Converted")]
+    assert len([line for line in result.stderr.splitlines() if "Converted" in line]) == 1
+    assert "INFO:" not in result.stderr
