@@ -238,3 +238,38 @@ def test_the_shell_shows_binary_values_as_placeholders(spark, photos, photos_dir
     assert shell.run("SELECT image FROM photos WHERE path LIKE '%.png' LIMIT 1")
     shell.out.flush()
     assert b"PNG" in raw.getvalue()[:8] and len(raw.getvalue()) > 1000
+
+
+def test_ctrl_c_cancels_the_statement_and_the_prompt_stays(manifest_file, tmp_path):
+    """At a real prompt (a pseudo-terminal): Ctrl-C during a statement cancels its jobs and
+    says so in one line; the session goes on. After an executor-side error the prompt is the
+    last thing on the screen: no progress bar (keep-warm's jobs run after each statement)
+    is drawn over it."""
+    import pexpect
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TF_CPP_")}
+    shown = io.StringIO()
+    child = pexpect.spawn(sys.executable, ["-m", "sql_dl.cli", "sql", "--home", str(tmp_path),
+                                           "--manifest", str(manifest_file), "--master",
+                                           "local[2]", "--no-warm-up"],
+                          env=env, encoding="utf-8", timeout=TIMEOUT, dimensions=(24, 120))
+    child.logfile_read = shown
+    child.expect_exact("sql-dl> ")
+    child.sendline("SELECT count(*) FROM range(0, 1000000000000, 1, 4) WHERE id % 7 = 3;")
+    child.expect(r"\[Stage")  # a job of many minutes is running
+    child.sendintr()
+    child.expect_exact("Query cancelled", timeout=60)
+    child.expect_exact("sql-dl> ")
+    child.sendline("SELECT 6 * 7;")
+    child.expect_exact("42\r\n")
+    child.expect_exact("sql-dl> ")
+    child.sendline("SELECT assert_true(id < 0) FROM range(0, 4, 1, 2);")
+    child.expect_exact("Error: [USER_RAISED_EXCEPTION] '(id < 0)' is not true!")
+    child.expect_exact("sql-dl> ")
+    with pytest.raises(pexpect.TIMEOUT):  # nothing is drawn over the prompt
+        child.read_nonblocking(1000, timeout=3)
+    child.sendline("quit;")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0, shown.getvalue()
+    assert "Traceback" not in shown.getvalue() and "py4j" not in shown.getvalue().lower()

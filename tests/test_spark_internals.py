@@ -186,7 +186,17 @@ def check_skipped_file_count(spark, tmp_path):
     assert spark_internals.skipped_file_count(spark) - before == len(files) - 3
 
 
+def check_finish_progress_bar(spark, tmp_path):
+    """Its calls exist (tests/test_cli.py's prompt test sees the bar erased on a terminal)."""
+    context = spark.sparkContext._jsc.sc()
+    context.listenerBus().waitUntilEmpty(1000)
+    bar = context.progressBar()
+    assert bar.isEmpty() or bar.get().getClass().getSimpleName() == "ConsoleProgressBar"
+    assert spark_internals.finish_progress_bar(spark) is None
+
+
 CHECKS = {
+    "finish_progress_bar": check_finish_progress_bar,
     "spark_temp_dir": check_temp_dir,
     "set_python_exec": check_python_exec,
     "copy_to_local": check_copy_and_delete,

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Iterable, TextIO
 
 from sql_dl.driver.counts import counts
+from sql_dl.driver.session import show_progress_bar
 from sql_dl.errors import SqlDlError
 from sql_dl.rules import IMAGE_ERROR_FUNCTION, IMAGE_INFO_FUNCTION
 from sql_dl.spark import internals as spark_internals
@@ -56,13 +59,20 @@ class SqlShell:
             print(f"\n{PROMPT}{statement};", file=self.out, flush=True)
         started = time.monotonic()
         before = counts(self.spark)
+        cancelled = threading.Event()
+        interrupts = _CtrlC(self.spark, cancelled)
         try:
-            frame = self.spark.sql(statement)
-            shown = frame if self.raw_binary else binary_placeholders(frame)
-            lines = spark_internals.hive_result_lines(shown)
-        except (PySparkException, SqlDlError) as e:
-            if self.err.isatty():  # a failed job leaves its progress bar on the line
-                self.err.write("\r\x1b[K")
+            with interrupts:
+                frame = self.spark.sql(statement)
+                shown = frame if self.raw_binary else binary_placeholders(frame)
+                lines = spark_internals.hive_result_lines(shown)
+        except Exception as e:  # a cancelled job fails with Spark's (raw) SparkException
+            if not (cancelled.is_set() or isinstance(e, (PySparkException, SqlDlError))):
+                raise
+            self._finish_progress_bar()
+            if cancelled.is_set():
+                print("Query cancelled", file=self.err)
+                return False
             print(f"Error: {_error_message(e)}", file=self.err)
             if self.details is not None:
                 print(f"(Spark's log, with the details of errors: {self.details})", file=self.err)
@@ -74,6 +84,7 @@ class SqlShell:
                     print(line, file=self.err)
             if self.after_statement is not None:
                 self.after_statement()
+        self._finish_progress_bar()
         if print_results:
             if self.header and frame.columns:
                 print("\t".join(frame.columns), file=self.out)
@@ -84,6 +95,14 @@ class SqlShell:
             print(f"Time taken: {time.monotonic() - started:.3f} seconds, "
                   f"Fetched {len(lines)} row(s)", file=self.err)
         return True
+
+    def _finish_progress_bar(self) -> None:
+        """Erases Spark's progress bar before the next line (a result, an error or the
+        prompt), so that a late refresh of it does not erase that line."""
+        if self.err.isatty():
+            spark_internals.finish_progress_bar(self.spark)
+            self.err.write("\r\x1b[K")
+            self.err.flush()
 
     def interact(self, lines: Iterable[str] | None = None) -> None:
         """Reads ``;``-terminated statements at a prompt, with history, until quit or EOF."""
@@ -141,10 +160,41 @@ def binary_placeholders(frame):
     return renamed.select(*columns)
 
 
+class _CtrlC:
+    """Ctrl-C while a statement runs cancels its Spark jobs, from a thread of its own, and
+    the statement then fails (`SqlShell.run` says ``Query cancelled``). PySpark's own handler
+    would raise KeyboardInterrupt inside the main thread's Py4J call, whose connection is
+    then half-read (and Py4J logs tracebacks). Only in the main thread, where signals go."""
+
+    def __init__(self, spark, cancelled: threading.Event):
+        self.spark = spark
+        self.cancelled = cancelled
+        self.previous = None
+
+    def _interrupted(self, signum, frame) -> None:
+        self.cancelled.set()
+        threading.Thread(target=self.spark.sparkContext.cancelAllJobs, name="sql_dl-cancel",
+                         daemon=True).start()
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._interrupted)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+
 def _prompt_lines(buffer: list[str]) -> Iterable[str]:
     while True:
         try:
-            yield input(CONTINUATION if buffer else PROMPT)
+            show_progress_bar(False)  # a background job's bar would erase the prompt
+            try:
+                line = input(CONTINUATION if buffer else PROMPT)
+            finally:
+                show_progress_bar(True)
+            yield line
         except EOFError:
             print(file=sys.stdout)
             return

@@ -18,7 +18,7 @@ from sql_dl.paths import SOURCE_CONF_DIR, home_dir
 from sql_dl.spark.extension import extension_conf
 from sql_dl.spark.internals import launch_gateway
 
-__all__ = ["DEFAULT_CONF", "session"]
+__all__ = ["DEFAULT_CONF", "session", "show_progress_bar"]
 
 # Applied under the caller's own conf, which wins.
 DEFAULT_CONF: dict[str, str] = {
@@ -139,15 +139,31 @@ def _start_logging_jvm(settings: Mapping[str, str], log: Path) -> None:
 _PROGRESS = re.compile(rb"\r(?:\[Stage [^\r\n]*\]| *)(?=\r|\n|$)")
 
 
+_progress_bar_shown = threading.Event()
+_progress_bar_shown.set()
+
+
+def show_progress_bar(shown: bool) -> None:
+    """Whether Spark's progress bar (of a JVM whose stderr `session` routes) reaches the
+    terminal: the shell hides it at its prompt, where a background job's bar (keep-warm's)
+    would be drawn over the prompt and what the user types."""
+    if shown:
+        _progress_bar_shown.set()
+    else:
+        _progress_bar_shown.clear()
+
+
 def _route_stderr(source: BinaryIO, log: Path) -> None:
-    """Copies the JVM's stderr to ``log``, but its progress bar to this process's stderr."""
+    """Copies the JVM's stderr to ``log``, but its progress bar to this process's stderr
+    (while it is shown: `show_progress_bar`)."""
     pending = b""
     with open(log, "ab", buffering=0) as out:
         while chunk := source.read1(65536):
             data, position = pending + chunk, 0
             for bar in _PROGRESS.finditer(data):
                 out.write(data[position:bar.start()])
-                os.write(2, bar.group(0))
+                if _progress_bar_shown.is_set():
+                    os.write(2, bar.group(0))
                 position = bar.end()
             rest = data[position:]
             cut = rest.rfind(b"\r")  # maybe a progress bar still being written

@@ -16,7 +16,7 @@ from sql_dl.errors import SparkInternalsError
 
 __all__ = ["FENCED", "ClosedStatement", "Execution", "RefusedLogin", "StartedStatement",
            "closed_statements", "copy_to_local", "delete_path", "describe_function",
-           "driver_process", "hive_result_lines", "inject_session_function",
+           "driver_process", "finish_progress_bar", "hive_result_lines", "inject_session_function",
            "injected_functions", "install_login_audit", "install_operation_manager",
            "launch_gateway", "next_started_statement", "refused_logins",
            "set_hive_server_properties", "set_python_exec", "silence_jvm_log",
@@ -150,6 +150,26 @@ def hive_result_lines(frame) -> list[str]:
     plan = frame._jdf.queryExecution().executedPlan()
     lines = jvm.org.apache.spark.sql.execution.HiveResult.hiveResultString(plan)
     return list(jvm.scala.jdk.javaapi.CollectionConverters.asJava(lines))
+
+
+@_fenced("clear Spark's progress bar before the prompt",
+         "After a failed job the progress bar may erase the sql-dl> prompt; press Enter.")
+def finish_progress_bar(spark, timeout_ms: int = 2000) -> None:
+    """Lets Spark's console progress bar take in the end of the jobs that ran, and erase
+    itself, now: else its next refresh erases the line printed after it (the prompt).
+
+    Relies on ``SparkContext.listenerBus().waitUntilEmpty`` and ``progressBar()``
+    (``ConsoleProgressBar.finishAll``), package-private in Scala (checked on 4.3.0).
+    """
+    context = spark.sparkContext._jsc.sc()
+    bar = context.progressBar()
+    if bar.isEmpty():
+        return
+    try:
+        context.listenerBus().waitUntilEmpty(timeout_ms)
+    except Exception:  # noqa: BLE001 - a busy bus: the bar is erased anyway
+        pass
+    bar.get().finishAll()
 
 
 @_fenced("list the functions injected into new Spark sessions",
