@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import shutil
 import subprocess
 import sys
 
@@ -240,6 +241,7 @@ def test_the_shell_shows_binary_values_as_placeholders(spark, photos, photos_dir
     assert b"PNG" in raw.getvalue()[:8] and len(raw.getvalue()) > 1000
 
 
+@pytest.mark.slow
 def test_ctrl_c_cancels_the_statement_and_the_prompt_stays(manifest_file, tmp_path):
     """At a real prompt (a pseudo-terminal): Ctrl-C during a statement cancels its jobs and
     says so in one line; the session goes on. After an executor-side error the prompt is the
@@ -273,3 +275,34 @@ def test_ctrl_c_cancels_the_statement_and_the_prompt_stays(manifest_file, tmp_pa
     child.close()
     assert child.exitstatus == 0, shown.getvalue()
     assert "Traceback" not in shown.getvalue() and "py4j" not in shown.getvalue().lower()
+
+
+def test_the_demo_keeps_the_entries_it_did_not_write(tmp_path, cnn_file):
+    """Running the demo again restores its own entries and keeps those sql-dl train added
+    (as the training page has users do); a file that is no manifest is refused, unchanged."""
+    from sql_dl.cli.demo import demo_manifest, prepare_demo
+    from sql_dl.errors import SqlDlError
+
+    demo = tmp_path / "demo"
+    (demo / "models").mkdir(parents=True)
+    shutil.copy(cnn_file, demo / "models" / "digits_cnn.keras")  # trained already
+    (demo / "digits").mkdir()
+    (demo / "digits" / ".complete").touch()  # rendered already
+    manifest = demo / "models.yaml"
+    mine = {"path": "models/digits_head.keras", "preprocessor": "digits_32"}
+    written = demo_manifest()
+    written["models"]["digits_cnn"]["batch_size"] = 8  # a demo entry changed by hand
+    written["models"]["digits_head"] = mine
+    manifest.write_text(yaml.safe_dump({**written, "cache": False}))
+    assert prepare_demo(demo) == manifest
+    again = yaml.safe_load(manifest.read_text())
+    assert again["models"] == {**demo_manifest()["models"], "digits_head": mine}
+    assert again["cache"] is False
+    assert {k: v for k, v in again.items() if k not in ("models", "cache")} == {
+        k: v for k, v in demo_manifest().items() if k != "models"}
+    manifest.write_text("- not\n- a manifest\n")
+    with pytest.raises(SqlDlError, match=r"models.yaml is not a manifest the demo can keep your "
+                                         r"entries of .*move it away to start the demo over. "
+                                         r"Received: list"):
+        prepare_demo(demo)
+    assert manifest.read_text() == "- not\n- a manifest\n"

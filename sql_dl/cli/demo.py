@@ -11,6 +11,7 @@ import numpy as np
 import yaml
 
 from sql_dl.cli.shell import SqlShell
+from sql_dl.errors import SqlDlError
 from sql_dl.executor.images import preprocess_batch
 from sql_dl.manifest import PreprocessorSpec
 from sql_dl.paths import DEMO_SQL
@@ -107,8 +108,40 @@ def prepare_demo(directory: Path) -> Path:
         logger.info("  held-out accuracy %.3f, saved to %s", accuracy, model_file)
     (directory / "labels.txt").write_text("".join(f"{i}\n" for i in range(10)))
     manifest_file = directory / "models.yaml"
-    manifest_file.write_text(yaml.safe_dump(demo_manifest(), sort_keys=False))
+    manifest, kept = _with_demo_entries(manifest_file)
+    manifest_file.write_text(yaml.safe_dump(manifest, sort_keys=False))
+    if kept:
+        logger.info("Kept the entries of %s the demo does not write: %s", manifest_file,
+                    ", ".join(kept))
     return manifest_file
+
+
+def _with_demo_entries(manifest_file: Path) -> tuple[dict, list[str]]:
+    """The demo's manifest, with the entries another command added to ``manifest_file``
+    (``sql-dl train --register``) kept, and the names of those kept.
+
+    Raises:
+        SqlDlError: the file is not a manifest (a YAML mapping of sections) to keep them of.
+    """
+    demo = demo_manifest()
+    if not manifest_file.exists():
+        return demo, []
+    try:
+        existing = yaml.safe_load(manifest_file.read_text())
+    except yaml.YAMLError as e:
+        existing = e
+    if not isinstance(existing, dict) or not all(
+            isinstance(existing.get(section), (dict, type(None))) for section in demo):
+        raise SqlDlError(f"{manifest_file} is not a manifest the demo can keep your entries "
+                         "of (a YAML mapping of sections); move it away to start the demo "
+                         "over. Received: " + (type(existing).__name__ if not isinstance(
+                             existing, Exception) else str(existing).splitlines()[0]))
+    manifest = dict(existing)
+    kept = [f"{section}.{name}" for section in demo for name in existing.get(section) or {}
+            if name not in demo[section]]
+    for section, entries in demo.items():
+        manifest[section] = {**(existing.get(section) or {}), **entries}
+    return manifest, kept
 
 
 def run_demo(directory: Path, sql_file: Path | None, make_session: Callable) -> int:
