@@ -244,10 +244,12 @@ def preprocess_batch(values: list[Any], spec: PreprocessorSpec, on_error: str
     # the 8-bit pixels of the batch, made float32 at once: the values img_to_array gives
     batch = np.empty((len(values), *spec.size, 3), dtype=np.uint8)
     ok = np.zeros(len(values), dtype=bool)
+    count = 0
     for i, value in enumerate(values):
         pixels = None if value is None else decode(value)
         if pixels is not None:
-            batch[np.count_nonzero(ok)] = pixels
+            batch[count] = pixels
+            count += 1
             ok[i] = True
-    decoded = batch[:np.count_nonzero(ok)].astype(np.float32)
+    decoded = batch[:count].astype(np.float32)
     return (apply_mode(decoded, spec.mode) if len(decoded) else decoded), ok

@@ -87,7 +87,7 @@ public final class ImageBytes implements Serializable {
       Path p = new Path(file);
       java.net.URI uri = p.toUri();
       byte[] bytes = uri.getScheme() == null || "file".equals(uri.getScheme())
-          ? readLocal(java.nio.file.Path.of(uri.getPath())) : read(p);
+          ? readLocal(java.nio.file.Path.of(uri.getPath())) : readThroughHadoop(p);
       reads.add(1);
       return bytes;
     } catch (FileNotFoundException | NoSuchFileException e) {
@@ -114,7 +114,7 @@ public final class ImageBytes implements Serializable {
     }
   }
 
-  private static byte[] read(Path p) throws IOException {
+  private static byte[] readThroughHadoop(Path p) throws IOException {
     FileSystem fs = p.getFileSystem(conf());
     byte[] bytes = new byte[checkedLength(fs.getFileStatus(p).getLen())];
     try (InputStream in = fs.open(p)) {
