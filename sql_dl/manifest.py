@@ -18,10 +18,10 @@ import yaml
 
 from sql_dl.errors import ManifestError
 from sql_dl.rules import (
-    APPLICATIONS, DECODE_MODES, ENGINES, INPUT_KINDS, INTERPOLATIONS, LABEL_SOURCES, MAX_PIXELS,
-    ON_ERROR, PRECISIONS, PREPROCESS_MODES, RESERVED_NAMES, application_problem, byte_size,
-    byte_size_problem, choice_problem, default_labels,
-    duration_problem, duration_seconds, max_pixels_problem, positive_int_problem, received,
+    APPLICATIONS, DECODE_MODES, ENGINES, IMAGE_EXTENSIONS, INPUT_KINDS, INTERPOLATIONS,
+    LABEL_SOURCES, MAX_PIXELS, ON_ERROR, PRECISIONS, PREPROCESS_MODES, RESERVED_NAMES,
+    application_problem, byte_size, byte_size_problem, choice_problem, default_labels,
+    duration_problem, duration_seconds, extensions_problem, max_pixels_problem, positive_int_problem, received,
     sample_ratio_problem, size_problem,
 )
 
@@ -103,6 +103,9 @@ class ImageViewSpec:
     label: str = "parent_dir"
     sample_ratio: float = 1.0
     glob: str | None = None
+    # the file name extensions listed (lower case), or None for every file (the default is
+    # IMAGE_EXTENSIONS without a glob, None with one: the glob then decides)
+    extensions: tuple[str, ...] | None = IMAGE_EXTENSIONS
     max_staleness: float = 0.0  # seconds a listing of the folder may be reused
     max_file_size: int = byte_size(DEFAULT_MAX_FILE_SIZE)  # bytes sql-dl serve reads by path
     images_per_task: int = DEFAULT_IMAGES_PER_TASK  # a full scan's task size (at least one per core)
@@ -496,7 +499,8 @@ class _Validator:
     def _images(self, name: str, entry: Mapping) -> ImageViewSpec:
         where = f"images.{name}"
         self._check_keys(where, entry, ("path", "recursive", "label", "sample_ratio", "glob",
-                                        "max_staleness", "max_file_size", "images_per_task"))
+                                        "extensions", "max_staleness", "max_file_size",
+                                        "images_per_task"))
         file_size = entry.get("max_file_size", DEFAULT_MAX_FILE_SIZE)
         per_task = entry.get("images_per_task", DEFAULT_IMAGES_PER_TASK)
         ratio = entry.get("sample_ratio", 1.0)
@@ -504,6 +508,13 @@ class _Validator:
         glob = entry.get("glob")
         if glob is not None and not isinstance(glob, str):
             self.problem(f"{where}.glob", "must be a file name pattern such as '*.png'", glob)
+        extensions = entry.get("extensions", None if glob is not None else list(IMAGE_EXTENSIONS))
+        if "extensions" in entry and glob is not None:
+            self.problem(f"{where}.extensions", "cannot be given with glob, which already "
+                                                "decides the file names; give one of them",
+                         extensions)
+        self.check(f"{where}.extensions", extensions, None if extensions is None
+                   else extensions_problem(extensions), None)
         return ImageViewSpec(
             name=name,
             path=self._uri(f"{where}.path", entry.get("path"), glob=True),
@@ -512,6 +523,8 @@ class _Validator:
             sample_ratio=float(self.check(f"{where}.sample_ratio", ratio,
                                           sample_ratio_problem(ratio), 1.0)),
             glob=glob,
+            extensions=(None if extensions in (None, "all") or extensions_problem(extensions)
+                        else tuple(dict.fromkeys(e.lower() for e in extensions))),
             max_staleness=duration_seconds(self.check(f"{where}.max_staleness", staleness,
                                                       duration_problem(staleness), 0)),
             max_file_size=byte_size(self.check(f"{where}.max_file_size", file_size,

@@ -12,12 +12,12 @@ from typing import Any
 
 __all__ = [
     "APPLICATIONS", "BUILT_IN_FUNCTIONS", "CACHE_VIEW", "DECODE_MODES", "DEVICES_VIEW",
-    "ENGINES", "IMAGE_ERROR_FUNCTION", "IMAGE_INFO_FUNCTION", "INPUT_KINDS", "INTERPOLATIONS",
+    "ENGINES", "IMAGE_ERROR_FUNCTION", "IMAGE_EXTENSIONS", "IMAGE_INFO_FUNCTION", "INPUT_KINDS", "INTERPOLATIONS",
     "LABEL_SOURCES", "MAX_PIXELS", "MODELS_VIEW", "ON_ERROR", "PATH_POLICY_ENV",
     "PILLOW_MAX_PIXELS", "PRECISIONS", "PREPROCESS_MODES", "RESERVED_NAMES", "SYSTEM_VIEWS",
     "THUMBNAIL_FUNCTION", "THUMBNAIL_MAX_SIZE", "VIEWS_VIEW", "THUMBNAIL_SIZE", "application_problem", "byte_size",
     "byte_size_problem", "choice_problem", "default_labels", "default_mode", "duration_problem",
-    "duration_seconds", "max_pixels_problem", "positive_int_problem", "received",
+    "duration_seconds", "extensions_problem", "max_pixels_problem", "positive_int_problem", "received",
     "sample_ratio_problem", "size_problem",
 ]
 
@@ -28,6 +28,8 @@ ENGINES = ("keras", "openvino")  # what runs a model's batches (sql_dl.executor.
 PRECISIONS = ("float32", "bfloat16")  # bfloat16: OpenVINO only
 INPUT_KINDS = ("image", "tensor")
 LABEL_SOURCES = ("parent_dir", "none")
+# The file name extensions an image view lists by default (compared in any case).
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "gif", "bmp", "webp", "tif", "tiff")
 ON_ERROR = ("null", "fail")
 # The environment variable through which sql-dl serve gives its Python workers the image
 # folders sql_dl's functions may read paths under (sql_dl.executor.path_policy).
@@ -163,3 +165,14 @@ def default_labels(application: str | None, weights: str | None) -> str | None:
 def received(key: str, value: Any) -> str:
     """The end of every sql_dl error message: ``Received: key=value``."""
     return f"Received: {key}={value!r}"
+
+
+def extensions_problem(value: Any) -> str | None:
+    """``images.<view>.extensions``: a list of file name extensions, or ``all``."""
+    if value == "all":
+        return None
+    if (not isinstance(value, list) or not value
+            or not all(isinstance(e, str) and re.fullmatch(r"[A-Za-z0-9]+", e) for e in value)):
+        return ("must be a list of file name extensions without the dot, such as [jpg, png], "
+                "or all (every file)")
+    return None

@@ -293,6 +293,41 @@ def test_glob_recursive_false_and_hidden_files(spark, photos, tmp_path):
         assert sorted(names(spark.sql("SELECT path FROM lake").collect())) == expected, view
 
 
+def test_root_files_have_no_label_and_views_list_image_extensions_by_default(spark, photos,
+                                                                           tmp_path):
+    lake = tmp_path / "mixed"
+    (lake / "cats" / "young").mkdir(parents=True)
+    shutil.copy(photos[0], lake / "top.PNG")  # extensions in any case
+    shutil.copy(photos[1], lake / "cats" / "tom.jpeg")
+    shutil.copy(photos[2], lake / "cats" / "young" / "kit.Jpg")
+    (lake / "README.txt").write_text("not an image")
+    (lake / "cats" / "notes").write_text("no extension")
+    (lake / "cats" / "scan.tiff.bak").write_bytes(photos[3].read_bytes())
+    images = {"top.PNG": None, "tom.jpeg": "cats", "kit.Jpg": "young"}
+    others = {"README.txt": None, "notes": "cats", "scan.tiff.bak": "cats"}
+    sql_dl.bootstrap(spark, {"images": {"lake": {"path": str(lake)}}})
+    before = reads(spark)
+    rows = spark.sql("SELECT path, label FROM lake").collect()
+    assert {local(r.path).name: r.label for r in rows} == images
+    assert spark.sql("SELECT count(*) FROM lake WHERE label IS NULL").first()[0] == 1
+    assert reads(spark) == before  # labels come from paths: no image is read
+    sql_dl.bootstrap(spark, {"images": {"lake": {"path": str(lake), "extensions": "all"}}})
+    rows = spark.sql("SELECT path, label FROM lake").collect()
+    assert {local(r.path).name: r.label for r in rows} == {**images, **others}
+    sql_dl.bootstrap(spark, {"images": {"lake": {"path": str(lake), "extensions": ["txt"]}}})
+    assert [tuple(r) for r in spark.sql("SELECT label, length FROM lake").collect()] == [
+        (None, len("not an image"))]
+    # a glob path: its files directly in the folder where the glob starts have no label
+    sql_dl.bootstrap(spark, {"images": {"lake": {"path": str(lake / "*")}}})
+    rows = spark.sql("SELECT path, label FROM lake").collect()
+    assert {local(r.path).name: r.label for r in rows} == images
+    # sql_dl.ml.read_images (Spark's binaryFile source) follows the same rules
+    from sql_dl.ml import read_images
+
+    rows = read_images(spark, str(lake)).select("path", "label").collect()
+    assert {local(r.path).name: r.label for r in rows} == images
+
+
 def test_an_object_store_catalog_is_refreshed_in_the_background(spark, photos, tmp_path):
     """Folders without modification times (object stores; here a local folder listed as one)
     are listed whole at each refresh; with max_staleness a query uses the catalog while it

@@ -108,14 +108,26 @@ def test_thumbnails_of_image_structs_and_sizes(images, spark, photos_dir, photos
     assert decoded(edge.large).size == Image.open(photos[0]).size  # smaller than 1024
 
 
-@pytest.mark.parametrize("size", ["0", "1025", "-3", "12.5", "'64'"])
-def test_thumbnail_sizes_out_of_range_fail_with_the_rule(images, photos, size):
+@pytest.mark.parametrize("size, received", [("0", "INT 0"), ("1025", "INT 1025"),
+                                            ("-3", "INT -3")])
+def test_thumbnail_sizes_out_of_range_fail_at_analysis(images, photos, size, received):
+    from pyspark.errors import AnalysisException
+
+    with pytest.raises(AnalysisException, match=re.escape(
+            "sql_dl_thumbnail(image, size): size must be an INT from 1 to 1024. "
+            f"Received: size {received}")):
+        images.sql(f"SELECT sql_dl_thumbnail('{photos[0]}', {size})")
+
+
+@pytest.mark.parametrize("size", [0, 1025])
+def test_thumbnail_sizes_out_of_range_from_a_column_fail_in_the_task(images, photos, size):
     from pyspark.errors import PythonException
 
     with pytest.raises(PythonException, match=re.escape(
             "FunctionArgumentError: sql_dl_thumbnail(image, size): size must be an integer "
             f"from 1 to 1024 (pixels on the longest side). Received: size={size}")):
-        images.sql(f"SELECT sql_dl_thumbnail('{photos[0]}', {size})").collect()
+        images.sql(f"SELECT sql_dl_thumbnail('{photos[0]}', CAST(id AS INT)) "
+                   f"FROM range({size}, {size + 1})").collect()
 
 
 def test_image_info_reads_headers_of_the_hostile_matrix(images, hostile_dir):

@@ -331,6 +331,8 @@ def test_audit_log_has_each_statement_once_rotated_and_without_secrets(server, p
                  f"'t', password '{secrets['URL']}')"),
         "raised": f"SELECT raise_error('access token={secrets['raised']}')",
         "unresolved": f"SELECT nope_{marker} FROM photos",
+        "arguments": f"SELECT cnn_top_k(image, 'three'), '{marker}' FROM photos",
+        "worker": f"SELECT cnn_top_k(image, -size(array(1))), '{marker}' FROM photos",
     }
     connection = connect(server.port, "alice", PASSWORDS["alice"])
     cursor = connection.cursor()
@@ -339,7 +341,7 @@ def test_audit_log_has_each_statement_once_rotated_and_without_secrets(server, p
             cursor.execute(sql)
             cursor.fetchall()
         except Exception:  # noqa: BLE001 - set, jdbc, raised and unresolved fail, as meant
-            assert key in ("set", "jdbc", "raised", "unresolved")
+            assert key in ("set", "jdbc", "raised", "unresolved", "arguments", "worker")
     for i in range(12):  # enough lines for several 2-kB files
         cursor.execute(f"SELECT {i} AS n, '{marker}' AS m")
         cursor.fetchall()
@@ -350,6 +352,7 @@ def test_audit_log_has_each_statement_once_rotated_and_without_secrets(server, p
     expected = [statements["model"], f"SET spark.hadoop.fs.s3a.secret.key={redacted}",
                 statements["jdbc"].replace(secrets["URL"], redacted),
                 f"SELECT raise_error('access token={redacted}')", statements["unresolved"],
+                statements["arguments"], statements["worker"],
                 *(f"SELECT {i} AS n, '{marker}' AS m" for i in range(12))]
     lines = wait_for_audit(server.audit, set(expected))
     started = [line for line in lines if line["statement"] in expected
@@ -391,6 +394,14 @@ def test_audit_log_has_each_statement_once_rotated_and_without_secrets(server, p
     assert unresolved["outcome"] == "error" and unresolved["rows"] == 0
     assert unresolved["error"].startswith("[UNRESOLVED_COLUMN.WITH_SUGGESTION] A column")
     assert "\n" not in unresolved["error"]  # the message, not Spark's plan
+    arguments = by_text[statements["arguments"]]  # refused at analysis: no image was scored
+    assert (arguments["outcome"], arguments["images_scored"]) == ("error", 0)
+    assert arguments["error"].startswith(
+        "cnn_top_k(image, k): k must be an INT. Received: k STRING 'three'")
+    worker = by_text[statements["worker"]]  # a Python worker's error: its line, not a traceback
+    assert (worker["outcome"], worker["error"]) == ("error", (
+        "FunctionArgumentError: cnn_top_k(x, k): k must be 0 or more (0 gives an empty array). "
+        "Received: k=-1"))
     assert [by_text[f"SELECT {i} AS n, '{marker}' AS m"]["rows"] for i in range(12)] == [1] * 12
 
     files = [server.audit, *server.audit.parent.glob(server.audit.name + ".*")]

@@ -66,7 +66,7 @@ def test_valid_manifest_resolves_paths_against_its_file(files):
     assert manifest.models["raw"].on_error == "null"  # YAML null means "null"
     assert manifest.models["raw"].input == "tensor"
     assert manifest.images["digits"] == ImageViewSpec(
-        "digits", str(files / "data" / "digits"), False, "none", 0.5, "*.png")
+        "digits", str(files / "data" / "digits"), False, "none", 0.5, "*.png", extensions=None)
 
 
 def test_defaults(files):
@@ -77,6 +77,18 @@ def test_defaults(files):
         "imagenet", "imagenet", "image", 32, "null")
     view = manifest.images["v"]
     assert (view.recursive, view.label, view.sample_ratio, view.glob) == (True, "parent_dir", 1.0, None)
+    assert view.extensions == ("jpg", "jpeg", "png", "gif", "bmp", "webp", "tif", "tiff")
+
+
+@pytest.mark.parametrize("entry, extensions", [
+    ({}, ("jpg", "jpeg", "png", "gif", "bmp", "webp", "tif", "tiff")),
+    ({"extensions": "all"}, None),
+    ({"extensions": ["PNG", "jpg", "png", "dcm"]}, ("png", "jpg", "dcm")),
+    ({"glob": "scan_*"}, None),  # the glob decides
+])
+def test_image_view_extensions(files, entry, extensions):
+    manifest = load_manifest({"images": {"v": {"path": str(files / "data"), **entry}}})
+    assert manifest.images["v"].extensions == extensions
 
 
 def test_remote_uris_are_kept_as_given(files):
@@ -152,6 +164,13 @@ CASES = [
     ("images: {v: {path: data, sample_ratio: 0}}", r"images.v.sample_ratio: must be a number in \(0, 1\]. Received: sample_ratio=0"),
     ("images: {v: {path: data, sample_ratio: 1.5}}", r"images.v.sample_ratio: must be a number in \(0, 1\]. Received: sample_ratio=1.5"),
     ("images: {v: {path: data, glob: [a]}}", r"images.v.glob: must be a file name pattern"),
+    ("images: {v: {path: data, extensions: [.png]}}", r"images.v.extensions: must be a list of file "
+     r"name extensions without the dot, such as \[jpg, png\], or all \(every file\). "
+     r"Received: extensions=\['.png'\]"),
+    ("images: {v: {path: data, extensions: every}}", r"images.v.extensions: must be a list .* "
+     r"Received: extensions='every'"),
+    ("images: {v: {path: data, glob: '*.png', extensions: [png]}}", r"images.v.extensions: cannot "
+     r"be given with glob, which already decides the file names; give one of them"),
     ("images: {v: {path: data, colour: red}}", r"images.v.colour: unknown key; the keys are path, recursive, label, sample_ratio, glob"),
     ("preprocessors: {m: {size: [3, 3], mode: tf}}\nmodels: {m: {path: models/x.keras}}",
      r"models.m: defines SQL function 'm', already defined by preprocessors.m"),

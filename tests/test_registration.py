@@ -102,6 +102,54 @@ def test_top_k_schema_and_unlabelled_model(registered):
                for e in row.t)
 
 
+@pytest.mark.parametrize("call, message", [
+    ("cnn_top_k(image, 'three')", "cnn_top_k(image, k): k must be an INT. Received: k STRING 'three'"),
+    ("cnn_top_k(image, 2.5)", "cnn_top_k(image, k): k must be an INT. Received: k DECIMAL(2,1) 2.5"),
+    ("cnn_top_k(image, -1)", "cnn_top_k(image, k): k must be an INT of at least 0. Received: k INT -1"),
+    ("cnn_top_k(image, length(path) > 3)",
+     "cnn_top_k(image, k): k must be an INT. Received: k BOOLEAN (length(photos.path) > 3)"),
+    ("cnn_top_k(image)", "cnn_top_k(image, k): takes 2 arguments. Received: 1 argument"),
+    ("cnn_top_k(image, 2, 3)", "cnn_top_k(image, k): takes 2 arguments. Received: 3 arguments"),
+    ("cnn()", "cnn(image): takes 1 argument. Received: 0 arguments"),
+    ("cnn_features(label, image)", "cnn_features(image): takes 1 argument. Received: 2 arguments"),
+    ("p32(42)", "p32(image): image must be a BINARY, STRING or image STRUCT. Received: image INT 42"),
+    ("raw(path)", "raw(x): x must be an ARRAY of numbers (or of such arrays). Received: x STRING photos.path"),
+    ("raw_top_k(array(1.0D), 'a')", "raw_top_k(x, k): k must be an INT. Received: k STRING 'a'"),
+    ("sql_dl_thumbnail(image, 0)",
+     "sql_dl_thumbnail(image, size): size must be an INT from 1 to 1024. Received: size INT 0"),
+    ("sql_dl_thumbnail(image, '64')",
+     "sql_dl_thumbnail(image, size): size must be an INT. Received: size STRING '64'"),
+    ("sql_dl_thumbnail(image, 64, 1)",
+     "sql_dl_thumbnail(image, size): takes 1 or 2 arguments. Received: 3 arguments"),
+    ("sql_dl_image_info(array(1))",
+     "sql_dl_image_info(image): image must be a BINARY, STRING or image STRUCT. Received: image "
+     "ARRAY<INT> array(1)"),
+])
+def test_wrong_arguments_fail_at_analysis_before_any_job(registered, call, message):
+    from pyspark.errors import AnalysisException
+
+    tracker = registered.sparkContext.statusTracker()
+    registered.sparkContext.setJobGroup("wrong-arguments", "wrong arguments")
+    try:
+        with pytest.raises(AnalysisException) as raised:
+            registered.sql(f"SELECT {call} FROM photos").collect()
+        assert str(raised.value).splitlines()[0] == f"{message}; line 1 pos 7"
+        assert list(tracker.getJobIdsForGroup("wrong-arguments")) == []  # no task ran
+    finally:
+        registered.sparkContext.setJobGroup(None, None)
+
+
+def test_right_arguments_of_every_integer_type_and_null_pass(registered):
+    row = registered.sql("SELECT cnn_top_k(image, CAST(2 AS TINYINT)) AS tiny, "
+                         "cnn_top_k(image, 2L) AS big, cnn_top_k(image, NULL) AS null_k, "
+                         "cnn_top_k(image, size(array(1, 2))) AS from_column, cnn(NULL) AS null_image, "
+                         "raw(array(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12)) AS ints "
+                         "FROM photos ORDER BY path LIMIT 1").first()
+    assert row.tiny == row.big == row.from_column and len(row.tiny) == 2
+    assert (row.null_k, row.null_image) == (None, None)
+    assert len(row.ints) == 2
+
+
 def test_spark_image_struct_input(registered, photos_dir, photos, reference):
     frame = registered.read.format("image").load(str(photos_dir / "*" / "*.png"))
     frame.createOrReplaceTempView("png_structs")

@@ -180,6 +180,23 @@ def test_fifty_short_connections_do_not_exhaust_the_server(server, cnn_file, pho
     assert jvm_open_files(server) <= baseline + 10  # sockets and sessions were released
 
 
+def test_argument_and_worker_errors_reach_jdbc_clients_as_one_line(server, photos):
+    from pyhive import hive
+
+    cursor = hive.connect(host="127.0.0.1", port=server.port, username="ops").cursor()
+    with pytest.raises(OperationalError) as raised:
+        cursor.execute("SELECT cnn_top_k(image, 'three') FROM photos")
+    assert raised.value.args[0].status.errorMessage.startswith(
+        "cnn_top_k(image, k): k must be an INT. Received: k STRING 'three'")
+    with pytest.raises(OperationalError) as raised:  # a value the analysis cannot know
+        cursor.execute("SELECT cnn_top_k(image, -size(array(1))) FROM photos")
+    assert raised.value.args[0].status.errorMessage == (
+        "FunctionArgumentError: cnn_top_k(x, k): k must be 0 or more (0 gives an empty array). "
+        "Received: k=-1")
+    cursor.execute("SELECT count(*) FROM photos")  # the session goes on
+    assert cursor.fetchall() == [(len(photos),)]
+
+
 def test_undecodable_images_are_counted_per_query_in_the_log(server):
     from pyhive import hive
 

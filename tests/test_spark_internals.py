@@ -3,6 +3,7 @@ reads when one does not work on another version."""
 
 from __future__ import annotations
 
+import re
 import socket
 import sys
 import time
@@ -156,17 +157,22 @@ def check_launch_gateway(spark, tmp_path):
 
 
 def check_describe_function(spark, tmp_path):
+    from pyspark.errors import AnalysisException
+
     from sql_dl.driver.function_docs import FunctionDoc
 
     spark.udf.register("sql_dl_described", lambda x: x, "long")
     doc = FunctionDoc("sql_dl.tests.probe", "sql_dl_described(x) - Gives x back.",
-                      ("x - BIGINT",), ("SELECT sql_dl_described(1);",))
+                      ("x - BIGINT",), ("SELECT sql_dl_described(1);",), "x:int::")
     spark_internals.describe_function(spark, "sql_dl_described", doc)
     lines = [r[0] for r in spark.sql("DESCRIBE FUNCTION EXTENDED sql_dl_described").collect()]
     assert lines[:3] == ["Function: sql_dl_described", "Class: sql_dl.tests.probe",
                          "Usage: sql_dl_described(x) - Gives x back."]
     assert "      * x - BIGINT" in "\n".join(lines)
     assert spark.sql("SELECT sql_dl_described(41) AS v").first().v == 41  # still callable
+    with pytest.raises(AnalysisException, match=re.escape(  # and its arguments are checked
+            "sql_dl_described(x): x must be an INT. Received: x STRING 'a'")):
+        spark.sql("SELECT sql_dl_described('a')")
 
 
 def check_skipped_file_count(spark, tmp_path):

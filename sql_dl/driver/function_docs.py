@@ -28,6 +28,9 @@ class FunctionDoc:
     usage: str
     arguments: tuple[str, ...]
     examples: tuple[str, ...]
+    # what the extension checks each call against as Spark analyses it (`CheckedArguments`):
+    # comma-separated name:kind, name? when optional; kinds image, tensor, any, int:MIN:MAX
+    parameters: str = "image:image"
 
     def extended(self) -> tuple[str, str]:
         """``arguments`` and ``examples`` in the layout Spark's ExpressionInfo requires."""
@@ -83,7 +86,8 @@ def _image_docs(view: str) -> dict[str, FunctionDoc]:
             (IMAGE_ARGUMENT, f"size - INT from 1 to {THUMBNAIL_MAX_SIZE}, pixels on the "
                              f"longest side (default {THUMBNAIL_SIZE})"),
             (f"SELECT path, {thumbnail}(image) FROM {view} LIMIT 5;",
-             f"SELECT '<img src=\"' || {thumbnail}(image, 64) || '\">' AS html FROM {view};")),
+             f"SELECT '<img src=\"' || {thumbnail}(image, 64) || '\">' AS html FROM {view};"),
+            f"image:image,size?:int:1:{THUMBNAIL_MAX_SIZE}"),
         info: FunctionDoc(
             _source(udfs.image_info_udf),
             f"{info}(image) - The image's header as STRUCT<format: STRING, mode: STRING, "
@@ -114,6 +118,8 @@ def function_docs(manifest: Manifest, plans: list[ModelPlan]) -> dict[str, Funct
                     f"x - ARRAY<FLOAT> of {math.prod(plan.input_shape)} values, the model's "
                     f"input of shape {list(plan.input_shape)} flattened")
         x = "image" if plan.input == "image" else "x"
+        parameter = ("image:image" if plan.input == "image" else
+                     "x:any" if plan.loader is not None else "x:tensor")
         table = view if plan.input == "image" else "t"  # t: any table with an x column
         about = (f"model {plan.name} ({plan.source}; preprocessing "
                  f"{_preprocessing(plan.preprocessor)}; labels {_labels(plan)})")
@@ -127,7 +133,7 @@ def function_docs(manifest: Manifest, plans: list[ModelPlan]) -> dict[str, Funct
             docs[function_name] = FunctionDoc(
                 _source(udfs.model_udf),
                 _described(f"{function_name}({x}) - {what}, {null}.", entry.description),
-                (argument,), (f"SELECT {function_name}({x}) FROM {table} LIMIT 5;",))
+                (argument,), (f"SELECT {function_name}({x}) FROM {table} LIMIT 5;",), parameter)
         docs[top_k] = FunctionDoc(
             _source(udfs.top_k_udf),
             _described(f"{top_k}({x}, k) - The k most probable of the {plan.output_size} "
@@ -137,5 +143,5 @@ def function_docs(manifest: Manifest, plans: list[ModelPlan]) -> dict[str, Funct
             (argument, "k - INT, at least 0"),
             (f"SELECT {top_k}({x}, 3) FROM {table} LIMIT 5;",
              f"SELECT {top_k}({x}, 1)[0].description AS class, count(*) FROM {table} "
-             "GROUP BY 1;"))
+             "GROUP BY 1;"), f"{parameter},k:int:0:")
     return docs

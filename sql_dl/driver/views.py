@@ -16,7 +16,7 @@ import math
 from typing import Mapping
 
 from sql_dl.errors import ManifestError
-from sql_dl.manifest import ImageViewSpec
+from sql_dl.manifest import ImageViewSpec, is_local, local_path
 from sql_dl.spark.backends import backend_for
 from sql_dl.spark.extension import extension_active
 from sql_dl.sql_text import values_query
@@ -29,7 +29,7 @@ VIEWS_SOURCE = "sql_dl.spark.catalog.ViewsSource"
 # read by the extension (jvm/src/sql_dl/spark/catalog), which names them the same
 _STALENESS_OPTION = "sql_dl.max_staleness_ms"
 _IMAGES_PER_TASK_OPTION = "sql_dl.images_per_task"
-_LABEL = {"parent_dir": "element_at(split(path, '/'), -2)", "none": "CAST(NULL AS STRING)"}
+_GLOB_CHARACTERS = "*?[{"
 
 
 def catalog_options(spec: ImageViewSpec) -> dict[str, str]:
@@ -37,9 +37,42 @@ def catalog_options(spec: ImageViewSpec) -> dict[str, str]:
     options = {"path": spec.path, "recursiveFileLookup": str(spec.recursive).lower(),
                _STALENESS_OPTION: str(round(spec.max_staleness * 1000)),
                _IMAGES_PER_TASK_OPTION: str(spec.images_per_task)}
-    if spec.glob:
-        options["pathGlobFilter"] = spec.glob
+    name_glob = _name_glob(spec)
+    if name_glob:
+        options["pathGlobFilter"] = name_glob
     return options
+
+
+def _name_glob(spec: ImageViewSpec) -> str | None:
+    """The view's file name pattern: its ``glob``, or one matching its ``extensions`` in any
+    case (``*.{[jJ][pP][gG],...}``: Hadoop's patterns, which Spark and the catalog apply,
+    have no case-insensitive form)."""
+    if spec.glob or not spec.extensions:
+        return spec.glob
+    either = ("".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in e)
+              for e in spec.extensions)
+    return f"*.{{{','.join(either)}}}"
+
+
+def _label(spec: ImageViewSpec) -> str:
+    """The view's ``label``: the name of each file's folder, NULL for the files directly in
+    the folder the view lists (where a glob starts, for a glob path), or NULL for all.
+
+    A file is directly in that folder when its path has one ``/``-part more than the
+    folder's. Paths are compared in parts, not as text: Spark qualifies them
+    (``/data`` is ``file:/data``, ``hdfs:///data`` is ``hdfs://namenode:8020/data``) without
+    changing their number of parts.
+    """
+    if spec.label == "none":
+        return "CAST(NULL AS STRING)"
+    path = spec.path
+    cut = min((path.index(c) for c in _GLOB_CHARACTERS if c in path), default=None)
+    root = path if cut is None else path[:path.rindex("/", 0, cut) if "/" in path[:cut] else 0]
+    if is_local(root):
+        root = "file:" + local_path(root)  # as Spark qualifies it
+    parts = len(root.rstrip("/").split("/")) + 1
+    return (f"CASE WHEN size(split(path, '/')) > {parts} "
+            "THEN element_at(split(path, '/'), -2) END")
 
 
 def view_query(spec: ImageViewSpec, source: str, seed: int = 0, tasks: int | None = None,
@@ -48,10 +81,10 @@ def view_query(spec: ImageViewSpec, source: str, seed: int = 0, tasks: int | Non
     False a ``binaryFile`` one, read in ``tasks`` tasks) into an image view."""
     sample = f" WHERE rand({int(seed)}) < {spec.sample_ratio!r}" if spec.sample_ratio < 1.0 else ""
     if catalog:
-        return (f"SELECT path, {_LABEL[spec.label]} AS label, image, length, modification_time "
+        return (f"SELECT path, {_label(spec)} AS label, image, length, modification_time "
                 f"FROM {source}{sample}")
     hint = f"/*+ COALESCE({tasks}) */ " if tasks else ""
-    return (f"SELECT {hint}path, {_LABEL[spec.label]} AS label, content AS image, length, "
+    return (f"SELECT {hint}path, {_label(spec)} AS label, content AS image, length, "
             f"modificationTime AS modification_time FROM {source}{sample}")
 
 
@@ -77,8 +110,8 @@ def image_frame(spark, spec: ImageViewSpec, source: str, seed: int = 0,
         else:
             options = {"path": spec.path, "recursiveFileLookup": str(spec.recursive).lower(),
                        "ignoreMissingFiles": "true"}
-            if spec.glob:
-                options["pathGlobFilter"] = spec.glob
+            if _name_glob(spec):
+                options["pathGlobFilter"] = _name_glob(spec)
             files = spark.read.format("binaryFile").options(**options).load()
     except (AnalysisException, Py4JJavaError) as e:
         raise ManifestError(f"{source}: images.{spec.name}.path: cannot list the folder: "

@@ -4,7 +4,8 @@ Its rules: ``LateImages`` (image views read their folder's catalog, brought up t
 each query starts, and read image files for the rows a query needs only),
 ``TopNBeforePython`` (in ``ORDER BY <no model output> LIMIT n`` queries, model functions run
 on the n rows returned instead of every row) and ``ReleasePythonWorkers`` (previews keep
-their Python worker). A session gets it through two static
+their Python worker), and ``CheckedArguments`` (each call of a manifest's function has its
+arguments checked as Spark analyses it). A session gets it through two static
 settings, which `sql_dl.session` (and so ``sql-dl sql``/``serve``) adds; `check_extension`
 tells the user of any other session how to get it. The classes that only ``sql-dl serve``
 uses are in ``jvm/src/sql_dl/spark/thrift/``.

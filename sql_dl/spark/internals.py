@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, NamedTuple, TypeVar
 
 from sql_dl.errors import SparkInternalsError
+from sql_dl.spark.extension import extension_active
 
 __all__ = ["FENCED", "ClosedStatement", "Execution", "RefusedLogin", "StartedStatement",
            "closed_statements", "copy_to_local", "delete_path", "describe_function",
@@ -200,7 +201,9 @@ def _temporary_function(jvm, name: str):
          "The functions work; DESCRIBE FUNCTION shows Spark's 'Usage: N/A' for them.")
 def describe_function(spark, name: str, doc) -> None:
     """Gives the temporary function ``name`` the text of ``doc`` (a `FunctionDoc`), which
-    ``DESCRIBE FUNCTION`` and the Thrift Server's ``GetFunctions`` read.
+    ``DESCRIBE FUNCTION`` and the Thrift Server's ``GetFunctions`` read, and a builder that
+    checks each call's arguments against ``doc.parameters`` as Spark analyses it
+    (``sql_dl.spark.CheckedArguments``, when the extension's jar is loaded).
 
     Drops and registers again the function's builder in ``SessionState.functionRegistry()``
     under its ``system.session`` identifier with a new
@@ -210,6 +213,8 @@ def describe_function(spark, name: str, doc) -> None:
     registry = spark._jsparkSession.sessionState().functionRegistry()
     qualified = _temporary_function(jvm, name)
     builder = registry.lookupFunctionBuilder(qualified).get()
+    if extension_active(spark):
+        builder = jvm.sql_dl.spark.CheckedArguments(name, doc.parameters, builder)
     arguments, examples = doc.extended()
     info = jvm.org.apache.spark.sql.catalyst.expressions.ExpressionInfo(
         doc.source, None, name, doc.usage, arguments, examples, "", "", "", "", "python_udf")

@@ -19,7 +19,6 @@ import org.apache.hive.service.cli.RowSetFactory;
 import org.apache.hive.service.cli.session.HiveSession;
 import org.apache.hive.service.rpc.thrift.TRowSet;
 import org.apache.spark.sql.SparkSession;
-import org.apache.spark.sql.hive.thriftserver.SparkExecuteStatementOperation;
 
 /**
  * Spark's statement operation, which also keeps what an audit trail needs and Spark's records
@@ -28,7 +27,7 @@ import org.apache.spark.sql.hive.thriftserver.SparkExecuteStatementOperation;
  * and client address. {@link #nextStarted} hands each statement over as it is about to run,
  * {@link #drain} once more when it closes.
  */
-public class AuditedStatement extends SparkExecuteStatementOperation {
+public class AuditedStatement extends ConciseStatement {
 
   /** One closed statement: times in epoch milliseconds, {@code error} null unless the
    *  outcome is ERROR. */

@@ -18,7 +18,8 @@ import sql_dl.spark.access.AccessPolicy;
 
 /**
  * The Thrift Server's operation manager with {@link ListFunctionsOnce} for JDBC
- * {@code getFunctions}, and, for an audit trail, {@link AuditedStatement} for statements;
+ * {@code getFunctions}, and {@link ConciseStatement} for statements ({@link AuditedStatement}
+ * for an audit trail);
  * every other operation is Spark's. Before each statement, {@link AccessPolicy#prepare}
  * makes the session's user name canonical and puts back settings analysts may not change.
  *
@@ -39,21 +40,21 @@ public class SqlDlOperationManager extends SparkSQLOperationManager {
     set(SparkSQLOperationManager.class, this, "handleToOperation", operations.get(this));
   }
 
-  /** Spark's {@code newExecuteStatementOperation} (4.3.0), with an {@link AuditedStatement}. */
+  /** Spark's {@code newExecuteStatementOperation} (4.3.0), with a {@link ConciseStatement}
+   *  ({@link AuditedStatement} for an audit trail). */
   @Override
   public synchronized ExecuteStatementOperation newExecuteStatementOperation(
       HiveSession parentSession, String statement, Map<String, String> confOverlay,
       boolean async, long queryTimeout) {
     SparkSession session = session(parentSession);
     AccessPolicy.prepare(parentSession, session);
-    if (!audit) {
-      return super.newExecuteStatementOperation(
-          parentSession, statement, confOverlay, async, queryTimeout);
-    }
     boolean runInBackground = async && Boolean.parseBoolean(
         session.sessionState().conf().getConfString("spark.sql.hive.thriftServer.async", "true"));
-    AuditedStatement operation = new AuditedStatement(
-        session, parentSession, statement, confOverlay, runInBackground, queryTimeout);
+    ConciseStatement operation = audit
+        ? new AuditedStatement(
+            session, parentSession, statement, confOverlay, runInBackground, queryTimeout)
+        : new ConciseStatement(
+            session, parentSession, statement, confOverlay, runInBackground, queryTimeout);
     handleToOperation().put(operation.getHandle(), operation);
     return operation;
   }
