@@ -139,3 +139,53 @@ def test_keep_warm_keeps_workers_and_models_through_previews_and_idle_time(keep_
     assert len(after_kill) == 2 and all(w.endswith(": 1 load(s)") for w in after_kill), after_kill
     assert len(set(after_kill) & set(before)) == 1, (before, after_kill)  # one was replaced
     assert after_idle == after_kill
+
+
+HOLDER = textwrap.dedent("""
+    import sys
+    import sql_dl
+
+    spark = sql_dl.session(master="local[1]", home=sys.argv[1], warm_up=False,
+                           conf={"spark.ui.enabled": "false"})
+    spark.sql("SHOW DATABASES").collect()  # opens the metastore
+    print("holding", flush=True)
+    sys.stdin.read()  # until the test closes stdin
+    spark.stop()
+""")
+
+
+@pytest.mark.slow
+def test_a_home_another_session_holds_is_named_in_one_line(tmp_path):
+    """A notebook's session holds its home's metastore (embedded Derby); sql-dl sql on the
+    same home says so in one line, naming the lock file and the process, instead of Derby's
+    thousands of lines; once the notebook stops, the home is free."""
+    from helpers.processes import run_cli
+
+    from sql_dl import ConfigurationError
+    from sql_dl.driver.session import check_home_free
+
+    home = tmp_path / "home"
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(home)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        lock = home / "metastore_db" / "dbex.lck"
+        with pytest.raises(ConfigurationError) as raised:
+            check_home_free(home, wait=0)
+        message = str(raised.value)
+        assert message.startswith(f"the sql_dl home {home} is in use: another Spark session has "
+                                  f"its metastore open ({lock} is locked by process ")
+        assert f"a JVM of process {holder.pid} ({sys.executable} -c " in message
+        assert message.endswith("Give this one a home of its own (--home DIR, SQL_DL_HOME, or "
+                                "home= in sql_dl.session), or stop the other session. "
+                                f"Received: home={home}")
+        result = run_cli("sql", "--home", home, "--master", "local[1]", "-e", "SELECT 1")
+        assert result.returncode == 1
+        lines = result.stderr.splitlines()
+        assert lines[0].startswith("sql-dl: Waiting up to 15 s for process ")
+        assert lines[1:] == [f"Error: {message}"]
+        assert not (home / "logs" / "spark.log").exists()  # Spark never started
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=120)
+    check_home_free(home, wait=30)  # free again: no error

@@ -21,7 +21,7 @@ from sql_dl.driver.keep_warm import keep_warm
 from sql_dl.driver.models import check_offline
 from sql_dl.driver.publish import publish
 from sql_dl.driver.registration import bootstrap
-from sql_dl.driver.session import session
+from sql_dl.driver.session import check_home_free, session
 from sql_dl.errors import ManifestError, SqlDlError
 from sql_dl.manifest import check_manifest
 from sql_dl.paths import home_dir
@@ -349,5 +349,6 @@ def _run_publish(args) -> int:
 
 
 def _run_demo(args) -> int:
+    check_home_free(home_dir(args.home))  # before a minute of rendering and training
     return run_demo(args.dir, args.sql, lambda manifest: _session(args, manifest))
 

@@ -8,17 +8,18 @@ import re
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any, BinaryIO, Mapping
 
 from sql_dl.driver import keep_warm as keeping_warm
 from sql_dl.driver.registration import bootstrap
-from sql_dl.errors import SparkInternalsError
+from sql_dl.errors import ConfigurationError, SparkInternalsError
 from sql_dl.paths import SOURCE_CONF_DIR, home_dir
 from sql_dl.spark.extension import extension_conf
 from sql_dl.spark.internals import launch_gateway
 
-__all__ = ["DEFAULT_CONF", "session", "show_progress_bar"]
+__all__ = ["DEFAULT_CONF", "check_home_free", "session", "show_progress_bar"]
 
 # Applied under the caller's own conf, which wins.
 DEFAULT_CONF: dict[str, str] = {
@@ -30,9 +31,13 @@ DEFAULT_CONF: dict[str, str] = {
     "spark.executorEnv.TF_CPP_MIN_LOG_LEVEL": "1",
 }
 
+logger = logging.getLogger(__name__)
+
 _LOCAL_MASTER = re.compile(r"^local(?:\[(\*|\d+)\])?$")
 # Attempts per task on local masters, as spark.task.maxFailures gives on clusters.
 LOCAL_TASK_ATTEMPTS = 4
+# Seconds a new session waits for another process to close the metastore of its home.
+HOME_RELEASE_WAIT = 15.0
 
 
 def with_retries(master: str) -> str:
@@ -78,6 +83,7 @@ def session(manifest: str | os.PathLike | Mapping[str, Any] | None = None,
     Returns:
         The SparkSession.
     """
+    from pyspark import SparkContext
     from pyspark.sql import SparkSession
 
     home = home_dir(home)
@@ -101,6 +107,8 @@ def session(manifest: str | os.PathLike | Mapping[str, Any] | None = None,
         java_options + [(conf or {}).get("spark.driver.extraJavaOptions", "")]).strip()
     master = master or settings.pop("spark.master", None) or os.environ.get("MASTER") or "local[*]"
     settings["spark.master"] = with_retries(master)
+    if SparkContext._active_spark_context is None:  # this call starts Spark
+        check_home_free(home)
     if jvm_log is not None and SparkSession.getActiveSession() is None:
         _start_logging_jvm(settings, Path(jvm_log))
     builder = SparkSession.builder
@@ -112,6 +120,91 @@ def session(manifest: str | os.PathLike | Mapping[str, Any] | None = None,
     if keep_warm:
         keeping_warm.keep_warm(spark)
     return spark
+
+
+def check_home_free(home: Path, wait: float = HOME_RELEASE_WAIT) -> None:
+    """Checks that no other process holds the metastore of ``home`` (embedded Derby, which
+    one JVM at a time may open), before a JVM that would fail on it starts; waits up to
+    ``wait`` seconds for a holder to let go (a session that is ending: its JVM closes the
+    database a moment after its Python process returned).
+
+    Derby holds a POSIX lock on ``metastore_db/dbex.lck`` while a JVM has the database open
+    (a lock a crashed JVM no longer holds, unlike the file itself); the process holding it
+    is in ``/proc/locks``.
+
+    Raises:
+        ConfigurationError: the home is in use, naming the lock file, the process and the fix.
+    """
+    lock = home / "metastore_db" / "dbex.lck"
+    deadline = time.monotonic() + wait
+    holder = _locked_by(lock)
+    if holder is not None and wait > 0:
+        logger.info("Waiting up to %.0f s for %s to close the metastore of %s", wait,
+                    holder or "another process", home)
+    while holder is not None and time.monotonic() < deadline:
+        time.sleep(0.25)
+        holder = _locked_by(lock)
+    if holder is None:
+        return
+    raise ConfigurationError(
+        f"the sql_dl home {home} is in use: another Spark session has its metastore open "
+        f"({lock} is locked{f' by {holder}' if holder else ''}), and a home's metastore serves "
+        "one session at a time. Give this one a home of its own (--home DIR, SQL_DL_HOME, or "
+        f"home= in sql_dl.session), or stop the other session. Received: home={home}")
+
+
+def _locked_by(lock: Path) -> str | None:
+    """None when no process holds a lock on ``lock``; else who does ('' if unknown)."""
+    import fcntl  # lazy: POSIX only
+
+    try:
+        fd = os.open(lock, os.O_RDWR)
+    except OSError:  # no metastore yet, or not ours to open: Spark says what is wrong
+        return None
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.lockf(fd, fcntl.LOCK_UN)
+        return None
+    except OSError:
+        return _lock_holder(os.fstat(fd).st_ino) or ""
+    finally:
+        os.close(fd)
+
+
+def _lock_holder(inode: int) -> str | None:
+    """The process holding a POSIX lock on the file ``inode``, as ``process PID (command)``
+    (the command of its parent too when it is a JVM, which Python started)."""
+    try:
+        locks = Path("/proc/locks").read_text().splitlines()
+    except OSError:
+        return None
+    for line in locks:
+        fields = line.split()
+        if len(fields) > 5 and fields[1] == "POSIX" and fields[5].rsplit(":", 1)[-1] == str(inode):
+            pid = fields[4]
+            command = _command(pid)
+            if command.split(" ", 1)[0].endswith("java"):
+                parent = _parent(pid)
+                if parent and _command(parent):
+                    command = _command(parent)
+                    pid = f"{pid}, a JVM of process {parent}"
+            return f"process {pid} ({command[:120]})" if command else f"process {pid}"
+    return None
+
+
+def _command(pid: str) -> str:
+    try:
+        return " ".join(Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+                        .replace("\0", " ").split())  # one line: an argument may hold many
+    except OSError:
+        return ""
+
+
+def _parent(pid: str) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]
+    except (OSError, IndexError):
+        return None
 
 
 def _start_logging_jvm(settings: Mapping[str, str], log: Path) -> None:
