@@ -24,6 +24,7 @@ from sql_dl.driver.registration import bootstrap
 from sql_dl.driver.session import check_home_free, session
 from sql_dl.errors import ManifestError, SqlDlError
 from sql_dl.manifest import check_manifest
+from sql_dl.object_stores import file_system_problems, spark_defaults
 from sql_dl.paths import home_dir
 
 __all__ = ["main"]
@@ -305,6 +306,7 @@ def _run_validate(args) -> int:
     manifest, problems = check_manifest(args.manifest)
     if manifest is not None:
         problems += check_offline(manifest)
+        problems += file_system_problems(manifest, spark_defaults())
         problems += access_problems(manifest, dict(args.hiveconf))
     for problem in problems:
         print(problem, file=sys.stderr)

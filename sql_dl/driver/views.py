@@ -17,6 +17,7 @@ from typing import Mapping
 
 from sql_dl.errors import ManifestError
 from sql_dl.manifest import ImageViewSpec, is_local, local_path
+from sql_dl.object_stores import connector_problem, is_built_in, scheme_of
 from sql_dl.spark.backends import backend_for
 from sql_dl.spark.extension import extension_active
 from sql_dl.sql_text import values_query
@@ -104,6 +105,7 @@ def image_frame(spark, spec: ImageViewSpec, source: str, seed: int = 0,
     from pyspark.errors import AnalysisException
 
     catalog = extension_active(spark) and not snapshot
+    _check_file_system(spark, spec, source)
     try:
         if catalog:
             files = spark.read.format(CATALOG_SOURCE).options(**catalog_options(spec)).load()
@@ -119,6 +121,24 @@ def image_frame(spark, spec: ImageViewSpec, source: str, seed: int = 0,
                             f"Received: path={spec.path!r}") from e
     tasks = None if catalog else _read_tasks(spark, files, spec.images_per_task)
     return spark.sql(view_query(spec, "{files}", seed, tasks, catalog), files=files)
+
+
+def _check_file_system(spark, spec: ImageViewSpec, source: str) -> None:
+    """Raises a ManifestError naming the connector to add when Spark has no Hadoop
+    FileSystem for the scheme of the view's path (an object store's is not in pyspark)."""
+    scheme = scheme_of(spec.path)
+    if is_built_in(scheme) or not hasattr(spark, "_jsparkSession"):  # Connect: the server's
+        return
+    from py4j.protocol import Py4JJavaError
+
+    jvm = spark.sparkContext._jvm
+    try:
+        jvm.org.apache.hadoop.fs.FileSystem.getFileSystemClass(
+            scheme, spark._jsparkSession.sessionState().newHadoopConf())
+    except Py4JJavaError as e:  # no FileSystem for the scheme, or its class is not there
+        raise ManifestError(connector_problem(
+            f"{source}: images.{spec.name}.path", spec.path,
+            jvm.org.apache.hadoop.util.VersionInfo.getVersion())) from e
 
 
 def views_frame(spark, catalogs: Mapping[str, Mapping[str, str]]):

@@ -25,9 +25,11 @@ ROOT = Path(__file__).resolve().parents[2]  # the checkout
 TIMEOUT = 300
 
 
-def run_cli(*args, stdin: str | None = None) -> subprocess.CompletedProcess:
-    """``sql-dl ARGS`` in a process of its own (TensorFlow's log level as a user has it)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TF_CPP_")}
+def run_cli(*args, stdin: str | None = None,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """``sql-dl ARGS`` in a process of its own (TensorFlow's log level as a user has it), with
+    ``env`` added to the environment."""
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("TF_CPP_")}, **(env or {})}
     return subprocess.run([sys.executable, "-m", "sql_dl.cli", *map(str, args)], input=stdin,
                           capture_output=True, text=True, timeout=TIMEOUT, env=env)
 
