@@ -174,6 +174,25 @@ def test_validate_ok_and_problems(manifest_file, tmp_path):
     ]
 
 
+def test_validate_lists_every_problem_of_one_model(manifest_file, tmp_path):
+    """A model whose preprocessor, features layer and labels are all wrong gets three lines,
+    not the first alone."""
+    model = manifest_file.parent / "models" / "cnn.keras"
+    labels = tmp_path / "three.txt"
+    labels.write_text("a\nb\nc\n")
+    manifest = tmp_path / "one.yaml"
+    manifest.write_text(yaml.safe_dump({
+        "preprocessors": {"p64": {"size": [64, 64], "mode": "caffe"}},
+        "models": {"wrong": {"path": str(model), "preprocessor": "p64", "features_layer": "nope",
+                             "labels": str(labels)}}}))
+    result = run_cli("validate", str(manifest))
+    assert result.returncode == 1
+    problems = result.stderr.splitlines()
+    assert [p.split(": ")[1] for p in problems] == [
+        "models.wrong.features_layer", "models.wrong.preprocessor", "models.wrong.labels"]
+    assert all(p.startswith(f"{manifest}: models.wrong.") for p in problems)
+
+
 def test_validate_reports_every_problem_in_one_round(manifest_file, tmp_path):
     """A missing image folder does not hide the models' problems, nor one model another's."""
     model = manifest_file.parent / "models" / "cnn.keras"

@@ -140,7 +140,7 @@ def chromium_screenshot(page: Path, out: Path, profile: Path,
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
         pytest.fail("Chromium is needed for the browser check: apt-get install chromium "
-                    "(bash .ci/setup installs it)")
+                    "(bash .ci/setup-tests installs it)")
     subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
                     "--force-device-scale-factor=1", f"--window-size=1000,{height}",
                     "--host-resolver-rules=MAP * ~NOTFOUND", "--disable-background-networking",

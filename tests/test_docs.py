@@ -61,7 +61,12 @@ def test_the_readme_is_a_landing_page_that_links_every_page():
     linked = set(re.findall(r"\]\(docs/([\w-]+\.md)\)", README))
     assert linked == set(DOCS), f"pages the README does not link: {set(DOCS) - linked}"
     assert "bash .ci/setup && .venv/bin/sql-dl demo" in README
-    assert "bash .ci/setup && .venv/bin/python -m pytest" in README
+    assert "bash .ci/setup-tests && .venv/bin/python -m pytest" in README
+    for script in (".ci/setup", ".ci/setup-tests"):  # each says what it installs, and why
+        text = (ROOT / script).read_text()
+        assert "apt-get" in text and "PyPI" in text and "#   - " in text, script
+    assert "chromium" not in (ROOT / ".ci/setup").read_text()  # the demo needs no test tool
+    assert ".[test]" not in (ROOT / ".ci/setup").read_text()
 
 
 def test_the_readme_example_manifest_is_the_demo_s(tmp_path):

@@ -40,7 +40,7 @@ SLAPD, SLAPADD, SLAPPASSWD, IP = (sbin(n) for n in ("slapd", "slapadd", "slappas
 pytestmark = [
     pytest.mark.slow,  # servers with a directory of their own, one per recipe
     pytest.mark.skipif(not Path(SLAPD).exists() or shutil.which("ldapwhoami") is None,
-                       reason="OpenLDAP's slapd and ldap-utils are not installed (bash .ci/setup "
+                       reason="OpenLDAP's slapd and ldap-utils are not installed (bash .ci/setup-tests "
                               "installs them)")]
 
 

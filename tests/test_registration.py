@@ -377,3 +377,17 @@ def test_warm_up_at_bootstrap(spark, registered, photos, tmp_path):
     assert sum(s["loads"].get(key, 0) for s in worker_stats(spark).values()) >= 1  # before any query
     assert spark.sql("SELECT count(warmed(image)) AS n FROM photos").first().n == len(photos)
     assert spark.sql("SELECT count(cnn(image)) AS n FROM photos").first().n == len(photos)  # kept
+
+
+def test_the_sql_reference_names_each_system_views_columns(registered):
+    """docs/sql.md lists the columns of sql_dl_models, sql_dl_cache and sql_dl_devices as
+    the views have them (it once promised sql_dl_devices a hits column)."""
+    import re
+    from pathlib import Path
+
+    text = " ".join((Path(__file__).parents[1] / "docs" / "sql.md").read_text().split())
+    for view in ("sql_dl_models", "sql_dl_cache", "sql_dl_devices"):
+        listed = re.search(rf"`{view}` lists [^`]*: `([^`]+)`", text).group(1)
+        columns = [re.sub(r" \(.*", "", c).strip() for c in re.sub(r"\([^)]*\)", "", listed)
+                   .split(",")]
+        assert columns == registered.table(view).columns, view

@@ -296,10 +296,20 @@ def test_sql_dl_publish_command(base_model, tmp_path):
     assert manifest.read_text().startswith("# models the BI team uses\n")
     document = yaml.safe_load(manifest.read_text())
     assert document["preprocessors"] == {"pub_input": {"size": [16, 16], "mode": "scale"}}
+    # the labels file is copied beside the model, as the docs say: the two travel together
     assert document["models"]["pub"] == {"path": "models/pub.keras", "preprocessor": "pub_input",
-                                         "labels": str(labels)}
+                                         "labels": "models/pub.labels.txt"}
+    assert (tmp_path / "models" / "pub.labels.txt").read_text() == labels.read_text()
     assert (tmp_path / "models" / "pub.keras").read_bytes() == base_model.read_bytes()
     assert run_cli("validate", manifest).returncode == 0
+
+    missing = run_cli("publish", "--manifest", manifest, "--model", base_model, "--name", "pub2",
+                      "--size", "16", "16", "--mode", "scale", "--labels", tmp_path / "nope.txt")
+    assert missing.returncode == 1
+    assert missing.stderr.strip().endswith(
+        f"Error: {manifest}: models.pub2.labels: no such file; give a text file with one label "
+        f"per line. Received: labels='{tmp_path / 'nope.txt'}'")
+    assert not (tmp_path / "models" / "pub2.keras").exists()  # nothing written
 
     again = run_cli("publish", "--manifest", manifest, "--model", base_model, "--name", "pub")
     assert again.returncode == 1

@@ -18,7 +18,7 @@ from sql_dl.cli.server import serve
 from sql_dl.cli.shell import SqlShell
 from sql_dl.cli.train import train_head
 from sql_dl.driver.keep_warm import keep_warm
-from sql_dl.driver.models import check_offline
+from sql_dl.driver.models import check_offline, import_keras_in_background
 from sql_dl.driver.publish import publish
 from sql_dl.driver.registration import bootstrap
 from sql_dl.driver.session import check_home_free, session
@@ -109,9 +109,10 @@ def _add_sql(commands) -> None:
     sql.add_argument("--raw-binary", action="store_true",
                      help="print BINARY values (images) as spark-sql does, byte for byte, "
                           "instead of a placeholder such as <PNG 32×32, 1.2 kB>")
-    sql.add_argument("--warm-up", action=argparse.BooleanOptionalAction, default=True,
-                     help="load the manifest's models in a Python worker per core first, so "
-                          "the first query does not wait for them (default: on)")
+    sql.add_argument("--warm-up", action=argparse.BooleanOptionalAction, default=None,
+                     help="load the manifest's models in a Python worker per core before the "
+                          "first statement (default: at the prompt, while you type; with -e "
+                          "or -f, not at all: the statements load the models they use)")
     _add_session_arguments(sql)
     sql.set_defaults(run=_run_sql)
 
@@ -284,14 +285,16 @@ def _run_sql(args) -> int:
                      raw_binary=args.raw_binary)
     try:
         if args.manifest:
-            bootstrap(spark, args.manifest, warm_up=args.warm_up)
+            bootstrap(spark, args.manifest, warm_up=bool(args.warm_up))
         for init in args.init:
             if not shell.run_script(init, print_results=False):
                 return 1
         script = args.execute if args.execute is not None else args.file
         if script is not None:
             return 0 if shell.run_script(script) else 1
-        keeping = keep_warm(spark)  # through idle minutes, and after previews (see keep_warm)
+        # through idle minutes, and after previews (see keep_warm); loading the models now,
+        # while the user types, unless --warm-up did before or --no-warm-up says not to
+        keeping = keep_warm(spark, warm_now=args.warm_up is None)
         shell.after_statement = keeping.poke
         try:
             shell.interact()
@@ -324,6 +327,7 @@ def _run_serve(args) -> int:
 
 
 def _run_train(args) -> int:
+    import_keras_in_background()  # training needs it: overlap the JVM's start
     spark = _session(args)
     try:
         report = train_head(spark, args.manifest, args.base, args.view, args.out, args.register,

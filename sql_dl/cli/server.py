@@ -22,6 +22,7 @@ import signal
 import socket
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
@@ -30,7 +31,7 @@ from sql_dl.cli.access import LOCKED_CONF, access_problems, install_path_policy,
 from sql_dl.cli.audit import SECRET_KEY, AuditLog, Redactor, StartLines
 from sql_dl.cli.catalog import ExecutorViewRefresh, SharedCatalog
 from sql_dl.cli.query_log import QueryLog
-from sql_dl.driver.keep_warm import KeepWarm, keep_warm
+from sql_dl.driver.keep_warm import KeepWarm, keep_warm, warm_up_in_background
 from sql_dl.driver.registration import bootstrap
 from sql_dl.driver.session import session
 from sql_dl.errors import ConfigurationError, SparkInternalsError, SqlDlError
@@ -286,8 +287,16 @@ def _start(spark, manifest, hive_conf: Mapping[str, str], served: Mapping[str, s
                           "(Debian: default-jdk-headless) and reinstall sql_dl")
     catalog = SharedCatalog(spark)
     install_path_policy(spark, manifest)
-    bootstrap(spark, manifest, warm_up=True)
+    # the metastore (embedded Derby: seconds to open, more to create) opens while the
+    # manifest is bootstrapped
+    with ThreadPoolExecutor(1, thread_name_prefix="sql_dl-metastore") as pool:
+        opened = pool.submit(spark.catalog.databaseExists, "default")
+        bootstrap(spark, manifest)
+        opened.result()
     catalog.publish(manifest)
+    # the models load in the Python workers from now on: a query that comes first waits
+    # for them, where it would otherwise wait for the server
+    warm_up_in_background(spark)
     install_policy(spark, manifest, hive_conf)
     server = spark_internals.start_thrift_server(spark)
     _install_operations(spark, server, audit=audit is not None)

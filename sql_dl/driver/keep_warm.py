@@ -24,11 +24,13 @@ import logging
 import threading
 import time
 import weakref
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from sql_dl.executor.probes import touch_udf, warm_up_udf
 from sql_dl.spark.backends import run_per_core
 
-__all__ = ["INTERVAL", "SETTLE", "KeepWarm", "keep_warm", "remember_models"]
+__all__ = ["INTERVAL", "SETTLE", "KeepWarm", "keep_warm", "remember_models",
+           "warm_up_in_background"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,10 +54,12 @@ class KeepWarm:
     seconds after other jobs (seen running, or reported by `poke`) end, until `stop` (or
     until the SparkContext stops)."""
 
-    def __init__(self, spark, interval: float = INTERVAL, settle: float = SETTLE):
+    def __init__(self, spark, interval: float = INTERVAL, settle: float = SETTLE,
+                 warm_now: bool = False):
         self.spark = spark
         self.interval = interval
         self.settle = settle
+        self.warm_now = warm_now
         self.runs = 0
         self._stopped = threading.Event()
         self._poked = threading.Event()
@@ -75,7 +79,9 @@ class KeepWarm:
     def _loop(self) -> None:
         context = self.spark.sparkContext
         last_run = last_activity = time.monotonic()
-        pending = False  # jobs ran since the last warm-up
+        pending = self.warm_now  # jobs ran since the last warm-up (or none ever ran)
+        if self.warm_now:
+            last_activity -= self.settle
         while not self._stopped.wait(POLL):
             now = time.monotonic()
             if self._poked.is_set() or context.statusTracker().getActiveJobsIds():
@@ -105,10 +111,33 @@ class KeepWarm:
 _running: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # per SparkContext
 
 
-def keep_warm(spark, interval: float = INTERVAL) -> KeepWarm:
+def keep_warm(spark, interval: float = INTERVAL, warm_now: bool = False) -> KeepWarm:
     """Starts keeping ``spark``'s Python workers warm (once per SparkContext); returns the
-    running `KeepWarm`."""
+    running `KeepWarm`. With ``warm_now``, it loads the models at once (when no job runs),
+    not after the first interval: a prompt warms up while the user types."""
     context = spark.sparkContext
     if context not in _running or not _running[context]._thread.is_alive():
-        _running[context] = KeepWarm(spark, interval).start()
+        _running[context] = KeepWarm(spark, interval, warm_now=warm_now).start()
+    elif warm_now:
+        _running[context].poke()
     return _running[context]
+
+
+def warm_up_in_background(spark) -> Future:
+    """Loads the models the session's bootstraps registered in a Python worker per core, in
+    a thread of its own (one short job), while the caller goes on; the Future's result
+    raises what the job raised."""
+    models = list(_models.get(spark.sparkContext, {}).values())
+    parallelism = spark.sparkContext.defaultParallelism
+
+    def run() -> None:
+        started = time.monotonic()
+        run_per_core(spark, warm_up_udf(models), parallelism)
+        logger.info("Warmed up %d model(s) in %d Python worker(s) in %.1f s", len(models),
+                    parallelism, time.monotonic() - started)
+
+    pool = ThreadPoolExecutor(1, thread_name_prefix="sql_dl-warm-up")
+    try:
+        return pool.submit(run)
+    finally:
+        pool.shutdown(wait=False)

@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib.metadata
 import importlib.util
 import json
 import logging
 import math
 import os
+import sys
+import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple, TypeVar
 
 from sql_dl._version import __version__
 from sql_dl.errors import ModelLoadError
@@ -26,9 +29,32 @@ from sql_dl.plans import ModelPlan
 from sql_dl.rules import default_mode
 from sql_dl.staging import file_sha256, staged_name
 
-__all__ = ["check_offline", "plan_model"]
+__all__ = ["check_offline", "import_keras_in_background", "plan_model"]
 
 logger = logging.getLogger(__name__)
+_T = TypeVar("_T")
+_keras_import: threading.Thread | None = None
+
+
+def import_keras_in_background() -> None:
+    """Starts importing Keras (and TensorFlow: seconds) in a thread of its own, so that it
+    overlaps the JVM's start; `plan_model`'s import then finds it done, or waits for it."""
+    global _keras_import
+    if _keras_import is None and "keras" not in sys.modules:
+        _keras_import = threading.Thread(target=_import_keras, name="sql_dl-import-keras",
+                                         daemon=True)
+        _keras_import.start()
+
+
+def _import_keras() -> None:
+    try:  # below the JVM's start, which it would otherwise slow down on few cores
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+    except (AttributeError, OSError):  # not Linux: a thread's priority is the process's
+        pass
+    try:
+        importlib.import_module("keras")  # lazy: TensorFlow is heavy; in a thread of its own
+    except Exception as e:  # noqa: BLE001 - plan_model imports it again and reports it
+        logger.debug("importing keras in the background failed: %s", e)
 
 _IMAGENET_CLASS_INDEX = "imagenet_class_index.json"
 
@@ -55,16 +81,29 @@ def plan_model(spec: ModelSpec, manifest: Manifest, fetch: Callable[[str], str])
         file = _fetch(fetch, spec.path, f"{where}.path")
         source = spec.path
         sha256 = _check_sha256(file, spec.sha256, f"{where}.path")
-    try:
-        model = load_keras_model(file, spec.trust_code)
-    except Exception as e:  # Keras raises many types for unreadable files
-        raise ModelLoadError(f"{where}.path: cannot load a Keras model: {load_error(e)}. "
-                             f"Received: path={spec.path!r}") from e
-    input_shape = _single_input_shape(model, where)
-    preprocessor = _preprocessor(spec, manifest, input_shape, where)
-    features_layer, features_size = _features(model, spec, where)
-    output_size = _size(model.outputs[0].shape)
-    labels = _labels(spec, output_size, where, fetch)
+    problems: list[str] = []  # every problem of the entry, not the first alone
+
+    def checked(check: Callable[..., _T], *args) -> _T | None:
+        try:
+            return check(*args)
+        except ModelLoadError as e:
+            problems.append(str(e))
+            return None
+
+    facts = _known_facts(file, sha256, spec)
+    model = None
+    if facts is None or spec.engine == "openvino":  # the converter needs the model itself
+        model = _load(file, spec, where)
+        features = checked(_features, model, spec, where) or (None, 0)
+        facts = _Facts(_single_input_shape(model, where), *features,
+                       _size(model.outputs[0].shape))
+        if not problems:
+            _keep_facts(file, sha256, spec, facts)
+    input_shape, features_layer, features_size, output_size = facts
+    preprocessor = checked(_preprocessor, spec, manifest, input_shape, where)
+    labels = checked(_labels, spec, output_size, where, fetch)
+    if problems:
+        raise ModelLoadError("\n".join(problems))
     if spec.engine == "openvino":
         file, engine = _openvino(model, spec, features_layer, sha256, where)
         source = f"{source}; {engine}"
@@ -80,6 +119,62 @@ def plan_model(spec: ModelSpec, manifest: Manifest, fetch: Callable[[str], str])
         cache_size=manifest.cache.max_size, engine=spec.engine, precision=spec.precision)
     logger.debug("Checked model %s (%s) in %.1f s", spec.name, source, time.monotonic() - started)
     return plan
+
+
+def _load(file: str, spec: ModelSpec, where: str) -> Any:
+    try:
+        return load_keras_model(file, spec.trust_code)
+    except Exception as e:  # Keras raises many types for unreadable files
+        raise ModelLoadError(f"{where}.path: cannot load a Keras model: {load_error(e)}. "
+                             f"Received: path={spec.path!r}") from e
+
+
+class _Facts(NamedTuple):
+    """What planning needs from a model itself: found once per model file (and features
+    layer), kept in the cache, so that a later bootstrap need not import TensorFlow."""
+
+    input_shape: tuple[int, ...]
+    features_layer: str
+    features_size: int
+    output_size: int
+
+
+def _facts_file(file: str, sha256: str, spec: ModelSpec) -> Path:
+    identity = json.dumps({"model": sha256, "directory": os.path.isdir(file),
+                           "features_layer": spec.features_layer, "sql_dl": __version__,
+                           "keras": _version("keras")}, sort_keys=True)
+    return (cache_dir() / "model_facts"
+            / f"{hashlib.sha256(identity.encode()).hexdigest()[:32]}.json")
+
+
+def _known_facts(file: str, sha256: str, spec: ModelSpec) -> _Facts | None:
+    try:
+        data = json.loads(_facts_file(file, sha256, spec).read_text())
+        return _Facts(tuple(data["input_shape"]), data["features_layer"],
+                      int(data["features_size"]), int(data["output_size"]))
+    except (OSError, ValueError, KeyError, TypeError):  # none yet, or damaged: load the model
+        return None
+
+
+def _keep_facts(file: str, sha256: str, spec: ModelSpec, facts: _Facts) -> None:
+    target = _facts_file(file, sha256, spec)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temporary = target.with_suffix(f".{os.getpid()}.tmp")
+        temporary.write_text(json.dumps(facts._asdict()))
+        temporary.replace(target)  # whole or not at all
+    except OSError as e:  # a read-only cache: the next bootstrap loads the model again
+        logger.debug("cannot keep the facts of %s: %s", file, e)
+
+
+def _version(distribution: str) -> str | None:
+    """An installed distribution's version, without importing it (TensorFlow takes seconds)."""
+    for name in (distribution, f"{distribution}-cpu"):
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
 
 
 def _openvino(model: Any, spec: ModelSpec, features_layer: str, sha256: str,
@@ -101,9 +196,6 @@ def _cache_key(model_sha256: str, input_shape: tuple[int, ...],
                preprocessor: PreprocessorSpec, spec: ModelSpec) -> str:
     """What a model output depends on besides the image: the model file's content, the
     preprocessor (and the source of its function, if any) and the code that runs them."""
-    import keras
-    import tensorflow as tf
-
     function_source = None
     if preprocessor.function:
         module = importlib.util.find_spec(preprocessor.function.split(":")[0])
@@ -112,7 +204,7 @@ def _cache_key(model_sha256: str, input_shape: tuple[int, ...],
     identity = {"model": model_sha256, "input_shape": input_shape,
                 "preprocessor": dataclasses.asdict(preprocessor),
                 "function_source": function_source, "sql_dl": __version__,
-                "keras": keras.__version__, "tensorflow": tf.__version__,
+                "keras": _version("keras"), "tensorflow": _version("tensorflow"),
                 "engine": engine_id(spec.engine, spec.precision)}
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -137,8 +229,8 @@ def check_offline(manifest: Manifest, models: list[str] | None = None) -> list[s
             continue
         try:
             plan_model(spec, manifest, local_path)
-        except ModelLoadError as e:
-            problems.append(str(e))
+        except ModelLoadError as e:  # one line per problem of the entry
+            problems += str(e).splitlines()
     return problems
 
 

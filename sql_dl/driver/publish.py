@@ -17,7 +17,7 @@ import yaml
 
 from sql_dl.driver.models import check_offline
 from sql_dl.errors import ManifestError, ModelLoadError
-from sql_dl.manifest import check_manifest
+from sql_dl.manifest import check_manifest, is_local, local_path
 
 __all__ = ["publish"]
 
@@ -40,8 +40,8 @@ def publish(model: Any, manifest: str | os.PathLike, name: str, *,
         preprocessor: the name of a preprocessor of the manifest, or a new one's keys
             (``{"size": [H, W], "mode": "tf"}``), added as ``<name>_input``. Default: the
             model's input size, no preprocessing.
-        labels: class names in output order (written to ``models/<name>.labels.txt``), a
-            labels file, or ``"imagenet"``.
+        labels: class names in output order, or a labels file (either is written to
+            ``models/<name>.labels.txt``), or ``"imagenet"`` (or a URI, read from there).
         input: ``image`` or ``tensor``.
         path: where to write the model; default ``models/<name>.keras`` beside the manifest.
         replace: replace an existing entry of that name instead of failing.
@@ -67,6 +67,12 @@ def publish(model: Any, manifest: str | os.PathLike, name: str, *,
     target = Path(path).resolve() if path is not None else base / "models" / f"{name}.keras"
     target.parent.mkdir(parents=True, exist_ok=True)
     existed = {p for p in target.parent.iterdir() if p.stem in (target.stem, f"{target.stem}.labels")}
+    labels_file = None  # a local labels file, copied beside the model
+    if isinstance(labels, (str, os.PathLike)) and str(labels) != "imagenet" and is_local(str(labels)):
+        labels_file = Path(local_path(str(labels))).resolve()
+        if not labels_file.is_file():
+            raise ManifestError(f"{manifest}: models.{name}.labels: no such file; give a text "
+                                f"file with one label per line. Received: labels={str(labels)!r}")
     written = [_write_model(model, target)]
     entry: dict[str, Any] = {"path": _relative(written[0], base)}
     if input != "image":
@@ -80,8 +86,13 @@ def publish(model: Any, manifest: str | os.PathLike, name: str, *,
         written.append(written[0].with_name(f"{written[0].stem}.labels.txt"))
         written[-1].write_text("".join(f"{label}\n" for label in labels))
         entry["labels"] = _relative(written[-1], base)
-    elif labels is not None:
-        entry["labels"] = str(labels) if str(labels) == "imagenet" else str(Path(labels).resolve())
+    elif labels_file is not None:  # copied beside the model: the two travel together
+        written.append(written[0].with_name(f"{written[0].stem}.labels.txt"))
+        if labels_file != written[-1].resolve():
+            shutil.copyfile(labels_file, written[-1])
+        entry["labels"] = _relative(written[-1], base)
+    elif labels is not None:  # imagenet, or a URI: read from there at each bootstrap
+        entry["labels"] = str(labels)
     models[name] = entry
     text = io.StringIO()
     yaml.dump(document, text)

@@ -7,6 +7,7 @@ import logging
 import os
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Mapping
 
 from sql_dl.driver import keep_warm
@@ -74,9 +75,16 @@ def bootstrap(spark, manifest: str | os.PathLike | Mapping[str, Any] | Manifest,
     if not isinstance(manifest, Manifest):
         manifest = load_manifest(manifest)
     backend = _prepared_backend(spark)
-    plans = [plan_model(spec, manifest, backend.fetch) for spec in manifest.models.values()]
-    views = {name: image_frame(spark, spec, manifest.source)
-             for name, spec in manifest.images.items()}
+    # the models are planned (in Python: TensorFlow, the first time) while the JVM makes
+    # the views' relations
+    with ThreadPoolExecutor(1, thread_name_prefix="sql_dl-plan") as pool:
+        planning = pool.submit(lambda: [plan_model(spec, manifest, backend.fetch)
+                                        for spec in manifest.models.values()])
+        try:
+            views = {name: image_frame(spark, spec, manifest.source)
+                     for name, spec in manifest.images.items()}
+        finally:
+            plans = planning.result()  # a model's error first: it comes first in the manifest
     functions, rows = _functions(spark, manifest, plans, backend)
     _register(spark, backend, manifest, plans, functions, views, rows, replace)
     _size_arrow_batches(spark, plans)
