@@ -227,8 +227,13 @@ def test_the_shell_reports_images_from_the_cache(spark, images, model_file):
     err = io.StringIO()
     shell = SqlShell(spark, out=io.StringIO(), err=err)
     assert shell.run("SELECT m(image) FROM live")
+    first = err.getvalue().splitlines()
     assert shell.run("SELECT m(image) FROM live")
+    # a line for every statement that ran a model: scored (the first time) or cached
+    assert first[-2].startswith("Images: ") and first[-2].endswith(" from the prediction cache")
     assert err.getvalue().splitlines()[-2] == f"Images: 0 scored, {n} from the prediction cache"
+    assert shell.run("SELECT count(*) FROM live")  # no model: no Images line
+    assert not err.getvalue().splitlines()[-2].startswith("Images: ")
     assert err.getvalue().splitlines()[-1].startswith("Time taken: ")
     silent = SqlShell(spark, out=io.StringIO(), err=io.StringIO(), silent=True)
     assert silent.run("SELECT m(image) FROM live") and silent.err.getvalue() == ""

@@ -64,6 +64,20 @@ def test_top_n_scores_only_the_rows_returned(views, photos, model, query, expect
                                **TOLERANCE)
 
 
+def test_a_sort_without_limit_scores_each_image_once_after_the_sort(views, photos, model):
+    """ORDER BY without LIMIT: the model runs above the sort, once per row; below it, the
+    range partitioner's sampling pass ran it on every row too (the Images: line doubled)."""
+    query = "SELECT path, cnn(image) AS out FROM photos ORDER BY path DESC"
+    text = plan(views, query)
+    assert text.index("ArrowEvalPython") < text.index("Sort ["), text  # above the sort
+    rows, scored = scored_by(views, query)
+    assert scored == len(photos)
+    files = [local(r.path) for r in rows]
+    assert files == photos[::-1]
+    np.testing.assert_allclose([r.out for r in rows], keras_outputs(model, files, "caffe"),
+                               **TOLERANCE)
+
+
 def test_ordering_by_a_model_output_still_scores_everything(views, photos, model):
     query = ("SELECT path, cnn_top_k(image, 1)[0].probability AS p FROM photos "
              f"ORDER BY p DESC, path LIMIT {N}")

@@ -296,7 +296,7 @@ def _start(spark, manifest, hive_conf: Mapping[str, str], served: Mapping[str, s
     catalog.publish(manifest)
     # the models load in the Python workers from now on: a query that comes first waits
     # for them, where it would otherwise wait for the server
-    warm_up_in_background(spark)
+    warming = warm_up_in_background(spark)
     install_policy(spark, manifest, hive_conf)
     server = spark_internals.start_thrift_server(spark)
     _install_operations(spark, server, audit=audit is not None)
@@ -305,6 +305,7 @@ def _start(spark, manifest, hive_conf: Mapping[str, str], served: Mapping[str, s
     keeping = keep_warm(spark)  # through idle minutes, and after previews (see keep_warm)
     refresh = ExecutorViewRefresh(catalog)
     refresh.start()
+    warming.add_done_callback(lambda _: refresh.poke())  # sql_dl_devices: the loaded models
     try:
         query_log = QueryLog.start_if_possible(
             spark, redact, audit, on_finish=lambda: (keeping.poke(), refresh.poke()))

@@ -46,7 +46,7 @@ class Counts(NamedTuple):
         if self.skipped:
             lines.append(f"Warning: {self.skipped} image file(s) were deleted after their folder "
                          "was listed; their images are NULL (Spark's log names them)")
-        if self.cached:
+        if self.scored or self.cached:  # any statement that ran a model, cache or not
             lines.append(f"Images: {self.scored} scored, {self.cached} from the prediction cache")
         return lines
 

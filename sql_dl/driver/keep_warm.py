@@ -138,6 +138,15 @@ def warm_up_in_background(spark) -> Future:
 
     pool = ThreadPoolExecutor(1, thread_name_prefix="sql_dl-warm-up")
     try:
-        return pool.submit(run)
+        future = pool.submit(run)
     finally:
         pool.shutdown(wait=False)
+    future.add_done_callback(_log_failure)
+    return future
+
+
+def _log_failure(future: Future) -> None:
+    error = future.exception()
+    if error is not None:  # the first query loads the models instead
+        logger.warning("The models were not loaded in the Python workers at start: %s",
+                       str(error).strip().splitlines()[0] if str(error).strip() else error)

@@ -45,7 +45,9 @@ import sql_dl.spark.catalog.ImageBytes;
  * {@code ArrowEvalPython} above it. Injected with {@code injectPreCBORule}, it runs once the
  * operator optimizations reached their fixed point (one of them, PushProjectionThroughLimit,
  * would push the projection back under the limit) and before Spark extracts Python UDFs from
- * the plan. Ordering by a UDF's output leaves the plan unchanged. Checked on Spark 4.3.0.
+ * the plan. Ordering by a UDF's output leaves the plan unchanged. A global sort without a
+ * limit gets the same move ({@link #rewrite(Sort)}): its UDFs run once per row, after the
+ * sort. Checked on Spark 4.3.0.
  */
 public final class TopNBeforePython extends Rule<LogicalPlan> {
 
@@ -54,17 +56,22 @@ public final class TopNBeforePython extends Rule<LogicalPlan> {
     return plan.transformDown(new AbstractPartialFunction<LogicalPlan, LogicalPlan>() {
       @Override
       public boolean isDefinedAt(LogicalPlan node) {
-        return node instanceof GlobalLimit && rewrite((GlobalLimit) node) != null;
+        return rewritten(node) != null;
       }
 
       @Override
       public <A1 extends LogicalPlan, B1> B1 applyOrElse(A1 node, Function1<A1, B1> otherwise) {
-        LogicalPlan rewritten = node instanceof GlobalLimit ? rewrite((GlobalLimit) node) : null;
+        LogicalPlan rewritten = rewritten(node);
         @SuppressWarnings("unchecked")
         B1 result = rewritten != null ? (B1) rewritten : otherwise.apply(node);
         return result;
       }
     });
+  }
+
+  private static LogicalPlan rewritten(LogicalPlan node) {
+    return node instanceof GlobalLimit limit ? rewrite(limit)
+        : node instanceof Sort sort ? rewrite(sort) : null;
   }
 
   /** The rewritten plan, or null when {@code limit} heads no top-N over deferrable UDFs. */
@@ -85,11 +92,43 @@ public final class TopNBeforePython extends Rule<LogicalPlan> {
       between = (Project) node;
       node = between.child();
     }
-    if (!(node instanceof Sort) || !((Sort) node).global()
-        || !(((Sort) node).child() instanceof Project)) {
+    if (!(node instanceof Sort)) {
       return null;
     }
-    Sort sort = (Sort) node;
+    Split split = split((Sort) node);
+    if (split == null) {
+      return null;
+    }
+    LogicalPlan chain = new LocalLimit(local.limitExpr(), split.sorted());
+    if (offset != null) {
+      chain = new Offset(offset.offsetExpr(), chain);
+    }
+    chain = new GlobalLimit(limit.limitExpr(), chain);
+    LogicalPlan result = new Project(asScala(split.above()), chain);
+    return between == null ? result : new Project(between.projectList(), result);
+  }
+
+  /**
+   * A global sort without a limit ({@code SELECT path, m(image) FROM v ORDER BY path}): the
+   * UDFs move above the sort, or null when they cannot. Below it they would run twice on
+   * every row, once more for the range partitioner's sample of the sort keys, and the image
+   * bytes would go through the shuffle.
+   */
+  static LogicalPlan rewrite(Sort sort) {
+    Split split = split(sort);
+    return split == null ? null : new Project(asScala(split.above()), split.sorted());
+  }
+
+  /** A sort with its UDFs taken out ({@code sorted}), and the projection that evaluates
+   *  them over its rows ({@code above}: the same output, the same expression ids). */
+  private record Split(LogicalPlan sorted, List<NamedExpression> above) {}
+
+  /** {@code sort} split, or null when it is no global sort over a projection with deferrable
+   *  UDFs, or is ordered by a UDF's output. */
+  private static Split split(Sort sort) {
+    if (!sort.global() || !(sort.child() instanceof Project)) {
+      return null;
+    }
     Project scored = (Project) sort.child();
 
     List<NamedExpression> deferred = new ArrayList<>();
@@ -129,20 +168,12 @@ public final class TopNBeforePython extends Rule<LogicalPlan> {
         }
       }
     }
-    LogicalPlan chain = new Sort(sort.order(), true, new Project(asScala(below), scored.child()),
-                                 sort.hint());
-    chain = new LocalLimit(local.limitExpr(), chain);
-    if (offset != null) {
-      chain = new Offset(offset.offsetExpr(), chain);
-    }
-    chain = new GlobalLimit(limit.limitExpr(), chain);
-
     List<NamedExpression> above = new ArrayList<>();
     for (NamedExpression e : asJava(scored.projectList())) {
       above.add(deferredIds.contains(e.exprId()) ? e : e.toAttribute());
     }
-    LogicalPlan result = new Project(asScala(above), chain);
-    return between == null ? result : new Project(between.projectList(), result);
+    return new Split(new Sort(sort.order(), true, new Project(asScala(below), scored.child()),
+                              sort.hint()), above);
   }
 
   /** Whether {@code e} calls Python, or reads an image file ({@link ImageBytes}). */
