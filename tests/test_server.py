@@ -133,8 +133,10 @@ def test_client_killed_mid_query_leaves_the_server_healthy(server, photos):
     client = subprocess.Popen([sys.executable, "-c", (
         "from pyhive import hive\n"
         f"c = hive.connect(host='127.0.0.1', port={server.port}).cursor()\n"
-        f"c.execute({SLOW.format(n=60_000_000)!r})\n")])
-    time.sleep(4)
+        "print('sending', flush=True)\n"
+        f"c.execute({SLOW.format(n=8_000_000)!r})\n")], stdout=subprocess.PIPE, text=True)
+    assert client.stdout.readline() == "sending\n"
+    time.sleep(2)  # mid-query: about 8 s of work on both cores
     client.kill()
     client.wait()
     from pyhive import hive
@@ -303,7 +305,10 @@ def test_sighup_reloads_keep_open_connections_working(own_manifest, tmp_path, cn
     from pyhive import hive
 
     server = Server(own_manifest, tmp_path / "home")
+    time.sleep(2)
+    server.process.send_signal(signal.SIGHUP)  # while it starts: kept for after the start
     server.wait_ready()
+    assert wait_for_line(server, "reload", 0) == f"reloaded: {own_manifest}"
     kept = hive.connect(host="127.0.0.1", port=server.port).cursor()  # open across reloads
 
     def functions(cursor) -> list[str]:

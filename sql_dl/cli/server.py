@@ -174,6 +174,8 @@ def serve(manifest: str | os.PathLike, host: str = "127.0.0.1", port: int = 1000
     if login_audit:
         served.update({"hive.server2.authentication": "CUSTOM",
                        "hive.server2.custom.authentication.class": AUDITED_LOGIN})
+    reload = threading.Event()  # SIGHUP: from now on, lest one sent during the start end it
+    signal.signal(signal.SIGHUP, lambda *_: reload.set())
     loaded = load_manifest(manifest)
     problems = access_problems(loaded, hive_conf)
     if problems:
@@ -192,7 +194,7 @@ def serve(manifest: str | os.PathLike, host: str = "127.0.0.1", port: int = 1000
     running = _start(spark, loaded, hive_conf, served, audit, login_audit)
     _wait_until_listening(host, port)
     announce(f"ready: {jdbc_url(host, port, hive_conf)}", flush=True)
-    if not _serve_until_stopped(running, manifest, hive_conf, announce):
+    if not _serve_until_stopped(running, manifest, hive_conf, announce, reload):
         return JVM_ENDED
     _stop(running)
     return 0
@@ -318,15 +320,14 @@ def _start(spark, manifest, hive_conf: Mapping[str, str], served: Mapping[str, s
 
 
 def _serve_until_stopped(running: _Running, manifest, hive_conf: Mapping[str, str],
-                         announce) -> bool:
-    """Waits for SIGTERM or SIGINT, reloading the manifest at each SIGHUP; returns False
+                         announce, reload: threading.Event) -> bool:
+    """Waits for SIGTERM or SIGINT, reloading the manifest when ``reload`` is set (by SIGHUP,
+    even one sent while the server started); returns False
     at once if the driver JVM ends (killed, or out of memory), so that ``sql-dl serve``
     exits non-zero and a supervisor (systemd, Kubernetes) restarts it."""
     stop = threading.Event()
-    reload = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    signal.signal(signal.SIGHUP, lambda *_: reload.set())
     jvm = spark_internals.driver_process(running.spark)
     while not stop.is_set():
         if jvm is not None and jvm.poll() is not None:
