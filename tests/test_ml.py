@@ -277,6 +277,7 @@ def test_register_keras_image_udf_adds_sql_functions(spark, photos_dir, photos, 
     assert {"deployed", "deployed_top_k", "deployed_file", "deployed_file_features"} <= functions
 
 
+@pytest.mark.slow  # end to end: every transformer and function on a stream (45 s)
 def test_streaming_gives_the_batch_values(spark, photos_dir, cnn_file, tmp_path, saved_model_dir):
     """Every transformer and every kind of SQL function, on a stream and in batch."""
     from pyspark.sql import functions as F

@@ -75,6 +75,7 @@ def run_notebook(script_text: str, tmp_path, cnn_file, photos_dir, photos, env, 
     return result
 
 
+@pytest.mark.slow  # end to end: a session of its own, in a process of its own (20 s)
 def test_bootstrap_on_a_session_the_user_built_without_worker_reuse(tmp_path, cnn_file, photos_dir, photos):
     env = {k: v for k, v in os.environ.items() if k not in ("PYSPARK_PYTHON", "SPARK_CONF_DIR")}
     result = run_notebook(NOTEBOOK, tmp_path, cnn_file, photos_dir, photos, env)

@@ -91,6 +91,7 @@ def test_ordering_by_a_model_output_still_scores_everything(views, photos, model
     np.testing.assert_allclose([r.p for r in rows], [-b for b, _ in expected], **TOLERANCE)
 
 
+@pytest.mark.slow  # end to end: a session of its own, in a process of its own (17 s)
 def test_a_session_without_the_extension_is_told_once(tmp_path, cnn_file, photos_dir, photos):
     """A classic session the user built without sql_dl's settings: bootstrap warns once, with
     the two settings that fix it, and top-N queries still answer correctly."""

@@ -34,12 +34,31 @@ _HINTS = {"float32": "f32", "bfloat16": "bf16"}
 _core = None
 
 
+def _openvino():
+    """OpenVINO, imported with its usage telemetry off in this process.
+
+    Unless the user opted out, ``import openvino`` (and each conversion) sends telemetry
+    from a forked copy of the importing process (``openvino_telemetry``'s GA4 backend, a
+    multiprocessing child it terminates after a timeout without network). In Spark's driver
+    and Python workers that copy shares the sockets of Py4J and of the worker protocol; the
+    driver's next call could fail (``Py4JError: ... does not exist in the JVM``). sql_dl
+    never asks for consent, so it declines, for its own processes only.
+    """
+    try:
+        from openvino_telemetry.utils.opt_in_checker import ConsentCheckResult, OptInChecker
+    except ImportError:  # no telemetry package: nothing is sent
+        pass
+    else:
+        OptInChecker.check = lambda self, *args, **kwargs: ConsentCheckResult.DECLINED
+    import openvino
+
+    return openvino
+
+
 def _openvino_core():
     global _core
     if _core is None:
-        import openvino
-
-        _core = openvino.Core()
+        _core = _openvino().Core()
     return _core
 
 
@@ -48,9 +67,7 @@ def engine_id(engine: str, precision: str) -> str:
     version."""
     if engine == "keras":
         return "keras"
-    import openvino
-
-    return f"openvino-{precision}-{openvino.__version__}"
+    return f"openvino-{precision}-{_openvino().__version__}"
 
 
 def bf16_native() -> bool:
@@ -67,8 +84,8 @@ def convert_to_openvino(model: Any, features_layer: str, model_sha256: str, wher
             not convert.
     """
     import keras
-    import openvino
 
+    openvino = _openvino()
     key = hashlib.sha256(json.dumps({
         "model": model_sha256, "features_layer": features_layer, "sql_dl": __version__,
         "openvino": openvino.__version__, "keras": keras.__version__}, sort_keys=True
