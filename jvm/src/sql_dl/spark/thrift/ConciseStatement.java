@@ -26,7 +26,14 @@ public class ConciseStatement extends SparkExecuteStatementOperation {
     try {
       super.runInternal();
     } catch (Exception e) {  // Scala declares no checked exceptions
-      throw WorkerErrors.rethrown(e instanceof HiveSQLException h ? WorkerErrors.oneLine(h) : e);
+      if (e instanceof HiveSQLException h) {
+        HiveSQLException line = WorkerErrors.oneLine(h);
+        if (line != h) {  // the statement's status (the audit log's error) says it too
+          super.setOperationException(line);
+        }
+        throw WorkerErrors.rethrown(line);
+      }
+      throw WorkerErrors.rethrown(e);
     }
   }
 

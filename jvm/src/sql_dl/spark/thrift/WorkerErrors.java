@@ -13,12 +13,15 @@ import sql_dl.spark.CheckedArguments;
  */
 final class WorkerErrors {
 
-  private static final String PYTHON_EXCEPTION = "org.apache.spark.api.python.PythonException";
+  private static final String TRACEBACK = "Traceback (most recent call last):";
   private static final String OURS = "sql_dl.errors.";
 
   private WorkerErrors() {}
 
-  /** {@code error} with a Python worker's error in its causes as one line; else itself. */
+  /** {@code error} with a Python worker's error in its causes as one line; else itself.
+   *  The worker's traceback is the message of Spark's {@code PythonException} (local
+   *  executors), or part of a {@code [PYTHON_EXCEPTION]} or job failure's message
+   *  (executors in other JVMs). */
   static HiveSQLException oneLine(HiveSQLException error) {
     for (Throwable cause = error; cause != null; cause = cause.getCause()) {
       if (cause instanceof SparkThrowable spark
@@ -26,11 +29,9 @@ final class WorkerErrors {
         return new HiveSQLException(cause.getMessage(), error.getSQLState(),
             error.getErrorCode());
       }
-      if (cause.getClass().getName().equals(PYTHON_EXCEPTION) && cause.getMessage() != null) {
-        String line = exceptionLine(cause.getMessage());
-        if (line != null) {
-          return new HiveSQLException(line, error.getSQLState(), error.getErrorCode());
-        }
+      String line = cause.getMessage() == null ? null : exceptionLine(cause.getMessage());
+      if (line != null) {
+        return new HiveSQLException(line, error.getSQLState(), error.getErrorCode());
       }
       if (cause.getCause() == cause) {
         break;
@@ -45,16 +46,23 @@ final class WorkerErrors {
     throw (E) e;
   }
 
-  /** The last line of a traceback that names sql_dl's error, else its last exception line. */
-  static String exceptionLine(String traceback) {
+  /** The line of a Python traceback in {@code text} that names sql_dl's error, else the
+   *  traceback's exception line; null when {@code text} holds no traceback. */
+  static String exceptionLine(String text) {
+    int start = text.lastIndexOf(TRACEBACK);
+    if (start < 0) {
+      return null;
+    }
     String last = null;
-    for (String line : traceback.split("\n")) {
+    for (String line : text.substring(start + TRACEBACK.length()).split("\n")) {
       if (line.startsWith(OURS)) {
         return line.substring(OURS.length()).strip();
       }
+      if (line.startsWith("\tat ") || line.startsWith("Driver stacktrace")) {
+        break;  // Java's stack after the traceback
+      }
       // an exception line starts at the margin; the traceback's frames are indented
-      if (!line.isBlank() && !Character.isWhitespace(line.charAt(0))
-          && !line.startsWith("Traceback (most recent call last)")) {
+      if (!line.isBlank() && !Character.isWhitespace(line.charAt(0))) {
         last = line.strip();
       }
     }
