@@ -33,9 +33,6 @@ final class WorkerErrors {
       if (line != null) {
         return new HiveSQLException(line, error.getSQLState(), error.getErrorCode());
       }
-      if (cause.getCause() == cause) {
-        break;
-      }
     }
     return error;
   }
