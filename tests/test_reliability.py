@@ -262,7 +262,10 @@ def test_thirty_queries_keep_worker_memory_and_temp_files_flat(spark, photos_dir
     for _ in range(29):
         spark.sql(query).collect()
     after = python_worker_memory()
-    grown = {pid: (memory[pid], after[pid]) for pid in memory.keys() & after.keys()
+    # the workers that held the model already (a worker idle in the first query loads it
+    # later: that is its first load, not growth)
+    loaded = {pid for pid in memory if memory[pid] > 0.5 * max(memory.values())}
+    grown = {pid: (memory[pid], after[pid]) for pid in loaded & after.keys()
              if after[pid] > 1.10 * memory[pid]}
-    assert memory.keys() & after.keys() and not grown
+    assert loaded & after.keys() and not grown
     assert not temp_files(spark) - files  # (Spark's cleaner may remove older shuffle files)
