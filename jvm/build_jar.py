@@ -8,6 +8,7 @@ without the extension, and ``bootstrap`` warns that top-N queries score every ro
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -28,6 +29,13 @@ def spark_jars() -> Path | None:
     return jars if jars.is_dir() else None
 
 
+def version() -> str:
+    """sql_dl's version, from ``sql_dl/_version.py`` (read as text: sql_dl may not be
+    importable while it is being installed)."""
+    text = (ROOT / "sql_dl" / "_version.py").read_text()
+    return re.search(r'__version__ = "([^"]+)"', text).group(1)
+
+
 def build(jar: Path = JAR) -> bool:
     """Compiles the extension into ``jar``; returns whether it did (False: no JDK or no
     pyspark, with the reason on stderr)."""
@@ -42,6 +50,8 @@ def build(jar: Path = JAR) -> bool:
     with tempfile.TemporaryDirectory() as classes:
         subprocess.run([javac, "--release", "17", "-nowarn", "-d", classes,
                         "-cp", str(jars / "*"), *sources], check=True)
+        # the plugin checks that the Python it plans with has this version of sql_dl
+        (Path(classes) / "sql_dl" / "version.properties").write_text(f"version={version()}\n")
         jar.parent.mkdir(parents=True, exist_ok=True)
         subprocess.run([jar_tool, "cf", str(jar), "-C", classes, "."], check=True)
     print(f"sql_dl: built {jar}", file=sys.stderr)

@@ -14,28 +14,12 @@ from __future__ import annotations
 import json
 from typing import Mapping
 
-from sql_dl.executor.path_policy import PathPolicy, Root, root_of
+from sql_dl.driver.policy import LDAP, SETTABLE, path_policy, policy_spec
 from sql_dl.manifest import Manifest
-from sql_dl.rules import (BUILT_IN_FUNCTIONS, CACHE_VIEW, DEVICES_VIEW, MODELS_VIEW,
-                          PATH_POLICY_ENV, SYSTEM_VIEWS, VIEWS_VIEW)
+from sql_dl.rules import PATH_POLICY_ENV
 
 __all__ = ["LOCKED_CONF", "SETTABLE", "access_problems", "install_path_policy",
            "install_policy", "path_policy", "policy_spec"]
-
-_LDAP = "hive.server2.authentication.ldap."
-
-# What BI tools and analysts set in a session; nothing here reaches files, code, the other
-# sessions or the server's limits.
-SETTABLE = (
-    "spark.sql.ansi.enabled",
-    "spark.sql.caseSensitive",
-    "spark.sql.crossJoin.enabled",
-    "spark.sql.datetime.java8API.enabled",  # the Thrift Server sets it as a session opens
-    "spark.sql.hive.version",  # likewise
-    "spark.sql.parser.quotedRegexColumnNames",
-    "spark.sql.session.timeZone",
-    "spark.sql.timestampType",
-)
 
 # Spark settings of every sql-dl serve session, which analysts cannot change (the two static
 # ones no session can): restricted mode refuses TRANSFORM, reflect, java_method and
@@ -64,36 +48,12 @@ def access_problems(manifest: Manifest, hive_conf: Mapping[str, str]) -> list[st
                 "authenticate against LDAP; pass --hiveconf hive.server2.authentication=LDAP "
                 "with its settings, or grant to user names. "
                 f"Received: hive.server2.authentication={authentication}"]
-    pattern = hive_conf.get(f"{_LDAP}groupDNPattern", "")
+    pattern = hive_conf.get(f"{LDAP}groupDNPattern", "")
     if "%s" not in pattern or "," not in pattern.split("%s", 1)[1]:
         return [f"{manifest.source}: access: {groups} are LDAP groups; tell the server where "
-                f"they are with --hiveconf {_LDAP}groupDNPattern=cn=%s,ou=groups,dc=example,"
-                f"dc=com (your directory's). Received: {_LDAP}groupDNPattern={pattern!r}"]
+                f"they are with --hiveconf {LDAP}groupDNPattern=cn=%s,ou=groups,dc=example,"
+                f"dc=com (your directory's). Received: {LDAP}groupDNPattern={pattern!r}"]
     return []
-
-
-def policy_spec(manifest: Manifest, hive_conf: Mapping[str, str]) -> dict:
-    """The policy sql_dl's extension enforces (see ``AccessPolicy.install``)."""
-    access = manifest.access
-    functions: dict[str, str] = {name: "" for name in BUILT_IN_FUNCTIONS}
-    functions.update({name: name for name in manifest.preprocessors})
-    for model in manifest.models.values():
-        functions.update({name: model.name for name in model.function_names})
-    views = {name: "" for name in SYSTEM_VIEWS}
-    views.update({name: name for name in manifest.images})
-    ldap = ({k: v for k, v in hive_conf.items() if k.startswith(_LDAP)}
-            if access is not None and access.groups else {})
-    return {
-        "admins": list(access.admins) if access else [],
-        "grants": {entry: list(to) for entry, to in (access.grants if access else {}).items()},
-        "functions": functions,
-        "views": views,
-        "settable": list(SETTABLE),
-        "ldap": ldap,
-        # system views an analyst sees only the granted rows of: the column and what it names
-        "rows": {MODELS_VIEW: ["function", "function"], CACHE_VIEW: ["model", "function"],
-                 DEVICES_VIEW: ["model", "model"], VIEWS_VIEW: ["view", "view"]},
-    }
 
 
 def install_policy(spark, manifest: Manifest, hive_conf: Mapping[str, str]) -> None:
@@ -101,13 +61,6 @@ def install_policy(spark, manifest: Manifest, hive_conf: Mapping[str, str]) -> N
     included)."""
     spec = json.dumps(policy_spec(manifest, hive_conf))
     spark.sparkContext._jvm.sql_dl.spark.access.AccessPolicy.install(spec)
-
-
-def path_policy(manifest: Manifest) -> PathPolicy:
-    """What sql_dl's functions may read when given a path: files under the manifest's image
-    folders, each up to its view's ``max_file_size``."""
-    return PathPolicy([Root(root_of(spec.path), spec.max_file_size)
-                       for spec in manifest.images.values()])
 
 
 def install_path_policy(spark, manifest: Manifest) -> None:

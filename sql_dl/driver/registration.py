@@ -28,7 +28,8 @@ from sql_dl.spark.backends import Backend, backend_for, is_connect, run_per_core
 from sql_dl.spark.extension import check_extension
 from sql_dl.sql_text import identifier, values_query
 
-__all__ = ["bootstrap", "registered_catalogs", "registered_names"]
+__all__ = ["MODELS_COLUMNS", "bootstrap", "manifest_udfs", "registered_catalogs",
+           "registered_names"]
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ _REGISTERED_CONF = "sql_dl.registered"
 _ARROW_BATCH_CONF = "spark.sql.execution.arrow.maxRecordsPerBatch"
 _SPARK_DEFAULT_ARROW_BATCH = "10000"
 _ARROW_BATCH_SET_CONF = "sql_dl.arrowBatchSize"  # the value bootstrap set, to update it later
-_MODELS_COLUMNS = (("function", "string"), ("kind", "string"), ("model", "string"),
+MODELS_COLUMNS = (("function", "string"), ("kind", "string"), ("model", "string"),
                    ("input", "string"), ("output_size", "int"), ("preprocessor", "string"),
                    ("source", "string"), ("description", "string"))
 _BUILT_IN_ROWS = (
@@ -115,7 +116,15 @@ def _prepared_backend(spark) -> Backend:
 def _functions(spark, manifest: Manifest, plans: list[ModelPlan],
                backend: Backend) -> tuple[dict[str, Any], list]:
     """The manifest's UDFs by SQL name (models shipped), and their ``sql_dl_models`` rows."""
-    counter = image_counter(spark)
+    for plan in plans:
+        backend.ship_model(plan)
+    return manifest_udfs(manifest, plans, image_counter(spark))
+
+
+def manifest_udfs(manifest: Manifest, plans: list[ModelPlan],
+                  counter=None) -> tuple[dict[str, Any], list]:
+    """The manifest's UDFs by SQL name, and their ``sql_dl_models`` rows; ``counter`` is the
+    accumulator their tasks count images into (None: they only log their counts)."""
     functions: dict[str, Any] = {IMAGE_ERROR_FUNCTION: image_error_udf(),
                                  THUMBNAIL_FUNCTION: thumbnail_udf(),
                                  IMAGE_INFO_FUNCTION: image_info_udf()}
@@ -125,7 +134,6 @@ def _functions(spark, manifest: Manifest, plans: list[ModelPlan],
         rows.append((spec.name, "preprocessor", None, "image", spec.size[0] * spec.size[1] * 3,
                      spec.name, spec.function or f"mode={spec.mode}", spec.description))
     for plan in plans:
-        backend.ship_model(plan)
         name, features_name, top_k_name = manifest.models[plan.name].function_names
         functions[name] = model_udf(plan, counter=counter)
         functions[features_name] = model_udf(plan, features=True, counter=counter)
@@ -162,7 +170,7 @@ def _register(spark, backend: Backend, manifest: Manifest, plans: list[ModelPlan
     for name, view in views.items():
         view.createOrReplaceTempView(name)
     # from literals: createDataFrame of Python rows would start Python workers of their own
-    spark.sql(values_query(_MODELS_COLUMNS, rows)).createOrReplaceTempView(MODELS_VIEW)
+    spark.sql(values_query(MODELS_COLUMNS, rows)).createOrReplaceTempView(MODELS_VIEW)
     cache_frame(spark, backend.parallelism()).createOrReplaceTempView(CACHE_VIEW)
     devices_frame(spark, backend.parallelism()).createOrReplaceTempView(DEVICES_VIEW)
     views_frame(spark, catalogs).createOrReplaceTempView(VIEWS_VIEW)

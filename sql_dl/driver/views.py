@@ -23,7 +23,7 @@ from sql_dl.spark.extension import extension_active
 from sql_dl.sql_text import values_query
 
 __all__ = ["CATALOG_SOURCE", "VIEWS_SOURCE", "catalog_options",
-           "image_frame", "view_query", "views_frame"]
+           "image_frame", "view_columns", "view_query", "views_frame"]
 
 CATALOG_SOURCE = "sql_dl.spark.catalog.CatalogSource"
 VIEWS_SOURCE = "sql_dl.spark.catalog.ViewsSource"
@@ -76,14 +76,22 @@ def _label(spec: ImageViewSpec) -> str:
             "THEN element_at(split(path, '/'), -2) END")
 
 
+def view_columns(spec: ImageViewSpec, seed: int = 0) -> tuple[list[str], str | None]:
+    """The columns of an image view over its catalog relation, as SQL expressions, and the
+    condition of its ``sample_ratio`` (None: every row)."""
+    sample = f"rand({int(seed)}) < {spec.sample_ratio!r}" if spec.sample_ratio < 1.0 else None
+    return (["path", f"{_label(spec)} AS label", "image", "length", "modification_time"],
+            sample)
+
+
 def view_query(spec: ImageViewSpec, source: str, seed: int = 0, tasks: int | None = None,
                catalog: bool = True) -> str:
     """The SELECT that turns the rows of ``source`` (a catalog relation, or with ``catalog``
     False a ``binaryFile`` one, read in ``tasks`` tasks) into an image view."""
-    sample = f" WHERE rand({int(seed)}) < {spec.sample_ratio!r}" if spec.sample_ratio < 1.0 else ""
+    columns, condition = view_columns(spec, seed)
+    sample = f" WHERE {condition}" if condition else ""
     if catalog:
-        return (f"SELECT path, {_label(spec)} AS label, image, length, modification_time "
-                f"FROM {source}{sample}")
+        return f"SELECT {', '.join(columns)} FROM {source}{sample}"
     hint = f"/*+ COALESCE({tasks}) */ " if tasks else ""
     return (f"SELECT {hint}path, {_label(spec)} AS label, content AS image, length, "
             f"modificationTime AS modification_time FROM {source}{sample}")

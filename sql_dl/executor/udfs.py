@@ -28,8 +28,8 @@ from sql_dl.plans import ModelPlan
 from sql_dl.rules import MAX_PIXELS, THUMBNAIL_FUNCTION, THUMBNAIL_MAX_SIZE, THUMBNAIL_SIZE
 
 __all__ = ["FLOAT_ARRAY", "IMAGE_INFO", "PREPROCESSOR_BATCH", "TOP_K", "arrow_udf",
-           "image_error_udf", "image_info_udf", "model_udf", "preprocessor_udf", "tensor_udf",
-           "thumbnail_udf", "top_k_udf"]
+           "data_type", "image_error_udf", "image_info_udf", "model_udf", "preprocessor_udf",
+           "tensor_udf", "thumbnail_udf", "top_k_udf"]
 
 FLOAT_ARRAY = "array<float>"
 TOP_K = "array<struct<class:string,description:string,probability:float>>"
@@ -43,10 +43,72 @@ PREPROCESSOR_BATCH = 32
 
 
 def arrow_udf(function, return_type: str):
-    """An iterator Arrow UDF (the kind comes from ``function``'s type hints)."""
+    """An iterator Arrow UDF (the kind comes from ``function``'s type hints), its return type
+    a DataType already (`data_type`): PySpark parses a type's text in the JVM, and the
+    plugin's driver-side call (`sql_dl.driver.plugin`) has none."""
     from pyspark.sql import functions  # lazy: a task unpickling a UDF needs no SQL functions
 
-    return functions.arrow_udf(function, return_type)
+    return functions.arrow_udf(function, data_type(return_type))
+
+
+_SIMPLE_TYPES = {"string": "StringType", "float": "FloatType", "double": "DoubleType",
+                 "int": "IntegerType", "integer": "IntegerType", "bigint": "LongType",
+                 "long": "LongType", "binary": "BinaryType", "boolean": "BooleanType"}
+
+
+def data_type(ddl):
+    """The PySpark DataType of a type's text in the forms sql_dl's UDFs return
+    (``array<float>``, ``struct<a:string,b:int>``, the simple types of `_SIMPLE_TYPES` and
+    their nesting, and a top-level ``name type, ...`` list as a struct), read without a
+    JVM; any other text, or a DataType, is returned as it is, for PySpark to parse."""
+    if not isinstance(ddl, str):
+        return ddl
+    import re  # lazy: only here
+
+    from pyspark.sql import types  # lazy: a task unpickling a UDF needs no type parsing
+
+    tokens = re.findall(r"`[^`]*`|[A-Za-z_][A-Za-z_0-9]*|[<>,:]", ddl)
+    if "".join(tokens).replace(" ", "") != re.sub(r"\s+", "", ddl):
+        return ddl  # something this reader does not know: PySpark parses it
+    position = 0
+
+    def take() -> str:
+        nonlocal position
+        position += 1
+        return tokens[position - 1]
+
+    def field() -> "types.StructField":
+        name = take().strip("`")
+        if tokens[position] == ":":
+            take()
+        return types.StructField(name, one())
+
+    def one() -> "types.DataType":
+        word = take().lower()
+        if word == "array":
+            take()  # <
+            element = one()
+            take()  # >
+            return types.ArrayType(element)
+        if word == "struct":
+            take()  # <
+            fields = [field()]
+            while take() == ",":
+                fields.append(field())
+            return types.StructType(fields)
+        return getattr(types, _SIMPLE_TYPES[word])()
+
+    try:
+        if len(tokens) > 1 and tokens[1] != "<" and tokens[0].lower() not in _SIMPLE_TYPES:
+            fields = [field()]  # a top-level "name type, ..." list
+            while position < len(tokens) and take() == ",":
+                fields.append(field())
+            parsed = types.StructType(fields)
+        else:
+            parsed = one()
+    except (KeyError, IndexError):
+        return ddl
+    return parsed if position == len(tokens) else ddl
 
 
 def model_udf(plan: ModelPlan, features: bool = False, counter=None):

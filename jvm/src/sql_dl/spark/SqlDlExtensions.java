@@ -8,6 +8,7 @@ import java.util.jar.JarFile;
 import org.apache.spark.sql.SparkSessionExtensions;
 import sql_dl.spark.access.AnalystRule;
 import sql_dl.spark.catalog.LateImages;
+import sql_dl.spark.plugin.ManifestPlugin;
 import scala.Function1;
 import scala.runtime.BoxedUnit;
 
@@ -17,7 +18,9 @@ import scala.runtime.BoxedUnit;
  * session, Thrift Server sessions included, gets {@link LateImages} (image views over their
  * catalogs), {@link TopNBeforePython} and {@link ReleasePythonWorkers}, and
  * {@link AnalystRule}, which
- * does nothing unless {@code sql-dl serve} installed its access policy.
+ * does nothing unless {@code sql-dl serve} (or plugin mode) installed an access policy; with
+ * {@code spark.sql_dl.manifest} set, {@link ManifestPlugin} registers that manifest in every
+ * session (plugin mode: stock {@code spark-sql}, Thrift Server, Spark Connect, Kyuubi).
  */
 public final class SqlDlExtensions implements Function1<SparkSessionExtensions, BoxedUnit> {
 
@@ -34,6 +37,7 @@ public final class SqlDlExtensions implements Function1<SparkSessionExtensions, 
     extensions.injectPreCBORule(LateImages.Tasks::new);
     extensions.injectColumnar(session -> new ReleasePythonWorkers());
     extensions.injectPostHocResolutionRule(AnalystRule::new);
+    extensions.injectParser(ManifestPlugin::parser);  // plugin mode: spark.sql_dl.manifest
     return BoxedUnit.UNIT;
   }
 

@@ -1,0 +1,72 @@
+package sql_dl.spark.plugin;
+
+import java.lang.reflect.InvocationHandler;
+import java.lang.reflect.InvocationTargetException;
+import java.lang.reflect.Proxy;
+import java.util.Set;
+import java.util.regex.Pattern;
+
+import org.apache.spark.sql.SparkSession;
+import org.apache.spark.sql.catalyst.parser.ParserInterface;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * Plugin mode: with {@code spark.sql_dl.manifest} set (a path or Hadoop URI; see
+ * {@code sql-dl spark-conf}), every session of any Spark SQL entry point that loads sql_dl's
+ * extension ({@code spark-sql}, the Thrift Server, Spark Connect, Kyuubi's engines) gets the
+ * manifest's functions, image views and system views before its first statement runs, with no
+ * sql_dl code in a Python driver (there may be none).
+ *
+ * <p>The hook is the session's SQL parser, which sees every statement first (and table and
+ * function names of DataFrame calls): the extension wraps it ({@link #parser}), and the first
+ * call in a session registers the manifest ({@link SessionRegistration}). What to register
+ * comes from the manifest's {@link Registration}, made once per manifest by a short Python
+ * call ({@link PythonPlanner}) and made again when the manifest or a model file changes.
+ *
+ * <p>A manifest that cannot be registered fails the session's first statement (that is not
+ * the {@code USE} or {@code SET} a client sends as it connects) with the manifest's one-line
+ * problems; the session's later statements run without sql_dl's functions, so a broken
+ * manifest never keeps a server from starting nor other databases from working.
+ */
+public final class ManifestPlugin {
+
+  /** The manifest of plugin mode: a local path or a Hadoop URI (hdfs://, s3a://, ...). */
+  public static final String MANIFEST_CONF = "spark.sql_dl.manifest";
+  /** The Python that plans the manifest on the driver (it must have sql_dl). */
+  public static final String PYTHON_CONF = "spark.sql_dl.python";
+
+  static final Logger LOG = LoggerFactory.getLogger(ManifestPlugin.class);
+  /** Parser methods that read types, not statements or names: they register nothing. */
+  private static final Set<String> NOT_STATEMENTS = Set.of(
+      "parseDataType", "parseTableSchema", "parseRoutineParam", "splitStatements",
+      "toString", "hashCode", "equals");
+  /** Statements a client sends as it connects, which the manifest's problems do not fail. */
+  static final Pattern SESSION_SETUP = Pattern.compile("(?is)^\\s*(USE|SET)\\b.*");
+
+  private ManifestPlugin() {}
+
+  /** {@code delegate}, or with plugin mode on, {@code delegate} registering the manifest in
+   *  {@code session} at its first call. */
+  public static ParserInterface parser(SparkSession session, ParserInterface delegate) {
+    String manifest = session.sparkContext().getConf().get(MANIFEST_CONF, "").strip();
+    if (manifest.isEmpty()) {
+      return delegate;
+    }
+    SessionRegistration registration = new SessionRegistration(session, manifest);
+    InvocationHandler handler = (proxy, method, args) -> {
+      if (!NOT_STATEMENTS.contains(method.getName())) {
+        String text = args != null && args.length > 0 && args[0] instanceof String s ? s : "";
+        registration.ensure(method.getName().startsWith("parsePlan")
+            || method.getName().equals("parseQuery") ? text : null);
+      }
+      try {
+        return method.invoke(delegate, args);
+      } catch (InvocationTargetException e) {
+        throw e.getCause();
+      }
+    };
+    return (ParserInterface) Proxy.newProxyInstance(ParserInterface.class.getClassLoader(),
+        new Class<?>[] {ParserInterface.class}, handler);
+  }
+}
