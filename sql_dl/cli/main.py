@@ -1,5 +1,5 @@
 """The ``sql-dl`` command: ``sql`` (a spark-sql work-alike), ``validate``, ``serve``,
-``train``, ``publish`` and ``demo``."""
+``spark-conf``, ``train``, ``publish`` and ``demo``."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from sql_dl.cli.audit import parse_size
 from sql_dl.cli.demo import run_demo
 from sql_dl.cli.server import serve
 from sql_dl.cli.shell import SqlShell
+from sql_dl.cli.spark_conf import check_python, plugin_conf, render
 from sql_dl.cli.train import train_head
 from sql_dl.driver.keep_warm import keep_warm
 from sql_dl.driver.models import check_offline, import_keras_in_background
@@ -88,8 +89,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="sql-dl", description="Deep-learning models over images as Spark SQL functions.")
     parser.add_argument("--version", action="version", version=f"sql-dl {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add_command in (_add_sql, _add_validate, _add_serve, _add_train, _add_publish,
-                        _add_demo):
+    for add_command in (_add_sql, _add_validate, _add_serve, _add_spark_conf, _add_train,
+                        _add_publish, _add_demo):
         add_command(commands)
     return parser
 
@@ -127,6 +128,34 @@ def _add_validate(commands) -> None:
                           type=_key_value, help="the HiveServer2 settings sql-dl serve will "
                           "get, to check the access section against (group grants need LDAP)")
     validate.set_defaults(run=_run_validate)
+
+
+def _add_spark_conf(commands) -> None:
+    spark_conf = commands.add_parser(
+        "spark-conf", help="print the Spark settings of plugin mode (stock spark-sql, Thrift "
+        "Server, Spark Connect, Kyuubi)",
+        description="Prints the spark-submit options that give every session of any Spark SQL "
+                    "entry point the manifest's functions and views: sql_dl's jar and "
+                    "extension, the manifest (spark.sql_dl.manifest) and the Python the "
+                    "workers run. Use: spark-sql $(sql-dl spark-conf --manifest M).")
+    spark_conf.add_argument("--manifest", metavar="M", required=True,
+                            help="the manifest: a path (checked now) or a Hadoop URI")
+    spark_conf.add_argument("--python", metavar="PATH",
+                            help="the Python that has sql_dl (default: this one)")
+    spark_conf.add_argument("--archive", metavar="A",
+                            help="the environment sql-dl pack built (a path or URI): the "
+                                 "executors unpack it and run its Python")
+    spark_conf.add_argument("--format", choices=("submit", "defaults"), default="submit",
+                            help="submit: spark-submit options (default); defaults: 'key value' "
+                                 "lines for spark-defaults.conf or kyuubi-defaults.conf")
+    spark_conf.set_defaults(run=_run_spark_conf)
+
+
+def _run_spark_conf(args) -> int:
+    if args.python:
+        check_python(args.python)
+    print(render(plugin_conf(args.manifest, args.python, args.archive), args.format), end="")
+    return 0
 
 
 def _add_serve(commands) -> None:

@@ -1,9 +1,5 @@
 package sql_dl.spark.plugin;
 
-import java.lang.reflect.InvocationHandler;
-import java.lang.reflect.InvocationTargetException;
-import java.lang.reflect.Proxy;
-import java.util.Set;
 import java.util.regex.Pattern;
 
 import org.apache.spark.sql.SparkSession;
@@ -37,10 +33,6 @@ public final class ManifestPlugin {
   public static final String PYTHON_CONF = "spark.sql_dl.python";
 
   static final Logger LOG = LoggerFactory.getLogger(ManifestPlugin.class);
-  /** Parser methods that read types, not statements or names: they register nothing. */
-  private static final Set<String> NOT_STATEMENTS = Set.of(
-      "parseDataType", "parseTableSchema", "parseRoutineParam", "splitStatements",
-      "toString", "hashCode", "equals");
   /** Statements a client sends as it connects, which the manifest's problems do not fail. */
   static final Pattern SESSION_SETUP = Pattern.compile("(?is)^\\s*(USE|SET)\\b.*");
 
@@ -50,23 +42,7 @@ public final class ManifestPlugin {
    *  {@code session} at its first call. */
   public static ParserInterface parser(SparkSession session, ParserInterface delegate) {
     String manifest = session.sparkContext().getConf().get(MANIFEST_CONF, "").strip();
-    if (manifest.isEmpty()) {
-      return delegate;
-    }
-    SessionRegistration registration = new SessionRegistration(session, manifest);
-    InvocationHandler handler = (proxy, method, args) -> {
-      if (!NOT_STATEMENTS.contains(method.getName())) {
-        String text = args != null && args.length > 0 && args[0] instanceof String s ? s : "";
-        registration.ensure(method.getName().startsWith("parsePlan")
-            || method.getName().equals("parseQuery") ? text : null);
-      }
-      try {
-        return method.invoke(delegate, args);
-      } catch (InvocationTargetException e) {
-        throw e.getCause();
-      }
-    };
-    return (ParserInterface) Proxy.newProxyInstance(ParserInterface.class.getClassLoader(),
-        new Class<?>[] {ParserInterface.class}, handler);
+    return manifest.isEmpty() ? delegate
+        : new ManifestParser(delegate, new SessionRegistration(session, manifest));
   }
 }

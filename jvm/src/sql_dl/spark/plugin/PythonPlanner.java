@@ -98,7 +98,7 @@ final class PythonPlanner {
       List<String> problems = new ArrayList<>();
       result.get("problems").forEach(p -> problems.add(p.asText()));
       throw new PluginError("sql_dl cannot register the manifest " + manifest + " ("
-          + ManifestPlugin.MANIFEST_CONF + "): " + String.join("\n", problems));
+          + ManifestPlugin.MANIFEST_CONF + "):\n" + String.join("\n", problems));
     }
     JsonNode registration = result.get("registration");
     String pythonVersion = registration.get("version").asText();

@@ -43,7 +43,7 @@ final class SessionRegistration {
           return;
         } catch (RuntimeException e) {
           problem = Registrations.describe(manifest, e);
-          ManifestPlugin.LOG.warn("sql_dl: {}", problem, e instanceof PluginError ? null : e);
+          ManifestPlugin.LOG.warn("{}", problem, e instanceof PluginError ? null : e);
           state = State.FAILED_UNREPORTED;
         } finally {
           registering = null;

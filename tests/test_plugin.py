@@ -1,0 +1,267 @@
+"""Plugin mode: the stock Spark SQL entry points of the pyspark wheel (``bin/spark-sql``, the
+Thrift Server through ``spark-submit``, a Spark Connect server from
+``sbin/start-connect-server.sh``) given only ``sql-dl spark-conf``'s settings, with no sql_dl
+code in a Python driver. Each runs the manifest's functions on a view and equals Keras."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pyspark
+import pytest
+
+from helpers.processes import free_port, run_cli, write_manifest
+from helpers.reference import TOLERANCE, expected_best, keras_outputs, local
+from sql_dl.paths import JAR
+
+SPARK_HOME = Path(pyspark.__file__).parent
+TIMEOUT = 300
+
+
+def plugin_conf(manifest: Path, *args: str) -> list[str]:
+    """``sql-dl spark-conf``'s words for ``manifest``."""
+    result = run_cli("spark-conf", "--manifest", manifest, *args)
+    assert result.returncode == 0, result.stderr
+    return shlex.split(result.stdout)
+
+
+def spark_sql(work: Path, conf: list[str], statements: dict[str, str],
+              env: dict[str, str] | None = None) -> tuple[dict[str, list[list[str]]], str]:
+    """Runs ``statements`` (by name) in one stock ``spark-sql`` process in ``work`` (its
+    metastore, warehouse and prediction cache there); returns each statement's rows (tab-
+    separated fields) and stderr; a statement named "" is run without the line that marks
+    where its rows start. A failed statement does not stop the next."""
+    script = "".join(f"SELECT '== {name}';\n{sql};\n" if name else f"{sql};\n"
+                     for name, sql in statements.items())
+    (work / "script.sql").write_text(script)
+    result = subprocess.run(
+        [SPARK_HOME / "bin" / "spark-sql", "--master", "local[2]", *conf,
+         "--conf", "spark.ui.enabled=false",
+         "--conf", f"spark.sql.warehouse.dir={work / 'warehouse'}",
+         "--hiveconf", "hive.cli.errors.ignore=true", "-S", "-f", work / "script.sql"],
+        cwd=work, capture_output=True, text=True, timeout=TIMEOUT,
+        env={**os.environ, "SQL_DL_CACHE": str(work / "cache"), **(env or {})})
+    rows: dict[str, list[list[str]]] = {}
+    current = None
+    for line in result.stdout.splitlines():
+        if line.startswith("== "):
+            current = rows.setdefault(line[3:], [])
+        elif current is not None:
+            current.append(line.split("\t"))
+    return rows, result.stderr
+
+
+@pytest.fixture(scope="module")
+def plugin_manifest(tmp_path_factory, photos_dir, cnn_file, labels_file) -> Path:
+    return write_manifest(tmp_path_factory.mktemp("plugin") / "models.yaml", photos_dir,
+                          cnn_file, labels_file)
+
+
+def test_spark_conf_prints_the_settings_of_plugin_mode(plugin_manifest, tmp_path):
+    words = plugin_conf(plugin_manifest)
+    assert words[:2] == ["--jars", str(JAR)]
+    settings = dict(w.split("=", 1) for w in words[2:] if w != "--conf")
+    assert settings["spark.sql.extensions"] == "sql_dl.spark.SqlDlExtensions"
+    assert settings["spark.sql_dl.manifest"] == str(plugin_manifest)
+    python = os.path.normpath(sys.executable)
+    assert settings["spark.pyspark.python"] == settings["spark.sql_dl.python"] == python
+    archived = run_cli("spark-conf", "--manifest", plugin_manifest, "--archive",
+                       "hdfs:///envs/sql_dl.tar.gz", "--format", "defaults")
+    lines = dict(line.split(" ", 1) for line in archived.stdout.splitlines())
+    assert lines["spark.archives"] == "hdfs:///envs/sql_dl.tar.gz#environment"
+    assert lines["spark.pyspark.python"] == "./environment/bin/python"
+    assert lines["spark.pyspark.driver.python"] == python
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("models: {m: {path: /no/such.keras}}\n")
+    refused = run_cli("spark-conf", "--manifest", broken)
+    assert refused.returncode == 1 and refused.stdout == ""
+    assert "models.m.path" in refused.stderr and "/no/such.keras" in refused.stderr
+
+
+def test_stock_spark_sql_gets_the_manifest(plugin_manifest, photos, cnn_file, tmp_path):
+    n = len(photos)
+    rows, stderr = spark_sql(tmp_path, plugin_conf(plugin_manifest), {
+        # top-N before the model: only the 2 rows returned are scored (and cached)
+        "top": "SELECT path, cnn(image) FROM photos ORDER BY path DESC LIMIT 2",
+        "cached": "SELECT model, entries FROM sql_dl_cache ORDER BY model",
+        "all": "SELECT path, label, cnn(image), cnn_top_k(image, 1)[0].class, "
+               "size(cnn_features(image)) FROM photos ORDER BY path",
+        "again": "SELECT count(cnn(image)) FROM photos",
+        "hits": "SELECT model, entries, hits FROM sql_dl_cache ORDER BY model",
+        "describe": "DESCRIBE FUNCTION cnn_top_k",
+        "functions": "SHOW USER FUNCTIONS",
+        "views": "SELECT view, state, files FROM sql_dl_views",
+        "models": "SELECT function, kind FROM sql_dl_models WHERE model = 'cnn' ORDER BY 1",
+        "wrong": "SELECT cnn_top_k(image, 'three') FROM photos",
+    })
+    assert [local(r[0]) for r in rows["top"]] == photos[::-1][:2], stderr[-3000:]
+    assert rows["cached"] == [["cnn", "2"]]
+    files = [local(r[0]) for r in rows["all"]]
+    assert files == photos
+    assert [r[1] for r in rows["all"]] == [p.parent.name for p in photos]
+    np.testing.assert_allclose([json.loads(r[2]) for r in rows["all"]],
+                               keras_outputs(cnn_file, files, "caffe"), **TOLERANCE)
+    assert [r[3] for r in rows["all"]] == expected_best(cnn_file, files)
+    assert rows["again"] == [[str(n)]]
+    assert rows["hits"][0][:2] == ["cnn", str(n)] and int(rows["hits"][0][2]) >= n
+    described = "\n".join("\t".join(r) for r in rows["describe"])
+    assert "Usage: cnn_top_k(image, k)" in described and "labels 5 (cat" in described
+    assert {"cnn", "cnn_features", "cnn_top_k", "p32", "sql_dl_thumbnail"} <= {
+        r[0].split(".")[-1] for r in rows["functions"]}
+    assert rows["views"] == [["photos", "ready", str(n)]]
+    assert [r[0] for r in rows["models"]] == ["cnn", "cnn_features", "cnn_top_k"]
+    assert rows["wrong"] == []
+    assert "cnn_top_k(image, k): k must be an INT. Received: k STRING 'three'" in stderr
+
+
+def test_a_broken_manifest_fails_the_first_statement_only(tmp_path, photos_dir):
+    manifest = tmp_path / "models.yaml"
+    manifest.write_text(f"images: {{photos: {{path: {photos_dir}}}}}\n")  # valid: conf checks it
+    conf = plugin_conf(manifest)
+    manifest.write_text("models: {m: {path: /no/such.keras}}\nimages: {photos: {pathh: x}}\n")
+    rows, stderr = spark_sql(tmp_path, conf, {"": "USE default", "first": "SELECT 1",
+                                              "second": "SELECT 2", "view": "SELECT * FROM photos"})
+    lines = stderr.splitlines()  # each problem on a line of its own
+    assert any(line.startswith(f"{manifest}: models.m.path") for line in lines), stderr[-3000:]
+    assert any(line.startswith(f"{manifest}: images.photos") for line in lines)
+    assert f"sql_dl cannot register the manifest {manifest} (spark.sql_dl.manifest)" in stderr
+    # USE passes; the next statement (the mark of "first") fails, the later ones run
+    assert "first" not in rows and rows["second"] == [["2"]]
+    assert "TABLE_OR_VIEW_NOT_FOUND" in stderr  # the session goes on without the manifest
+
+
+@pytest.mark.slow
+def test_plugin_mode_names_a_python_without_sql_dl_and_a_version_mismatch(
+        plugin_manifest, tmp_path):
+    conf = plugin_conf(plugin_manifest)
+    python = shutil.which("python3", path="/usr/bin")  # the system's: no sql_dl
+    other = [w.replace(sys.executable, python) if w.startswith("spark.sql_dl.python=") else w
+             for w in conf]
+    _, stderr = spark_sql(tmp_path, other, {"q": "SELECT 1"})
+    assert "-m sql_dl.driver.plugin exited with status 1 (its last output: " in stderr
+    assert "No module named 'sql_dl'" in stderr and f"spark.sql_dl.python={python}" in stderr
+    jar = tmp_path / "older.jar"  # the same jar, as an install of another version built it
+    with zipfile.ZipFile(JAR) as source, zipfile.ZipFile(jar, "w") as target:
+        for item in source.infolist():
+            data = source.read(item.filename)
+            if item.filename == "sql_dl/version.properties":
+                data = b"version=0.0.1\n"
+            target.writestr(item, data)
+    rows, stderr = spark_sql(tmp_path, [str(jar) if w == str(JAR) else w for w in conf],
+                             {"q": "SELECT 1", "again": "SELECT 2"})
+    assert "sql_dl's jar is version 0.0.1, but the sql_dl of " in stderr
+    assert rows["again"] == [["2"]]
+
+
+def _wait_for_port(port: int, process: subprocess.Popen | None, log: Path) -> None:
+    import socket
+
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"the server ended: {log.read_text()[-3000:]}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.5)
+    raise AssertionError(f"nothing listens on {port}: {log.read_text()[-3000:]}")
+
+
+@pytest.mark.slow
+def test_the_stock_thrift_server_serves_the_manifest(tmp_path, photos, photos_dir, cnn_file,
+                                                     labels_file):
+    from pyhive import hive
+
+    live = tmp_path / "live"
+    live.mkdir()
+    for photo in photos[:3]:
+        shutil.copy(photo, live / photo.name)
+    manifest = write_manifest(tmp_path / "models.yaml", photos_dir, cnn_file, labels_file,
+                              live={"path": str(live)})
+    port, log = free_port(), tmp_path / "thrift.log"
+    with open(log, "w") as out:
+        server = subprocess.Popen(
+            [SPARK_HOME / "bin" / "spark-submit", "--master", "local[2]",
+             "--class", "org.apache.spark.sql.hive.thriftserver.HiveThriftServer2",
+             *plugin_conf(manifest), "--conf", "spark.ui.enabled=false",
+             "--conf", f"spark.sql.warehouse.dir={tmp_path / 'warehouse'}",
+             "--hiveconf", f"hive.server2.thrift.port={port}",
+             "--hiveconf", "hive.server2.thrift.bind.host=127.0.0.1", "spark-internal"],
+            cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT,
+            env={**os.environ, "SQL_DL_CACHE": str(tmp_path / "cache")})
+    try:
+        _wait_for_port(port, server, log)
+        connection = hive.connect("127.0.0.1", port, username="alice")
+        cursor = connection.cursor()
+        cursor.execute("SELECT path, cnn(image), cnn_top_k(image, 1)[0].class FROM photos "
+                       "ORDER BY path")
+        rows = cursor.fetchall()
+        files = [local(r[0]) for r in rows]
+        assert files == photos
+        np.testing.assert_allclose([json.loads(r[1]) for r in rows],
+                                   keras_outputs(cnn_file, files, "caffe"), **TOLERANCE)
+        assert [r[2] for r in rows] == expected_best(cnn_file, files)
+        cursor.execute("DESCRIBE FUNCTION EXTENDED cnn")
+        assert any("Usage: cnn(image)" in r[0] for r in cursor.fetchall())
+        cursor.execute("SELECT count(*) FROM live")
+        assert cursor.fetchall() == [(3,)]
+        shutil.copy(photos[3], live / "added.png")  # the view follows its folder
+        cursor.execute("SELECT count(*) FROM live")
+        assert cursor.fetchall() == [(4,)]
+        other = hive.connect("127.0.0.1", port, username="bob").cursor()  # a session of its own
+        other.execute("SELECT count(cnn_features(image)) FROM live")
+        assert other.fetchall() == [(4,)]
+        connection.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+
+
+@pytest.mark.slow
+def test_a_connect_server_serves_a_client_that_never_imports_sql_dl(
+        tmp_path, plugin_manifest, photos, cnn_file):
+    port = free_port()
+    env = {**os.environ, "SPARK_PID_DIR": str(tmp_path), "SPARK_LOG_DIR": str(tmp_path / "logs"),
+           "SPARK_IDENT_STRING": f"sql_dl-test-{port}", "SQL_DL_CACHE": str(tmp_path / "cache")}
+    subprocess.run([SPARK_HOME / "sbin" / "start-connect-server.sh", "--master", "local[2]",
+                    *plugin_conf(plugin_manifest), "--conf", "spark.ui.enabled=false",
+                    "--conf", f"spark.connect.grpc.binding.port={port}",
+                    "--conf", f"spark.sql.warehouse.dir={tmp_path / 'warehouse'}"],
+                   cwd=tmp_path, env=env, check=True, capture_output=True, timeout=60)
+    client = textwrap.dedent(f"""
+        import json, sys
+        from pyspark.sql import SparkSession
+        spark = SparkSession.builder.remote("sc://127.0.0.1:{port}").getOrCreate()
+        rows = spark.sql("SELECT path, cnn(image) AS p, cnn_top_k(image, 1)[0].class AS best "
+                         "FROM photos ORDER BY path").collect()
+        described = [r[0] for r in spark.sql("DESCRIBE FUNCTION cnn_features").collect()]
+        print(json.dumps({{"rows": [[r.path, r.p, r.best] for r in rows],
+                          "count": spark.table("photos").count(), "described": described,
+                          "sql_dl": sorted(m for m in sys.modules if m.startswith("sql_dl"))}}))
+    """)
+    try:
+        _wait_for_port(port, None, next((tmp_path / "logs").glob("*.out"), tmp_path))
+        result = subprocess.run([sys.executable, "-c", client], capture_output=True, text=True,
+                                timeout=TIMEOUT, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr[-3000:]
+        answer = json.loads(result.stdout.splitlines()[-1])
+        assert answer["sql_dl"] == []
+        files = [local(r[0]) for r in answer["rows"]]
+        assert files == photos and answer["count"] == len(photos)
+        np.testing.assert_allclose([r[1] for r in answer["rows"]],
+                                   keras_outputs(cnn_file, files, "caffe"), **TOLERANCE)
+        assert [r[2] for r in answer["rows"]] == expected_best(cnn_file, files)
+        assert any("Usage: cnn_features(image)" in line for line in answer["described"])
+    finally:
+        subprocess.run([SPARK_HOME / "sbin" / "stop-connect-server.sh"], env=env,
+                       capture_output=True, timeout=120)
