@@ -5,6 +5,7 @@ code in a Python driver. Each runs the manifest's functions on a view and equals
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -177,6 +178,38 @@ def _wait_for_port(port: int, process: subprocess.Popen | None, log: Path) -> No
     raise AssertionError(f"nothing listens on {port}: {log.read_text()[-3000:]}")
 
 
+@contextlib.contextmanager
+def stock_thrift_server(work: Path, conf: list[str]):
+    """The stock Thrift Server (``spark-submit --class ...HiveThriftServer2 spark-internal``)
+    with ``conf``, in ``work``; yields its port once it listens."""
+    port, log = free_port(), work / "thrift.log"
+    with open(log, "w") as out:
+        server = subprocess.Popen(
+            [SPARK_HOME / "bin" / "spark-submit", "--master", "local[2]",
+             "--class", "org.apache.spark.sql.hive.thriftserver.HiveThriftServer2", *conf,
+             "--conf", "spark.ui.enabled=false",
+             "--conf", f"spark.sql.warehouse.dir={work / 'warehouse'}",
+             "--hiveconf", f"hive.server2.thrift.port={port}",
+             "--hiveconf", "hive.server2.thrift.bind.host=127.0.0.1", "spark-internal"],
+            cwd=work, stdout=out, stderr=subprocess.STDOUT,
+            env={**os.environ, "SQL_DL_CACHE": str(work / "cache")})
+    try:
+        _wait_for_port(port, server, log)
+        yield port
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+
+
+def refusal(cursor, sql: str) -> str:
+    """The message of the error ``sql`` fails with."""
+    from pyhive.exc import OperationalError
+
+    with pytest.raises(OperationalError) as caught:
+        cursor.execute(sql)
+    return str(caught.value)
+
+
 @pytest.mark.slow
 def test_the_stock_thrift_server_serves_the_manifest(tmp_path, photos, photos_dir, cnn_file,
                                                      labels_file):
@@ -188,19 +221,7 @@ def test_the_stock_thrift_server_serves_the_manifest(tmp_path, photos, photos_di
         shutil.copy(photo, live / photo.name)
     manifest = write_manifest(tmp_path / "models.yaml", photos_dir, cnn_file, labels_file,
                               live={"path": str(live)})
-    port, log = free_port(), tmp_path / "thrift.log"
-    with open(log, "w") as out:
-        server = subprocess.Popen(
-            [SPARK_HOME / "bin" / "spark-submit", "--master", "local[2]",
-             "--class", "org.apache.spark.sql.hive.thriftserver.HiveThriftServer2",
-             *plugin_conf(manifest), "--conf", "spark.ui.enabled=false",
-             "--conf", f"spark.sql.warehouse.dir={tmp_path / 'warehouse'}",
-             "--hiveconf", f"hive.server2.thrift.port={port}",
-             "--hiveconf", "hive.server2.thrift.bind.host=127.0.0.1", "spark-internal"],
-            cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT,
-            env={**os.environ, "SQL_DL_CACHE": str(tmp_path / "cache")})
-    try:
-        _wait_for_port(port, server, log)
+    with stock_thrift_server(tmp_path, plugin_conf(manifest)) as port:
         connection = hive.connect("127.0.0.1", port, username="alice")
         cursor = connection.cursor()
         cursor.execute("SELECT path, cnn(image), cnn_top_k(image, 1)[0].class FROM photos "
@@ -222,9 +243,78 @@ def test_the_stock_thrift_server_serves_the_manifest(tmp_path, photos, photos_di
         other.execute("SELECT count(cnn_features(image)) FROM live")
         assert other.fetchall() == [(4,)]
         connection.close()
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
+
+
+@pytest.mark.slow
+def test_the_access_policy_holds_in_the_stock_thrift_server(tmp_path, photos, photos_dir,
+                                                            cnn_file, labels_file):
+    from pyhive import hive
+
+    manifest = write_manifest(tmp_path / "models.yaml", photos_dir, cnn_file, labels_file,
+                              access={"admins": ["ops"], "grants": {"p32": ["bob"],
+                                                                    "secret": ["bob"]}},
+                              secret={"path": str(photos_dir)})
+    conf = plugin_conf(manifest)
+    assert "spark.sql.runSQLOnFiles=false" in conf  # what spark-conf adds for an access section
+    written = tmp_path / "written"
+    with stock_thrift_server(tmp_path, conf) as port:
+        alice = hive.connect("127.0.0.1", port, username="Alice").cursor()
+        alice.execute("SELECT cnn_top_k(image, 1)[0].class FROM photos ORDER BY path")
+        assert [r[0] for r in alice.fetchall()] == expected_best(cnn_file, photos)
+        alice.execute("SELECT function FROM sql_dl_models ORDER BY 1")
+        listed = [r[0] for r in alice.fetchall()]
+        assert "cnn_top_k" in listed and "p32" not in listed  # granted to bob only
+        assert "function p32 (of p32) is granted to bob only" in refusal(
+            alice, "SELECT p32(image) FROM photos")
+        assert "view secret (of secret) is granted to bob only" in refusal(
+            alice, "SELECT count(*) FROM secret")
+        assert "granted to bob only" in refusal(
+            alice, "CREATE OR REPLACE TEMPORARY VIEW photos AS SELECT * FROM secret")
+        assert "reflect, java_method and try_reflect call Java methods" in refusal(
+            alice, "SELECT reflect('java.lang.System', 'exit', 1)")
+        assert "INSERT OVERWRITE DIRECTORY writes files by path" in refusal(
+            alice, f"INSERT OVERWRITE DIRECTORY '{written}' SELECT 1")
+        assert "CREATE TABLE AS SELECT changes the catalog" in refusal(
+            alice, "CREATE TABLE t AS SELECT 1 AS x")
+        assert "SET spark.sql.runSQLOnFiles changes a setting" in refusal(
+            alice, "SET spark.sql.runSQLOnFiles=true")
+        assert "reads files by path" in refusal(alice, "SELECT * FROM text.`/etc/passwd`")
+        assert not written.exists()
+        bob = hive.connect("127.0.0.1", port, username="bob").cursor()
+        bob.execute("SELECT count(p32(image)) FROM secret")
+        assert bob.fetchall() == [(len(photos),)]
+        ops = hive.connect("127.0.0.1", port, username="ops").cursor()
+        ops.execute("SHOW TABLES")
+        assert "t" not in [r[1] for r in ops.fetchall()]  # alice's CREATE TABLE did nothing
+        ops.execute("CREATE TABLE kept AS SELECT 1 AS x")  # an admin may
+        ops.execute("SELECT x FROM kept")
+        assert ops.fetchall() == [(1,)]
+        alice.execute("SELECT count(*) FROM photos")  # the server is still up for alice
+        assert alice.fetchall() == [(len(photos),)]
+
+
+@pytest.mark.slow
+def test_a_governed_manifest_is_never_served_open(tmp_path, photos_dir, cnn_file, labels_file):
+    from pyhive import hive
+
+    manifest = write_manifest(tmp_path / "models.yaml", photos_dir, cnn_file, labels_file,
+                              access={"admins": ["ops"]})
+    unlocked = []
+    for word in plugin_conf(manifest):  # the settings of an ungoverned manifest only
+        if unlocked and unlocked[-1] == "--conf" and word.startswith((
+                "spark.sql.restrictedMode", "spark.sql.reflect", "spark.sql.runSQLOnFiles",
+                "spark.sql.variable")):
+            unlocked.pop()
+        else:
+            unlocked.append(word)
+    from pyhive.exc import OperationalError
+
+    with stock_thrift_server(tmp_path, unlocked) as port:
+        for _ in range(2):  # every statement is refused (PyHive's USE as it connects first)
+            with pytest.raises(OperationalError) as caught:
+                hive.connect("127.0.0.1", port, username="alice").cursor().execute("SELECT 1")
+            assert "has an access section, and this server does not start with the settings" \
+                in str(caught.value) and "--conf spark.sql.runSQLOnFiles=false" in str(caught.value)
 
 
 @pytest.mark.slow

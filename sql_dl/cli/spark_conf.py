@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from sql_dl.driver.plugin import MANIFEST_CONF, PYTHON_CONF
+from sql_dl.driver.policy import LOCKED_CONF
 from sql_dl.driver.session import DEFAULT_CONF
 from sql_dl.errors import ConfigurationError, ManifestError
 from sql_dl.manifest import check_manifest, is_local, local_path
@@ -27,7 +28,9 @@ def plugin_conf(manifest: str, python: str | None = None,
                 archive: str | None = None) -> dict[str, str]:
     """The settings of plugin mode for ``manifest`` (a path, checked here, or a Hadoop URI).
 
-    ``python`` plans the manifest on the driver (default: this interpreter) and, without
+    A manifest with an ``access`` section also gets `LOCKED_CONF` (a remote manifest is not
+    read here: add them by hand, as the Deploy page says; plugin mode refuses to serve an
+    access section without them). ``python`` plans the manifest on the driver (default: this interpreter) and, without
     ``archive``, runs the executors' Python workers too. With ``archive`` (what ``sql-dl
     pack`` builds: a path or URI), the executors unpack it and run its Python instead.
 
@@ -39,11 +42,13 @@ def plugin_conf(manifest: str, python: str | None = None,
         raise ConfigurationError(
             f"sql_dl's Spark extension jar ({JAR}) was not built: install a JDK (Debian: "
             "default-jdk-headless) and reinstall sql_dl")
+    governed = False
     if is_local(manifest):
         loaded, problems = check_manifest(local_path(manifest))
         if problems:
             raise ManifestError(problems)
         manifest = str(Path(loaded.source).resolve())
+        governed = loaded.access is not None
     python = python or sys.executable
     conf = {
         "spark.jars": str(JAR),
@@ -52,6 +57,8 @@ def plugin_conf(manifest: str, python: str | None = None,
         PYTHON_CONF: python,
         "spark.pyspark.python": python,
         **{key: DEFAULT_CONF[key] for key in _EXECUTOR_SETTINGS},
+        # an access section: what keeps analysts off programs, files and settings
+        **(LOCKED_CONF if governed else {}),
     }
     if archive:
         conf["spark.archives"] = f"{archive}#{ARCHIVE_ALIAS}"

@@ -33,7 +33,8 @@ from typing import IO, Any, Callable
 from sql_dl._version import __version__
 from sql_dl.driver.function_docs import function_docs
 from sql_dl.driver.models import plan_model
-from sql_dl.driver.policy import path_policy, policy_spec
+from sql_dl.driver.policy import (LOCKED_CONF, OPERATOR_CHOICES, access_problems, path_policy,
+                                  policy_spec)
 from sql_dl.driver.registration import MODELS_COLUMNS, manifest_udfs
 from sql_dl.driver.views import catalog_options, view_columns
 from sql_dl.errors import SqlDlError
@@ -76,6 +77,9 @@ def registration(manifest: Manifest, plans: list[ModelPlan], staging: Path,
         "probes": {"cache": _command(cache_stats_udf()), "devices": _command(devices_udf())},
         "arrow_batch": str(batch),
         "policy": policy_spec(manifest, hive_conf or {}) if manifest.access else None,
+        # the settings a governed server must start with (sql-dl spark-conf prints them)
+        "locked_conf": LOCKED_CONF if manifest.access else {},
+        "operator_choices": list(OPERATOR_CHOICES),
     }
 
 
@@ -141,6 +145,9 @@ def main(argv: list[str] | None = None) -> int:
                                    f"{MANIFEST_CONF}. Received: {MANIFEST_CONF}={args.manifest}"]})
         return 0
     manifest, problems = check_manifest(manifest_file)
+    hive_conf = json.loads(args.hive_conf)
+    if not problems:
+        problems = access_problems(manifest, hive_conf)
     if problems:
         channel.send({"problems": problems})
         return 0
@@ -148,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     staging.mkdir(parents=True, exist_ok=True)
     try:
         plans = [plan_model(spec, manifest, fetch) for spec in manifest.models.values()]
-        result = registration(manifest, plans, staging, json.loads(args.hive_conf))
+        result = registration(manifest, plans, staging, hive_conf)
     except SqlDlError as e:
         channel.send({"problems": str(e).splitlines()})
         return 0

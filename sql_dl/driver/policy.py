@@ -12,9 +12,26 @@ from sql_dl.manifest import Manifest
 from sql_dl.rules import (BUILT_IN_FUNCTIONS, CACHE_VIEW, DEVICES_VIEW, MODELS_VIEW,
                           SYSTEM_VIEWS, VIEWS_VIEW)
 
-__all__ = ["LDAP", "SETTABLE", "path_policy", "policy_spec"]
+__all__ = ["LDAP", "LOCKED_CONF", "OPERATOR_CHOICES", "SETTABLE", "access_problems", "path_policy", "policy_spec"]
 
 LDAP = "hive.server2.authentication.ldap."
+
+# Spark settings of every governed session (sql-dl serve, and plugin mode with an access
+# section), which analysts cannot change (the two static ones no session can): restricted mode refuses TRANSFORM, reflect, java_method and
+# try_reflect to everyone, admins included, unless the operator passes
+# --conf spark.sql.restrictedMode.enabled=false; the reflect allow list then still limits
+# reflect to it. Path relations (text.`/etc/...`) are left unresolved, so no file is listed
+# before the policy refuses them; ${...} in statements is left as it is, so a statement
+# cannot read a setting's value (a password among them).
+LOCKED_CONF = {
+    "spark.sql.restrictedMode.enabled": "true",
+    "spark.sql.reflect.allowList": r"java\.util\.UUID\.(randomUUID|fromString)",
+    "spark.sql.runSQLOnFiles": "false",
+    "spark.sql.variable.substitute": "false",
+}
+# What an operator may set otherwise (the rest keeps analysts off files and secrets)
+OPERATOR_CHOICES = ("spark.sql.restrictedMode.enabled", "spark.sql.reflect.allowList")
+
 
 # What BI tools and analysts set in a session; nothing here reaches files, code, the other
 # sessions or the server's limits.
@@ -28,6 +45,26 @@ SETTABLE = (
     "spark.sql.session.timeZone",
     "spark.sql.timestampType",
 )
+
+
+def access_problems(manifest: Manifest, hive_conf: Mapping[str, str]) -> list[str]:
+    """What keeps ``manifest``'s ``access`` section from working with these HiveServer2
+    settings: ``group:NAME`` needs LDAP authentication and where the groups are."""
+    if manifest.access is None or not manifest.access.groups:
+        return []
+    groups = ", ".join(sorted(manifest.access.groups))
+    authentication = hive_conf.get("hive.server2.authentication", "NONE").upper()
+    if authentication != "LDAP":
+        return [f"{manifest.source}: access: {groups} are LDAP groups, and the server does not "
+                "authenticate against LDAP; pass --hiveconf hive.server2.authentication=LDAP "
+                "with its settings, or grant to user names. "
+                f"Received: hive.server2.authentication={authentication}"]
+    pattern = hive_conf.get(f"{LDAP}groupDNPattern", "")
+    if "%s" not in pattern or "," not in pattern.split("%s", 1)[1]:
+        return [f"{manifest.source}: access: {groups} are LDAP groups; tell the server where "
+                f"they are with --hiveconf {LDAP}groupDNPattern=cn=%s,ou=groups,dc=example,"
+                f"dc=com (your directory's). Received: {LDAP}groupDNPattern={pattern!r}"]
+    return []
 
 
 def policy_spec(manifest: Manifest, hive_conf: Mapping[str, str]) -> dict:

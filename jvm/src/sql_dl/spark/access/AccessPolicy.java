@@ -42,6 +42,9 @@ public final class AccessPolicy {
   record Analyst(String user, Set<String> principals) {}
 
   private static volatile AccessPolicy current;
+  /** Set while the thread does the server's own work in a user's session (plugin mode
+   *  registering the manifest there as the session's first statement starts). */
+  private static final ThreadLocal<Boolean> SERVER_WORK = ThreadLocal.withInitial(() -> false);
   private static volatile Predicate<SparkSession> jdbcSessions = session -> false;
   private static final ObjectMapper JSON = new ObjectMapper();
   /** The Thrift Server's setting that names the scheduler pool of a session's jobs. */
@@ -84,6 +87,35 @@ public final class AccessPolicy {
     current = new AccessPolicy(JSON.readValue(spec, new TypeReference<Map<String, Object>>() {}));
   }
 
+  /** Runs {@code work} as the server's own work: not restricted, whoever's session it is. */
+  public static void asServer(Runnable work) {
+    boolean was = SERVER_WORK.get();
+    SERVER_WORK.set(true);
+    try {
+      work.run();
+    } finally {
+      SERVER_WORK.set(was);
+    }
+  }
+
+  /**
+   * Before a statement of plugin mode's session {@code session} (in a stock Thrift Server,
+   * which sets {@link CurrentUserContext} for each statement; sql_dl's operation manager does
+   * not run there): for an analyst, puts back the settings analysts may not change, as
+   * {@link #prepare} does, and puts the jobs in the user's {@link #pool}.
+   */
+  public static void prepareStatement(SparkSession session) {
+    AccessPolicy policy = current;
+    String user = CurrentUserContext.CURRENT_USER().get();
+    if (policy == null || user == null || SERVER_WORK.get()) {
+      return;
+    }
+    if (policy.analyst(canonical(user)) != null) {
+      policy.restoreSettings(session);
+    }
+    session.sessionState().conf().setConfString(POOL, pool(canonical(user)));
+  }
+
   /** Tells JDBC sessions from the server's own: set by sql_dl's operation manager. */
   public static void jdbcSessions(Predicate<SparkSession> isJdbc) {
     jdbcSessions = isJdbc;
@@ -91,6 +123,11 @@ public final class AccessPolicy {
 
   static AccessPolicy current() {
     return current;
+  }
+
+  /** Whether a policy is in force. */
+  public static boolean installed() {
+    return current != null;
   }
 
   /** A user name as the policy, {@code current_user()} and the audit log see it: trimmed and
@@ -169,6 +206,9 @@ public final class AccessPolicy {
   /** The analyst running the current statement in {@code session}, or null when it is not
    *  restricted: the server's own work, or an admin's. */
   Analyst analystIn(SparkSession session) {
+    if (SERVER_WORK.get()) {
+      return null;
+    }
     String user = CurrentUserContext.CURRENT_USER().get();
     if (user == null && !jdbcSessions.test(session)) {
       return null;

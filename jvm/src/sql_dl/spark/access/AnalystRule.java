@@ -135,17 +135,17 @@ public final class AnalystRule extends Rule<LogicalPlan> {
     if (analyst == null) {
       return plan;
     }
-    new Judge(policy, analyst).plan(plan);
+    new Judge(session, policy, analyst).plan(plan);
     return plan.resolveOperatorsUp(new AbstractPartialFunction<LogicalPlan, LogicalPlan>() {
       @Override
       public boolean isDefinedAt(LogicalPlan node) {
-        return visibleRows(node, policy, analyst) != null;
+        return visibleRows(session, node, policy, analyst) != null;
       }
 
       @Override
       public <A1 extends LogicalPlan, B1> B1 applyOrElse(A1 node, Function1<A1, B1> otherwise) {
         @SuppressWarnings("unchecked")
-        B1 result = isDefinedAt(node) ? (B1) visibleRows(node, policy, analyst)
+        B1 result = isDefinedAt(node) ? (B1) visibleRows(session, node, policy, analyst)
             : otherwise.apply(node);
         return result;
       }
@@ -157,15 +157,16 @@ public final class AnalystRule extends Rule<LogicalPlan> {
    * with only the rows of what {@code analyst} may use, else null: an analyst sees neither
    * the functions, models nor views granted to others only.
    */
-  private static LogicalPlan visibleRows(LogicalPlan node, AccessPolicy policy,
-      AccessPolicy.Analyst analyst) {
-    if (!(node instanceof View view) || view.isTempView() || view.child() instanceof Filter) {
+  private static LogicalPlan visibleRows(SparkSession session, LogicalPlan node,
+      AccessPolicy policy, AccessPolicy.Analyst analyst) {
+    if (!(node instanceof View view) || view.child() instanceof Filter) {
       return null;  // (a Filter: kept already)
     }
     TableIdentifier identifier = view.desc().identifier();
-    if (!identifier.database().isDefined()
-        || !identifier.database().get().equalsIgnoreCase("default")) {
-      return null;
+    if (view.isTempView() ? !PluginViews.isOurs(session, identifier.table())
+        : !identifier.database().isDefined()
+          || !identifier.database().get().equalsIgnoreCase("default")) {
+      return null;  // (plugin mode's system views are temporary views of each session)
     }
     Map.Entry<String, Set<String>> visible = policy.visibleRows(identifier.table(), analyst);
     if (visible == null) {
@@ -191,10 +192,12 @@ public final class AnalystRule extends Rule<LogicalPlan> {
 
   /** Judges one statement of one analyst. */
   private static final class Judge {
+    private final SparkSession session;
     private final AccessPolicy policy;
     private final AccessPolicy.Analyst analyst;
 
-    Judge(AccessPolicy policy, AccessPolicy.Analyst analyst) {
+    Judge(SparkSession session, AccessPolicy policy, AccessPolicy.Analyst analyst) {
+      this.session = session;
       this.policy = policy;
       this.analyst = analyst;
     }
@@ -212,6 +215,11 @@ public final class AnalystRule extends Rule<LogicalPlan> {
       if (node instanceof View view && !view.isTempView()) {
         view(view.desc().identifier());
         return;  // the manifest's views are the server's, and judged as a whole
+      }
+      if (node instanceof View view && PluginViews.isOurs(session, view.desc().identifier()
+                                                                    .table())) {
+        view(TableIdentifier.apply(view.desc().identifier().table(), Option.apply("default")));
+        return;  // plugin mode's: each session's temporary views, judged the same way
       }
       if (node instanceof ScriptTransformation) {
         throw deny("TRANSFORM runs programs on the server");

@@ -153,13 +153,20 @@ final class PythonPlanner {
     return properties.getProperty("version", "unknown");
   }
 
-  /** LDAP settings of HiveServer2, for {@code group:} grants. */
+  /** The authentication settings of HiveServer2 (LDAP's, for {@code group:} grants): from
+   *  {@code spark.hadoop.*}, or the system properties the Thrift Server's {@code --hiveconf}
+   *  options become. */
   private static String hiveConf(SparkSession session) {
     Map<String, String> settings = new HashMap<>();
     Configuration hadoop = session.sparkContext().hadoopConfiguration();
     hadoop.forEach(entry -> {
       if (entry.getKey().startsWith("hive.server2.authentication")) {
         settings.put(entry.getKey(), entry.getValue());
+      }
+    });
+    System.getProperties().forEach((key, value) -> {
+      if (String.valueOf(key).startsWith("hive.server2.authentication")) {
+        settings.put(String.valueOf(key), String.valueOf(value));
       }
     });
     try {

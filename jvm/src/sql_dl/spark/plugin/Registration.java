@@ -11,6 +11,7 @@ import java.util.Set;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
+import org.apache.spark.SparkConf;
 import org.apache.spark.SparkContext;
 import org.apache.spark.api.python.SimplePythonFunction;
 import org.apache.spark.sql.Column;
@@ -30,6 +31,7 @@ import scala.collection.immutable.Seq;
 import scala.jdk.javaapi.CollectionConverters;
 import sql_dl.spark.CheckedArguments;
 import sql_dl.spark.access.AccessPolicy;
+import sql_dl.spark.access.PluginViews;
 
 /**
  * What plugin mode registers in each session for one manifest, as {@code sql_dl.driver.plugin}
@@ -51,6 +53,8 @@ final class Registration {
   private static final String SPARK_DEFAULT_ARROW_BATCH = "10000";
   private static final ObjectMapper JSON = new ObjectMapper();
   private static final Set<String> ADDED_FILES = new HashSet<>();
+  private static final List<String> SYSTEM_VIEWS = List.of(
+      "sql_dl_models", "sql_dl_views", "sql_dl_cache", "sql_dl_devices");
 
   private final JsonNode spec;
   private final String workerPython;
@@ -73,9 +77,15 @@ final class Registration {
     return inputs;
   }
 
-  void applyTo(SparkSession api) {
-    org.apache.spark.sql.classic.SparkSession session =
-        (org.apache.spark.sql.classic.SparkSession) api;
+  /** Registers everything in {@code session}, as the server's work (an access policy does
+   *  not judge it). */
+  void applyTo(SparkSession session) {
+    checkLockedSettings(session);
+    AccessPolicy.asServer(() -> register(
+        (org.apache.spark.sql.classic.SparkSession) session));
+  }
+
+  private void register(org.apache.spark.sql.classic.SparkSession session) {
     try {
       shipFiles(session.sparkContext());
       for (JsonNode function : spec.get("functions")) {
@@ -88,8 +98,12 @@ final class Registration {
     }
     for (JsonNode view : spec.get("views")) {
       imageView(session, view);
+      PluginViews.add(session, view.get("name").asText());
     }
     systemViews(session);
+    for (String view : SYSTEM_VIEWS) {
+      PluginViews.add(session, view);
+    }
     if (SPARK_DEFAULT_ARROW_BATCH.equals(session.conf().get(ARROW_BATCH,
                                                             SPARK_DEFAULT_ARROW_BATCH))) {
       session.conf().set(ARROW_BATCH, spec.get("arrow_batch").asText());
@@ -101,6 +115,27 @@ final class Registration {
       } catch (java.io.IOException e) {
         throw new PluginError("sql_dl cannot install the manifest's access policy: " + e);
       }
+    }
+  }
+
+  /** Refuses a manifest with an access section on a server that lets analysts read files by
+   *  path or settings' values (the settings {@code sql-dl spark-conf} prints for it). */
+  private void checkLockedSettings(SparkSession session) {
+    SparkConf conf = session.sparkContext().getConf();
+    Set<String> choices = new HashSet<>();
+    spec.get("operator_choices").forEach(c -> choices.add(c.asText()));
+    List<String> missing = new ArrayList<>();
+    spec.get("locked_conf").fields().forEachRemaining(e -> {
+      String value = conf.get(e.getKey(), null);
+      if (value == null || !(choices.contains(e.getKey()) || value.equals(e.getValue().asText()))) {
+        missing.add("--conf " + e.getKey() + "=" + e.getValue().asText());
+      }
+    });
+    if (!missing.isEmpty()) {
+      throw new PluginError("the manifest " + spec.get("source").asText() + " has an access "
+          + "section, and this server does not start with the settings that keep analysts off "
+          + "programs, files and the server's settings: start it with " + String.join(" ", missing)
+          + " (sql-dl spark-conf --manifest M prints them)");
     }
   }
 

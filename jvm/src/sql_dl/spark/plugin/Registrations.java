@@ -68,6 +68,27 @@ final class Registrations {
     return fingerprint;
   }
 
+  /**
+   * Whether the manifest has an {@code access} section, read with SnakeYAML (Spark's), not
+   * validated: what a session must know when the manifest cannot be registered, so that its
+   * analysts are refused rather than unrestricted. False when it cannot be read or parsed.
+   */
+  static boolean declaresAccess(SparkSession session, String manifest) {
+    try {
+      Path path = new Path(manifest);
+      FileSystem fs = path.getFileSystem(session.sparkContext().hadoopConfiguration());
+      String text;
+      try (java.io.InputStream in = fs.open(path)) {
+        text = new String(in.readAllBytes(), java.nio.charset.StandardCharsets.UTF_8);
+      }
+      Object loaded = new org.yaml.snakeyaml.Yaml(new org.yaml.snakeyaml.constructor
+          .SafeConstructor(new org.yaml.snakeyaml.LoaderOptions())).load(text);
+      return loaded instanceof java.util.Map<?, ?> map && map.containsKey("access");
+    } catch (IOException | RuntimeException e) {
+      return false;
+    }
+  }
+
   /** The one message a session's first statement fails with. */
   static String describe(String manifest, RuntimeException e) {
     if (e instanceof PluginError) {

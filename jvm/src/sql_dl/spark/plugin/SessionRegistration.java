@@ -2,7 +2,9 @@ package sql_dl.spark.plugin;
 
 import org.apache.spark.sql.AnalysisException;
 import org.apache.spark.sql.SparkSession;
+import org.apache.spark.sql.catalyst.CurrentUserContext;
 import sql_dl.spark.CheckedArguments;
+import sql_dl.spark.access.AccessPolicy;
 
 /**
  * One session's registration of the manifest: done at the session's first parser call, once.
@@ -18,6 +20,7 @@ final class SessionRegistration {
   private volatile State state = State.NEW;
   private Thread registering;
   private String problem;
+  private volatile boolean governed;  // the manifest that failed has an access section
 
   SessionRegistration(SparkSession session, String manifest) {
     this.session = session;
@@ -28,34 +31,56 @@ final class SessionRegistration {
    *  statement being parsed (null for a name or an expression). Throws the manifest's problems
    *  to the session's first statement that is not a USE or SET. */
   void ensure(String statement) {
-    if (state == State.DONE || state == State.FAILED) {
+    if (state == State.DONE || (state == State.FAILED && !refusing())) {
+      if (statement != null) {
+        AccessPolicy.prepareStatement(session);
+      }
       return;
     }
     synchronized (this) {
       if (registering == Thread.currentThread()) {
         return;
       }
-      if (state == State.NEW) {
+      if (state == State.NEW || refusing()) {  // a refused session tries again each time
         registering = Thread.currentThread();
         try {
           Registrations.current(session, manifest).applyTo(session);
           state = State.DONE;
+          if (statement != null) {
+            AccessPolicy.prepareStatement(session);
+          }
           return;
         } catch (RuntimeException e) {
           problem = Registrations.describe(manifest, e);
-          ManifestPlugin.LOG.warn("{}", problem, e instanceof PluginError ? null : e);
-          state = State.FAILED_UNREPORTED;
+          if (state == State.NEW) {
+            ManifestPlugin.LOG.warn("{}", problem, e instanceof PluginError ? null : e);
+            governed = Registrations.declaresAccess(session, manifest);
+            state = State.FAILED_UNREPORTED;
+          }
         } finally {
           registering = null;
         }
       }
-      if (state == State.FAILED_UNREPORTED && statement != null
-          && !ManifestPlugin.SESSION_SETUP.matcher(statement).matches()) {
-        state = State.FAILED;
+      if (statement != null && (refusing() || (state == State.FAILED_UNREPORTED
+          && !ManifestPlugin.SESSION_SETUP.matcher(statement).matches()))) {
+        state = State.FAILED;  // reported: the session goes on without the manifest
         throw unchecked(new AnalysisException(CheckedArguments.CONDITION,
             new scala.collection.immutable.Map.Map1<String, String>("errorMessage", problem)));
       }
     }
+  }
+
+  /**
+   * Whether the session's statements are refused as long as the manifest cannot be
+   * registered: a user's statements (a JDBC session of a Thrift Server) on a governed server,
+   * one whose manifest has an access section, that was started with restricted mode (as
+   * {@code sql-dl spark-conf} sets it for such a manifest) or that enforced an access policy
+   * already; its analysts must not get a session that no policy restricts.
+   */
+  private boolean refusing() {
+    return state != State.DONE && CurrentUserContext.CURRENT_USER().get() != null
+        && (governed || AccessPolicy.installed() || "true".equals(session.sparkContext()
+                .getConf().get("spark.sql.restrictedMode.enabled", "false")));
   }
 
   @SuppressWarnings("unchecked")
