@@ -5,36 +5,22 @@ code in a Python driver. Each runs the manifest's functions on a view and equals
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import shlex
 import shutil
 import subprocess
 import sys
 import textwrap
-import time
 import zipfile
 from pathlib import Path
 
 import numpy as np
-import pyspark
 import pytest
 
+from helpers.plugin import SPARK_HOME, TIMEOUT, plugin_conf, stock_thrift_server, wait_for_port
 from helpers.processes import free_port, run_cli, write_manifest
 from helpers.reference import TOLERANCE, expected_best, keras_outputs, local
 from sql_dl.paths import JAR
-
-SPARK_HOME = Path(pyspark.__file__).parent
-TIMEOUT = 300
-
-
-def plugin_conf(manifest: Path, *args: str) -> list[str]:
-    """``sql-dl spark-conf``'s words for ``manifest``."""
-    result = run_cli("spark-conf", "--manifest", manifest, *args)
-    assert result.returncode == 0, result.stderr
-    return shlex.split(result.stdout)
-
 
 def spark_sql(work: Path, conf: list[str], statements: dict[str, str],
               env: dict[str, str] | None = None) -> tuple[dict[str, list[list[str]]], str]:
@@ -162,43 +148,6 @@ def test_plugin_mode_names_a_python_without_sql_dl_and_a_version_mismatch(
                              {"q": "SELECT 1", "again": "SELECT 2"})
     assert "sql_dl's jar is version 0.0.1, but the sql_dl of " in stderr
     assert rows["again"] == [["2"]]
-
-
-def _wait_for_port(port: int, process: subprocess.Popen | None, log: Path) -> None:
-    import socket
-
-    deadline = time.monotonic() + TIMEOUT
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise AssertionError(f"the server ended: {log.read_text()[-3000:]}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.5)
-    raise AssertionError(f"nothing listens on {port}: {log.read_text()[-3000:]}")
-
-
-@contextlib.contextmanager
-def stock_thrift_server(work: Path, conf: list[str]):
-    """The stock Thrift Server (``spark-submit --class ...HiveThriftServer2 spark-internal``)
-    with ``conf``, in ``work``; yields its port once it listens."""
-    port, log = free_port(), work / "thrift.log"
-    with open(log, "w") as out:
-        server = subprocess.Popen(
-            [SPARK_HOME / "bin" / "spark-submit", "--master", "local[2]",
-             "--class", "org.apache.spark.sql.hive.thriftserver.HiveThriftServer2", *conf,
-             "--conf", "spark.ui.enabled=false",
-             "--conf", f"spark.sql.warehouse.dir={work / 'warehouse'}",
-             "--hiveconf", f"hive.server2.thrift.port={port}",
-             "--hiveconf", "hive.server2.thrift.bind.host=127.0.0.1", "spark-internal"],
-            cwd=work, stdout=out, stderr=subprocess.STDOUT,
-            env={**os.environ, "SQL_DL_CACHE": str(work / "cache")})
-    try:
-        _wait_for_port(port, server, log)
-        yield port
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
 
 
 def refusal(cursor, sql: str) -> str:
@@ -340,7 +289,7 @@ def test_a_connect_server_serves_a_client_that_never_imports_sql_dl(
                           "sql_dl": sorted(m for m in sys.modules if m.startswith("sql_dl"))}}))
     """)
     try:
-        _wait_for_port(port, None, next((tmp_path / "logs").glob("*.out"), tmp_path))
+        wait_for_port(port, None, next((tmp_path / "logs").glob("*.out"), tmp_path))
         result = subprocess.run([sys.executable, "-c", client], capture_output=True, text=True,
                                 timeout=TIMEOUT, cwd=tmp_path)
         assert result.returncode == 0, result.stderr[-3000:]

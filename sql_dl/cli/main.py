@@ -1,5 +1,5 @@
 """The ``sql-dl`` command: ``sql`` (a spark-sql work-alike), ``validate``, ``serve``,
-``spark-conf``, ``train``, ``publish`` and ``demo``."""
+``spark-conf``, ``pack``, ``train``, ``publish`` and ``demo``."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from sql_dl._version import __version__
 from sql_dl.cli.access import access_problems
 from sql_dl.cli.audit import parse_size
 from sql_dl.cli.demo import run_demo
+from sql_dl.cli.pack import pack
 from sql_dl.cli.server import serve
 from sql_dl.cli.shell import SqlShell
 from sql_dl.cli.spark_conf import check_python, plugin_conf, render
@@ -89,8 +90,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="sql-dl", description="Deep-learning models over images as Spark SQL functions.")
     parser.add_argument("--version", action="version", version=f"sql-dl {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add_command in (_add_sql, _add_validate, _add_serve, _add_spark_conf, _add_train,
-                        _add_publish, _add_demo):
+    for add_command in (_add_sql, _add_validate, _add_serve, _add_spark_conf, _add_pack,
+                        _add_train, _add_publish, _add_demo):
         add_command(commands)
     return parser
 
@@ -155,6 +156,37 @@ def _run_spark_conf(args) -> int:
     if args.python:
         check_python(args.python)
     print(render(plugin_conf(args.manifest, args.python, args.archive), args.format), end="")
+    return 0
+
+
+def _add_pack(commands) -> None:
+    packing = commands.add_parser(
+        "pack", help="pack the executors' Python environment into one archive",
+        description="Builds a relocatable archive of the Python environment the executors "
+                    "need (sql_dl, TensorFlow/Keras, PySpark's Python side), with this "
+                    "environment's versions, for spark.archives: then sql-dl spark-conf "
+                    "--archive ARCHIVE. Needs venv-pack (pip install 'sql_dl[pack]').")
+    packing.add_argument("--output", metavar="ARCHIVE", required=True, type=Path,
+                         help="the archive to write: .tar.gz, .tgz, .tar or .zip")
+    packing.add_argument("--extras", metavar="E", action="append", default=[],
+                         help="sql_dl extras to include, e.g. openvino (repeatable)")
+    packing.add_argument("--no-trim", dest="trim", action="store_false",
+                         help="keep PySpark's jars and TensorFlow's headers (no executor reads "
+                              "them)")
+    packing.add_argument("--compress-level", type=int, default=4, choices=range(0, 10),
+                         metavar="0-9", help="gzip level of a .tar.gz (default 4)")
+    packing.set_defaults(run=_run_pack)
+
+
+def _run_pack(args) -> int:
+    packed = pack(args.output.resolve(), tuple(args.extras), args.trim, args.compress_level)
+    megabytes = [f"{n / 1e6:,.0f} MB" for n in (packed.bytes, packed.unpacked_bytes,
+                                                 packed.trimmed_bytes)]
+    print(f"packed: {packed.archive} ({megabytes[0]}; {megabytes[1]} unpacked, {megabytes[2]} "
+          f"trimmed) in {packed.seconds:.0f} s")
+    print(f"Its Python is {packed.base_python}: each executor machine needs that interpreter at "
+          "that path. Next: sql-dl spark-conf --manifest M --archive ARCHIVE (a path, or the "
+          "archive's hdfs:// or s3a:// URI once copied there)")
     return 0
 
 
