@@ -103,7 +103,8 @@ def test_readme_bi_client_and_spark_connect_snippets_run_as_written(demo):
     assert made.returncode == 0, made.stderr
     beeline, pyhive = doc_blocks("Clients: any HiveServer2 client", 2)
     connect, = doc_blocks("Model files must be local to the client:", 1)
-    (root / ".venv").symlink_to(sys.prefix)  # the snippets' .venv/bin/python
+    if not (root / ".venv").exists():
+        (root / ".venv").symlink_to(sys.prefix)  # the snippets' .venv/bin/python
     server = Server(root / "conf" / "models.yaml", root / "serve_home", cwd=root)
     try:
         server.wait_ready()
@@ -206,3 +207,49 @@ def test_the_quickstart_notebook_shows_its_thumbnails_in_a_browser(demo, tmp_pat
     if os.environ.get("SQL_DL_SCREENSHOT"):  # where to keep it: docs/quickstart.png
         shot.crop(Image.eval(shot.convert("L"), lambda v: 255 - v).getbbox()).quantize(
             256).save(os.environ["SQL_DL_SCREENSHOT"], optimize=True)
+
+
+@pytest.mark.slow
+def test_the_deploy_page_s_plugin_mode_runs_as_written(demo, tmp_path):
+    """The Deploy page's commands for the stock spark-sql shell and a Spark Connect server
+    (on a free port instead of 15002), and its Connect client, from a checkout's directory
+    after `sql-dl demo`."""
+    from helpers.processes import free_port
+
+    root, made = demo
+    assert made.returncode == 0, made.stderr
+    commands, client = doc_blocks("With those words, each entry point serves the manifest:", 2)
+    lines = commands.splitlines()
+    shell = [line for line in lines if not line.startswith("#") and "HiveThriftServer2" not in line
+             and "start-connect-server" not in line]
+    connect = next(line for line in lines if "start-connect-server" in line)
+    if not (root / ".venv").exists():
+        (root / ".venv").symlink_to(sys.prefix)  # the commands' .venv/bin/sql-dl
+    env = {**os.environ, "SQL_DL_CACHE": str(root / "cache")}
+    shown = subprocess.run(["bash", "-c", "\n".join(shell)], cwd=root, capture_output=True,
+                           text=True, timeout=300, env=env)
+    assert shown.returncode == 0, shown.stderr[-3000:]
+    rows = [line.split("\t") for line in shown.stdout.splitlines() if "/digits/" in line]
+    assert len(rows) == 3 and all('"probability":' in row[1] for row in rows), shown.stdout
+
+    port = free_port()
+    daemon = {**env, "SPARK_PID_DIR": str(tmp_path), "SPARK_LOG_DIR": str(tmp_path),
+              "SPARK_IDENT_STRING": f"deploy-page-{port}"}
+    started = subprocess.run(
+        ["bash", "-c", "\n".join(shell[:2] + [
+            f"{connect} --conf spark.connect.grpc.binding.port={port}"])],
+        cwd=root, capture_output=True, text=True, timeout=120, env=daemon)
+    assert started.returncode == 0, started.stderr[-3000:]
+    try:
+        from helpers.plugin import wait_for_port
+
+        wait_for_port(port, None, next(tmp_path.glob("*.out"), tmp_path))
+        answered = subprocess.run(
+            [sys.executable, "-c", client.replace("15002", str(port))
+             .replace(".show()", ".show(truncate=False)")],
+            cwd=root, capture_output=True, text=True, timeout=300)
+        assert answered.returncode == 0, answered.stderr[-3000:]
+        assert answered.stdout.count("/digits/") == 20, answered.stdout  # show()'s 20 rows
+    finally:
+        subprocess.run(["bash", "-c", shell[0] + "\n$SPARK_HOME/sbin/stop-connect-server.sh"],
+                       cwd=root, env=daemon, capture_output=True, timeout=120)
