@@ -68,6 +68,16 @@ def test_spark_conf_prints_the_settings_of_plugin_mode(plugin_manifest, tmp_path
     assert lines["spark.archives"] == "hdfs:///envs/sql_dl.tar.gz#environment"
     assert lines["spark.pyspark.python"] == "./environment/bin/python"
     assert lines["spark.pyspark.driver.python"] == python
+    missing = run_cli("spark-conf", "--manifest", plugin_manifest, "--archive", "no-such.tar.gz")
+    assert missing.returncode == 1 and "--archive: " in missing.stderr \
+        and "no-such.tar.gz does not exist; build it with sql-dl pack" in missing.stderr
+    spaced = tmp_path / "my models"
+    spaced.mkdir()
+    (spaced / "m.yaml").write_text(plugin_manifest.read_text())
+    split = run_cli("spark-conf", "--manifest", spaced / "m.yaml")  # $(...) would split it
+    assert split.returncode == 1 and "use --format defaults > sql_dl.conf" in split.stderr
+    assert f"spark.sql_dl.manifest {spaced / 'm.yaml'}" in run_cli(
+        "spark-conf", "--manifest", spaced / "m.yaml", "--format", "defaults").stdout
     broken = tmp_path / "broken.yaml"
     broken.write_text("models: {m: {path: /no/such.keras}}\n")
     refused = run_cli("spark-conf", "--manifest", broken)

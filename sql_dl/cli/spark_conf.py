@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 import os
-import shlex
+import re
 import sys
 from pathlib import Path
 
@@ -22,6 +22,7 @@ __all__ = ["ARCHIVE_ALIAS", "plugin_conf", "render"]
 # where spark.archives unpacks the packed environment in each executor's working directory
 ARCHIVE_ALIAS = "environment"
 _EXECUTOR_SETTINGS = ("spark.python.worker.reuse", "spark.executorEnv.TF_CPP_MIN_LOG_LEVEL")
+_UNSAFE = re.compile(r"[\s*?\[]")  # what $(...) splits at or expands
 
 
 def plugin_conf(manifest: str, python: str | None = None,
@@ -61,6 +62,13 @@ def plugin_conf(manifest: str, python: str | None = None,
         **(LOCKED_CONF if governed else {}),
     }
     if archive:
+        if is_local(archive):  # Spark ships a relative path from nowhere: make it absolute
+            path = Path(local_path(archive)).resolve()
+            if not path.is_file():
+                raise ConfigurationError(f"--archive: {path} does not exist; build it with "
+                                         f"sql-dl pack --output {archive}. Received: "
+                                         f"--archive={archive}")
+            archive = str(path)
         conf["spark.archives"] = f"{archive}#{ARCHIVE_ALIAS}"
         conf["spark.pyspark.python"] = f"./{ARCHIVE_ALIAS}/bin/python"
         conf["spark.pyspark.driver.python"] = python
@@ -68,14 +76,27 @@ def plugin_conf(manifest: str, python: str | None = None,
 
 
 def render(conf: dict[str, str], form: str) -> str:
-    """``submit``: spark-submit options as shell words (``--jars J --conf k=v ...``);
-    ``defaults``: ``key value`` lines, for spark-defaults.conf or kyuubi-defaults.conf."""
+    """``submit``: spark-submit options as words for the shell's ``$(...)``, which splits
+    them at blanks and expands no quotes (``--jars J --conf k=v ...``); ``defaults``:
+    ``key value`` lines, for spark-defaults.conf, ``--properties-file`` or
+    kyuubi-defaults.conf.
+
+    Raises:
+        ConfigurationError: for ``submit``, a value with a blank or a wildcard, which
+            ``$(...)`` would split or expand.
+    """
     if form == "defaults":
         return "".join(f"{key} {value}\n" for key, value in conf.items())
     words = []
     for key, value in conf.items():
         words += ["--jars", value] if key == "spark.jars" else ["--conf", f"{key}={value}"]
-    return " ".join(shlex.quote(word) for word in words) + "\n"
+    unsafe = [word for word in words if _UNSAFE.search(word)]
+    if unsafe:
+        raise ConfigurationError(
+            f"{unsafe[0]} has a blank or a wildcard, which the shell's $(...) would split or "
+            "expand: use --format defaults > sql_dl.conf and give Spark --properties-file "
+            "sql_dl.conf instead")
+    return " ".join(words) + "\n"
 
 
 def check_python(python: str) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shlex
 import socket
 import subprocess
 import time
@@ -20,10 +19,11 @@ TIMEOUT = 300
 
 
 def plugin_conf(manifest: Path, *args: str) -> list[str]:
-    """``sql-dl spark-conf``'s words for ``manifest``."""
+    """``sql-dl spark-conf``'s words for ``manifest``, split as the shell's ``$(...)`` splits
+    them."""
     result = run_cli("spark-conf", "--manifest", manifest, *args)
     assert result.returncode == 0, result.stderr
-    return shlex.split(result.stdout)
+    return result.stdout.split()
 
 
 def wait_for_port(port: int, process: subprocess.Popen | None, log: Path) -> None:
