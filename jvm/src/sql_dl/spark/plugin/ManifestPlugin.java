@@ -1,5 +1,9 @@
 package sql_dl.spark.plugin;
 
+import java.lang.reflect.Method;
+import java.lang.reflect.Modifier;
+import java.util.ArrayList;
+import java.util.List;
 import java.util.regex.Pattern;
 
 import org.apache.spark.sql.SparkSession;
@@ -42,7 +46,43 @@ public final class ManifestPlugin {
    *  {@code session} at its first call. */
   public static ParserInterface parser(SparkSession session, ParserInterface delegate) {
     String manifest = session.sparkContext().getConf().get(MANIFEST_CONF, "").strip();
-    return manifest.isEmpty() ? delegate
-        : new ManifestParser(delegate, new SessionRegistration(session, manifest));
+    if (manifest.isEmpty()) {
+      return delegate;
+    }
+    if (!UNIMPLEMENTED.isEmpty()) {
+      if (!toldIncompatible) {
+        toldIncompatible = true;
+        LOG.error("sql_dl's plugin mode cannot wrap this Spark's SQL parser, whose interface has "
+            + "methods it does not implement ({}; it was checked on Spark 4.3.0): sessions get "
+            + "no manifest; sql-dl serve and sql_dl.session still work. Received: Spark {}",
+            String.join(", ", UNIMPLEMENTED), session.version());
+      }
+      return delegate;
+    }
+    return new ManifestParser(delegate, new SessionRegistration(session, manifest));
+  }
+
+  /** The abstract methods of this Spark's ParserInterface that ManifestParser lacks (none on
+   *  Spark 4.3.0; a later Spark may add some). */
+  private static final List<String> UNIMPLEMENTED = unimplemented();
+  private static volatile boolean toldIncompatible;
+
+  private static List<String> unimplemented() {
+    List<String> missing = new ArrayList<>();
+    for (Method method : ParserInterface.class.getMethods()) {
+      if (Modifier.isStatic(method.getModifiers())) {
+        continue;  // Scala's trait helpers ($init$, parsePlanWithParameters$)
+      }
+      try {
+        Method implemented = ManifestParser.class.getMethod(method.getName(),
+                                                            method.getParameterTypes());
+        if (Modifier.isAbstract(implemented.getModifiers())) {
+          missing.add(method.getName());
+        }
+      } catch (NoSuchMethodException e) {
+        missing.add(method.getName());
+      }
+    }
+    return missing;
   }
 }
