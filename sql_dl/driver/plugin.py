@@ -39,6 +39,7 @@ from sql_dl.driver.registration import MODELS_COLUMNS, manifest_udfs
 from sql_dl.driver.views import catalog_options, view_columns
 from sql_dl.errors import SqlDlError
 from sql_dl.executor.probes import cache_stats_udf, devices_udf
+from sql_dl.executor.udfs import PREPROCESSOR_BATCH
 from sql_dl.manifest import Manifest, check_manifest, is_local, local_path
 from sql_dl.plans import ModelPlan
 from sql_dl.rules import PATH_POLICY_ENV
@@ -63,7 +64,7 @@ def registration(manifest: Manifest, plans: list[ModelPlan], staging: Path,
         columns, condition = view_columns(spec)
         views.append({"name": name, "options": catalog_options(spec), "columns": columns,
                       "where": condition})
-    batch = max([plan.batch_size for plan in plans] + [32])
+    batch = max([plan.batch_size for plan in plans] + [PREPROCESSOR_BATCH])
     return {
         "version": __version__,
         "python": "%d.%d" % sys.version_info[:2],

@@ -38,8 +38,8 @@ _ARROW_BATCH_CONF = "spark.sql.execution.arrow.maxRecordsPerBatch"
 _SPARK_DEFAULT_ARROW_BATCH = "10000"
 _ARROW_BATCH_SET_CONF = "sql_dl.arrowBatchSize"  # the value bootstrap set, to update it later
 MODELS_COLUMNS = (("function", "string"), ("kind", "string"), ("model", "string"),
-                   ("input", "string"), ("output_size", "int"), ("preprocessor", "string"),
-                   ("source", "string"), ("description", "string"))
+                  ("input", "string"), ("output_size", "int"), ("preprocessor", "string"),
+                  ("source", "string"), ("description", "string"))
 _BUILT_IN_ROWS = (
     (IMAGE_ERROR_FUNCTION, "image_error", None, "image", None, None,
      "why an image cannot be decoded, or NULL", None),
