@@ -1,5 +1,6 @@
 package sql_dl.spark.access;
 
+import java.lang.ref.WeakReference;
 import java.util.HashMap;
 import java.util.Locale;
 import java.util.Map;
@@ -18,8 +19,10 @@ import scala.Option;
  */
 public final class PluginViews {
 
-  private static final Map<SparkSession, Map<String, TemporaryViewRelation>> VIEWS =
-      new WeakHashMap<>();
+  /** By session, weakly both ways: a view's plan refers to its session, and a strong
+   *  reference to it would keep every closed JDBC session alive. */
+  private static final Map<SparkSession, Map<String, WeakReference<TemporaryViewRelation>>>
+      VIEWS = new WeakHashMap<>();
 
   private PluginViews() {}
 
@@ -27,14 +30,16 @@ public final class PluginViews {
   public static synchronized void add(SparkSession session, String name) {
     Option<TemporaryViewRelation> view = catalogView(session, name);
     if (view.isDefined()) {
-      VIEWS.computeIfAbsent(session, s -> new HashMap<>()).put(key(name), view.get());
+      VIEWS.computeIfAbsent(session, s -> new HashMap<>())
+          .put(key(name), new WeakReference<>(view.get()));
     }
   }
 
   /** Whether the session's temporary view {@code name} is the one sql_dl registered. */
   static synchronized boolean isOurs(SparkSession session, String name) {
-    Map<String, TemporaryViewRelation> views = VIEWS.get(session);
-    TemporaryViewRelation ours = views == null ? null : views.get(key(name));
+    Map<String, WeakReference<TemporaryViewRelation>> views = VIEWS.get(session);
+    WeakReference<TemporaryViewRelation> reference = views == null ? null : views.get(key(name));
+    TemporaryViewRelation ours = reference == null ? null : reference.get();
     if (ours == null) {
       return false;
     }
