@@ -5,19 +5,17 @@ executors get their Python environment from ``sql-dl pack``'s archive
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from helpers.plugin import wait_for_port
 from helpers.processes import doc_blocks, free_port, write_manifest
-from helpers.reference import TOLERANCE, expected_best, keras_outputs, local
+from helpers.reference import assert_equal_keras
 
 # what would let the cluster's processes find a Python with sql_dl without the archive
 _DRIVER_ONLY = ("PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON", "VIRTUAL_ENV", "PYTHONPATH")
@@ -82,12 +80,7 @@ def test_a_standalone_cluster_runs_the_manifest_from_the_packed_environment(
         cursor = hive.connect("127.0.0.1", thrift, username="alice").cursor()
         cursor.execute("SELECT path, cnn(image), cnn_top_k(image, 1)[0].class "
                        "FROM photos ORDER BY path")
-        rows = cursor.fetchall()
-        files = [local(r[0]) for r in rows]
-        assert files == photos
-        np.testing.assert_allclose([json.loads(r[1]) for r in rows],
-                                   keras_outputs(cnn_file, files, "caffe"), **TOLERANCE)
-        assert [r[2] for r in rows] == expected_best(cnn_file, files)
+        assert_equal_keras(cursor.fetchall(), photos, cnn_file)
         cursor.execute("SELECT count(DISTINCT worker) FROM sql_dl_devices")
         assert cursor.fetchall()[0][0] >= 1  # a Python worker of an executor loaded the model
         workers = _python_workers(work_dirs)

@@ -14,12 +14,11 @@ import textwrap
 import zipfile
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from helpers.plugin import SPARK_HOME, TIMEOUT, plugin_conf, stock_thrift_server, wait_for_port
 from helpers.processes import free_port, run_cli, write_manifest
-from helpers.reference import TOLERANCE, expected_best, keras_outputs, local
+from helpers.reference import assert_equal_keras, expected_best, local
 from sql_dl.paths import JAR
 
 def spark_sql(work: Path, conf: list[str], statements: dict[str, str],
@@ -103,12 +102,8 @@ def test_stock_spark_sql_gets_the_manifest(plugin_manifest, photos, cnn_file, tm
     })
     assert [local(r[0]) for r in rows["top"]] == photos[::-1][:2], stderr[-3000:]
     assert rows["cached"] == [["cnn", "2"]]
-    files = [local(r[0]) for r in rows["all"]]
-    assert files == photos
+    assert_equal_keras([(r[0], r[2], r[3]) for r in rows["all"]], photos, cnn_file)
     assert [r[1] for r in rows["all"]] == [p.parent.name for p in photos]
-    np.testing.assert_allclose([json.loads(r[2]) for r in rows["all"]],
-                               keras_outputs(cnn_file, files, "caffe"), **TOLERANCE)
-    assert [r[3] for r in rows["all"]] == expected_best(cnn_file, files)
     assert rows["again"] == [[str(n)]]
     assert rows["hits"][0][:2] == ["cnn", str(n)] and int(rows["hits"][0][2]) >= n
     described = "\n".join("\t".join(r) for r in rows["describe"])
@@ -185,12 +180,7 @@ def test_the_stock_thrift_server_serves_the_manifest(tmp_path, photos, photos_di
         cursor = connection.cursor()
         cursor.execute("SELECT path, cnn(image), cnn_top_k(image, 1)[0].class FROM photos "
                        "ORDER BY path")
-        rows = cursor.fetchall()
-        files = [local(r[0]) for r in rows]
-        assert files == photos
-        np.testing.assert_allclose([json.loads(r[1]) for r in rows],
-                                   keras_outputs(cnn_file, files, "caffe"), **TOLERANCE)
-        assert [r[2] for r in rows] == expected_best(cnn_file, files)
+        assert_equal_keras(cursor.fetchall(), photos, cnn_file)
         cursor.execute("DESCRIBE FUNCTION EXTENDED cnn")
         assert any("Usage: cnn(image)" in r[0] for r in cursor.fetchall())
         cursor.execute("SELECT count(*) FROM live")
@@ -305,11 +295,8 @@ def test_a_connect_server_serves_a_client_that_never_imports_sql_dl(
         assert result.returncode == 0, result.stderr[-3000:]
         answer = json.loads(result.stdout.splitlines()[-1])
         assert answer["sql_dl"] == []
-        files = [local(r[0]) for r in answer["rows"]]
-        assert files == photos and answer["count"] == len(photos)
-        np.testing.assert_allclose([r[1] for r in answer["rows"]],
-                                   keras_outputs(cnn_file, files, "caffe"), **TOLERANCE)
-        assert [r[2] for r in answer["rows"]] == expected_best(cnn_file, files)
+        assert_equal_keras(answer["rows"], photos, cnn_file)
+        assert answer["count"] == len(photos)
         assert any("Usage: cnn_features(image)" in line for line in answer["described"])
     finally:
         subprocess.run([SPARK_HOME / "sbin" / "stop-connect-server.sh"], env=env,

@@ -44,3 +44,16 @@ def expected_best(cnn_file, files) -> list[str]:
     """The most probable class of each file by the tiny CNN with caffe preprocessing."""
     outputs = keras_outputs(cnn_file, files, "caffe")
     return [CLASS_NAMES[i] for i in outputs.argmax(axis=1)]
+
+
+def assert_equal_keras(rows, photos, cnn_file) -> None:
+    """``rows`` of ``(path, cnn(image), cnn_top_k(image, 1)[0].class)`` in path order (the
+    output as JSON text, as JDBC and spark-sql give it, or a list) are the photos, with the
+    tiny CNN's outputs and best classes by Keras on the same files."""
+    import json
+
+    files = [local(r[0]) for r in rows]
+    assert files == photos
+    outputs = [json.loads(r[1]) if isinstance(r[1], str) else r[1] for r in rows]
+    np.testing.assert_allclose(outputs, keras_outputs(cnn_file, files, "caffe"), **TOLERANCE)
+    assert [r[2] for r in rows] == expected_best(cnn_file, files)
