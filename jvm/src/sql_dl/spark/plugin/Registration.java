@@ -179,13 +179,18 @@ final class Registration {
         new CheckedArguments(name, doc.get("parameters").asText(), builder));
   }
 
-  private static void imageView(SparkSession session, JsonNode view) {
+  /** An image view's catalog options. */
+  private static Map<String, String> options(JsonNode view) {
     Map<String, String> options = new LinkedHashMap<>();
     view.get("options").fields().forEachRemaining(e -> options.put(e.getKey(),
                                                                    e.getValue().asText()));
+    return options;
+  }
+
+  private static void imageView(SparkSession session, JsonNode view) {
     List<String> columns = new ArrayList<>();
     view.get("columns").forEach(c -> columns.add(c.asText()));
-    Dataset<Row> frame = session.read().format(CATALOG_SOURCE).options(options).load()
+    Dataset<Row> frame = session.read().format(CATALOG_SOURCE).options(options(view)).load()
         .selectExpr(columns.toArray(String[]::new));
     JsonNode where = view.get("where");
     if (where != null && !where.isNull()) {
@@ -198,10 +203,7 @@ final class Registration {
     session.sql(spec.get("models_query").asText()).createOrReplaceTempView("sql_dl_models");
     Map<String, Map<String, String>> catalogs = new LinkedHashMap<>();
     for (JsonNode view : spec.get("views")) {
-      Map<String, String> options = new LinkedHashMap<>();
-      view.get("options").fields().forEachRemaining(e -> options.put(e.getKey(),
-                                                                     e.getValue().asText()));
-      catalogs.put(view.get("name").asText(), options);
+      catalogs.put(view.get("name").asText(), options(view));
     }
     try {
       session.read().format(VIEWS_SOURCE).option("views", JSON.writeValueAsString(catalogs))
