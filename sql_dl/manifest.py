@@ -18,7 +18,8 @@ import yaml
 
 from sql_dl.errors import ManifestError
 from sql_dl.rules import (
-    APPLICATIONS, DECODE_MODES, ENGINES, IMAGE_EXTENSIONS, INPUT_KINDS, INTERPOLATIONS,
+    APPLICATIONS, DECODE_MODES, ENGINES, IMAGE_EXTENSIONS, INDEX_METRICS, INPUT_KINDS,
+    INTERPOLATIONS,
     LABEL_SOURCES, MAX_PIXELS, ON_ERROR, PRECISIONS, PREPROCESS_MODES, RESERVED_NAMES,
     application_problem, byte_size, byte_size_problem, choice_problem, default_labels,
     duration_problem, duration_seconds, extensions_problem, max_pixels_problem, positive_int_problem, received,
@@ -30,6 +31,7 @@ __all__ = [
     "AccessSpec",
     "CacheSpec",
     "ImageViewSpec",
+    "IndexSpec",
     "Manifest",
     "ModelSpec",
     "PreprocessorSpec",
@@ -41,8 +43,8 @@ _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _MISSING = object()
 _FUNCTION_REF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
-_SECTIONS = ("preprocessors", "models", "images", "cache", "access")
-_ENTRY_SECTIONS = _SECTIONS[:3]
+_SECTIONS = ("preprocessors", "models", "images", "indexes", "cache", "access")
+_ENTRY_SECTIONS = _SECTIONS[:4]
 _PRINCIPAL = re.compile(r"^(group:)?[^\s:,][^,]*$")
 GROUP_PREFIX = "group:"
 DEFAULT_CACHE_SIZE = "1GB"
@@ -112,6 +114,21 @@ class ImageViewSpec:
 
 
 @dataclass(frozen=True)
+class IndexSpec:
+    """One ``indexes:`` entry: the embedding of every image of ``view`` by ``function`` (a
+    model's ``<m>_features`` or ``<m>``), searched nearest first by ``metric``; also the
+    name of its SQL table function."""
+
+    name: str
+    view: str
+    function: str
+    model: str  # the model ``function`` belongs to
+    features: bool  # whether ``function`` is the model's ``<m>_features``
+    metric: str = "cosine"
+    description: str | None = None
+
+
+@dataclass(frozen=True)
 class CacheSpec:
     """The ``cache:`` section: the prediction cache of every executor."""
 
@@ -146,6 +163,7 @@ class Manifest:
     preprocessors: dict[str, PreprocessorSpec] = field(default_factory=dict)
     models: dict[str, ModelSpec] = field(default_factory=dict)
     images: dict[str, ImageViewSpec] = field(default_factory=dict)
+    indexes: dict[str, IndexSpec] = field(default_factory=dict)
     cache: CacheSpec = field(default_factory=CacheSpec)
     access: AccessSpec | None = None  # None: no access section
 
@@ -153,7 +171,9 @@ class Manifest:
         """``2 preprocessors, 1 model, 1 image view``."""
         counts = ((len(self.preprocessors), "preprocessor"), (len(self.models), "model"),
                   (len(self.images), "image view"))
-        return ", ".join(f"{n} {noun}{'' if n == 1 else 's'}" for n, noun in counts)
+        text = ", ".join(f"{n} {noun}{'' if n == 1 else 's'}" for n, noun in counts)
+        n = len(self.indexes)
+        return f"{text}, {n} index{'' if n == 1 else 'es'}" if n else text
 
 
 def load_manifest(manifest: str | os.PathLike | Mapping[str, Any]) -> Manifest:
@@ -246,10 +266,62 @@ class _Validator:
                              lambda n, e: self._model(n, e, sections["preprocessors"]))
         images = self._valid(sections["images"], self._images)
         self._check_function_names(preprocessors, models)
+        indexes = self._valid(sections["indexes"], lambda n, e: self._index(
+            n, e, sections, preprocessors, models, images))
         entries = {**sections["preprocessors"], **sections["models"], **sections["images"]}
-        return (Manifest(self.source, preprocessors, models, images, self._cache(data),
+        return (Manifest(self.source, preprocessors, models, images, indexes, self._cache(data),
                          self._access(data, entries)),
                 self.problems)
+
+    def _index(self, name: str, entry: Mapping, sections: Mapping[str, Mapping],
+               preprocessors: Mapping[str, PreprocessorSpec], models: Mapping[str, ModelSpec],
+               images: Mapping[str, ImageViewSpec]) -> IndexSpec:
+        where = f"indexes.{name}"
+        self._check_keys(where, entry, ("view", "function", "metric", "description"))
+        view, function = entry.get("view"), entry.get("function")
+        if not isinstance(view, str) or view not in sections["images"]:
+            self.problem(f"{where}.view", "must name an image view of this manifest: "
+                         f"{', '.join(sections['images']) or '(none)'}", view)
+        vectors = {}  # function name -> (model, features)
+        for model in models.values():
+            own, features, _ = model.function_names
+            vectors[own.lower()] = (model.name, False)
+            vectors[features.lower()] = (model.name, True)
+        owner, features = vectors.get(str(function).lower(), (None, False))
+        if owner is None:
+            self.problem(f"{where}.function", self._not_vector(function, preprocessors, models)
+                         + "; give a model's <model>_features (or <model>): "
+                         + (", ".join(n for m in models.values() for n in m.function_names[1::-1])
+                            or "(this manifest has no model)"), function)
+        if owner is not None and models[owner].input != "image":
+            self.problem(f"{where}.function", f"model {owner} takes tensors (input: "
+                         f"{models[owner].input}), and an image view gives images; index a "
+                         "model that takes images", function)
+        clash = [f"{s}.{n}" for s in ("preprocessors", "models", "images")
+                 for n in sections[s] if n.lower() == name.lower()]
+        clash += [f"models.{m.name}" for m in models.values()
+                  if name.lower() in {n.lower() for n in m.function_names}]
+        if clash:
+            self.problem(where, f"the name is taken by {clash[0]}; an index's table function "
+                                "needs a name of its own")
+        return IndexSpec(
+            name=name, view=view if isinstance(view, str) else "",
+            function=str(function), model=owner or "", features=features,
+            metric=self._choice(f"{where}.metric", entry.get("metric"), INDEX_METRICS, "cosine"),
+            description=self._description(where, entry))
+
+    @staticmethod
+    def _not_vector(function: Any, preprocessors: Mapping[str, PreprocessorSpec],
+                    models: Mapping[str, ModelSpec]) -> str:
+        """Why ``function`` cannot be an index's: what it returns instead of a vector."""
+        name = str(function).lower()
+        if any(name == m.function_names[2].lower() for m in models.values()):
+            return f"{function} returns a model's best classes (ARRAY<STRUCT>), not a vector"
+        if name in {p.lower() for p in preprocessors}:
+            return f"{function} is a preprocessor: it returns an image's pixels, not a vector"
+        if name in RESERVED_NAMES:
+            return f"{function} is one of sql_dl's image functions: it returns no vector"
+        return "no model of this manifest has this function"
 
     def _access(self, data: Mapping, entries: Mapping[str, Any]) -> AccessSpec | None:
         if "access" not in data:

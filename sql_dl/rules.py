@@ -12,8 +12,8 @@ from typing import Any
 
 __all__ = [
     "APPLICATIONS", "BUILT_IN_FUNCTIONS", "CACHE_VIEW", "DECODE_MODES", "DEVICES_VIEW",
-    "ENGINES", "IMAGE_ERROR_FUNCTION", "IMAGE_EXTENSIONS", "IMAGE_INFO_FUNCTION", "INPUT_KINDS", "INTERPOLATIONS",
-    "LABEL_SOURCES", "MAX_PIXELS", "MODELS_VIEW", "ON_ERROR", "PATH_POLICY_ENV",
+    "ENGINES", "IMAGE_ERROR_FUNCTION", "IMAGE_EXTENSIONS", "IMAGE_INFO_FUNCTION", "INDEXES_VIEW", "INDEX_METRICS", "INPUT_KINDS", "INTERPOLATIONS",
+    "LABEL_SOURCES", "MAX_NEIGHBOURS", "MAX_PIXELS", "MODELS_VIEW", "ON_ERROR", "PATH_POLICY_ENV",
     "PILLOW_MAX_PIXELS", "PRECISIONS", "PREPROCESS_MODES", "RESERVED_NAMES", "SYSTEM_VIEWS",
     "THUMBNAIL_FUNCTION", "THUMBNAIL_MAX_SIZE", "VIEWS_VIEW", "THUMBNAIL_SIZE", "application_problem", "byte_size",
     "byte_size_problem", "choice_problem", "default_labels", "default_mode", "duration_problem",
@@ -48,7 +48,12 @@ MODELS_VIEW = "sql_dl_models"  # the registered functions
 CACHE_VIEW = "sql_dl_cache"  # the prediction cache of each executor machine
 DEVICES_VIEW = "sql_dl_devices"  # the models each Python worker holds, per device
 VIEWS_VIEW = "sql_dl_views"  # each image view's catalog: files, folders, last refresh, state
-SYSTEM_VIEWS = (MODELS_VIEW, CACHE_VIEW, DEVICES_VIEW, VIEWS_VIEW)
+INDEXES_VIEW = "sql_dl_indexes"  # each embedding index: size, state, last update
+SYSTEM_VIEWS = (MODELS_VIEW, CACHE_VIEW, DEVICES_VIEW, VIEWS_VIEW, INDEXES_VIEW)
+# An index's distance (the ``indexes:`` section's ``metric``), as Spark's vector functions
+# give it: 1 - vector_cosine_similarity, vector_l2_distance, -vector_inner_product.
+INDEX_METRICS = ("cosine", "l2", "inner")
+MAX_NEIGHBOURS = 1000  # the largest k of an index's table function
 # No manifest entry may take these names (lower case: Spark's names are case-insensitive).
 RESERVED_NAMES = SYSTEM_VIEWS + BUILT_IN_FUNCTIONS
 THUMBNAIL_SIZE = 128  # pixels on a thumbnail's longest side, by default

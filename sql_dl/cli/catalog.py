@@ -11,10 +11,11 @@ import logging
 import threading
 import uuid
 
-from sql_dl.driver.registration import registered_catalogs, registered_names
+from sql_dl.driver.indexes import INDEXES_SOURCE
+from sql_dl.driver.registration import registered_catalogs, registered_indexes, registered_names
 from sql_dl.driver.views import CATALOG_SOURCE, VIEWS_SOURCE, catalog_options, view_query
 from sql_dl.manifest import Manifest
-from sql_dl.rules import CACHE_VIEW, DEVICES_VIEW, MODELS_VIEW, VIEWS_VIEW
+from sql_dl.rules import CACHE_VIEW, DEVICES_VIEW, INDEXES_VIEW, MODELS_VIEW, VIEWS_VIEW
 from sql_dl.spark import internals as spark_internals
 from sql_dl.sql_text import identifier, string_literal, values_query
 
@@ -51,6 +52,7 @@ class SharedCatalog:
         spark_internals.injected_functions(self.spark).clear()
         for name in functions:
             spark_internals.inject_session_function(self.spark, name)
+        spark_internals.inject_table_functions(self.spark, registered_indexes(self.spark))
         if not self.spark.catalog.databaseExists(INTERNAL_DATABASE):
             self.spark.sql(f"CREATE DATABASE {INTERNAL_DATABASE}")
         old_tables = [t.name for t in self.spark.catalog.listTables(INTERNAL_DATABASE)]
@@ -60,6 +62,7 @@ class SharedCatalog:
             self._publish_view(spec)
         self._publish_rows(MODELS_VIEW, self.spark.table(MODELS_VIEW).collect())
         self._publish_catalogs()
+        self._publish_indexes()
         self.refresh_executor_views()
         self.spark.conf.set(_PUBLISHED_CONF, ",".join(sorted(views)))
         for table in old_tables:
@@ -82,13 +85,22 @@ class SharedCatalog:
 
     def _publish_catalogs(self) -> None:
         """``default.sql_dl_views``, read from the image catalogs at each query."""
-        table = f"{INTERNAL_DATABASE}.{identifier(f'views_{uuid.uuid4().hex[:8]}')}"
-        catalogs = json.dumps(registered_catalogs(self.spark))
+        self._publish_source(VIEWS_VIEW, VIEWS_SOURCE, "views", registered_catalogs(self.spark))
+
+    def _publish_source(self, view: str, source: str, option: str, value) -> None:
+        """``default.<view>`` over a new table of the data source ``source``, whose option
+        ``option`` is ``value`` as JSON."""
+        table = f"{INTERNAL_DATABASE}.{identifier(f'{option}_{uuid.uuid4().hex[:8]}')}"
         # an external table (its path is not read): a managed one would get a folder
         warehouse = self.spark.conf.get("spark.sql.warehouse.dir")
-        self.spark.sql(f"CREATE TABLE {table} USING {VIEWS_SOURCE} OPTIONS (views "
-                       f"{string_literal(catalogs)}, path {string_literal(warehouse)})")
-        self.spark.sql(f"CREATE OR REPLACE VIEW default.{VIEWS_VIEW} AS SELECT * FROM {table}")
+        self.spark.sql(f"CREATE TABLE {table} USING {source} OPTIONS ({option} "
+                       f"{string_literal(json.dumps(value))}, path {string_literal(warehouse)})")
+        self.spark.sql(f"CREATE OR REPLACE VIEW default.{view} AS SELECT * FROM {table}")
+
+    def _publish_indexes(self) -> None:
+        """``default.sql_dl_indexes``, read from the indexes at each query."""
+        self._publish_source(INDEXES_VIEW, INDEXES_SOURCE, "indexes",
+                             registered_indexes(self.spark))
 
     def _published_views(self) -> set[str]:
         return set(filter(None, self.spark.conf.get(_PUBLISHED_CONF, "").split(",")))

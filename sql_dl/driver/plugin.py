@@ -32,6 +32,7 @@ from typing import IO, Any, Callable
 
 from sql_dl._version import __version__
 from sql_dl.driver.function_docs import function_docs
+from sql_dl.driver.indexes import index_specs
 from sql_dl.driver.models import plan_model
 from sql_dl.driver.policy import (LOCKED_CONF, OPERATOR_CHOICES, access_problems, path_policy,
                                   policy_spec)
@@ -74,6 +75,7 @@ def registration(manifest: Manifest, plans: list[ModelPlan], staging: Path,
         "functions": [dict(_command(udf), name=name, doc=_doc(docs[name]))
                       for name, udf in functions.items()],
         "views": views,
+        "indexes": index_specs(manifest, plans),
         "models_query": values_query(MODELS_COLUMNS, rows),
         "probes": {"cache": _command(cache_stats_udf()), "devices": _command(devices_udf())},
         "arrow_batch": str(batch),

@@ -9,8 +9,8 @@ from typing import Mapping
 
 from sql_dl.executor.path_policy import PathPolicy, Root, root_of
 from sql_dl.manifest import Manifest
-from sql_dl.rules import (BUILT_IN_FUNCTIONS, CACHE_VIEW, DEVICES_VIEW, MODELS_VIEW,
-                          SYSTEM_VIEWS, VIEWS_VIEW)
+from sql_dl.rules import (BUILT_IN_FUNCTIONS, CACHE_VIEW, DEVICES_VIEW, INDEXES_VIEW,
+                          MODELS_VIEW, SYSTEM_VIEWS, VIEWS_VIEW)
 
 __all__ = ["LDAP", "LOCKED_CONF", "OPERATOR_CHOICES", "SETTABLE", "access_problems", "path_policy", "policy_spec"]
 
@@ -87,7 +87,12 @@ def policy_spec(manifest: Manifest, hive_conf: Mapping[str, str]) -> dict:
         "ldap": ldap,
         # system views an analyst sees only the granted rows of: the column and what it names
         "rows": {MODELS_VIEW: ["function", "function"], CACHE_VIEW: ["model", "function"],
-                 DEVICES_VIEW: ["model", "model"], VIEWS_VIEW: ["view", "view"]},
+                 DEVICES_VIEW: ["model", "model"], VIEWS_VIEW: ["view", "view"],
+                 INDEXES_VIEW: ["index", "index"]},
+        # what each index reads, which an analyst must be granted to search it
+        "indexes": {name: {f"view {spec.view}": views[spec.view],
+                           f"function {spec.function}": spec.model}
+                    for name, spec in manifest.indexes.items()},
     }
 
 

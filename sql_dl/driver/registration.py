@@ -13,6 +13,7 @@ from typing import Any, Mapping
 from sql_dl.driver import keep_warm
 from sql_dl.driver.counts import image_counter
 from sql_dl.driver.function_docs import function_docs
+from sql_dl.driver.indexes import drop_indexes, indexes_frame, register_indexes
 from sql_dl.driver.models import plan_model
 from sql_dl.driver.system_views import cache_frame, check_gpus, devices_frame
 from sql_dl.driver.views import catalog_options, image_frame, views_frame
@@ -23,13 +24,13 @@ from sql_dl.executor.udfs import (PREPROCESSOR_BATCH, image_error_udf, image_inf
 from sql_dl.manifest import Manifest, load_manifest
 from sql_dl.plans import ModelPlan
 from sql_dl.rules import (CACHE_VIEW, DEVICES_VIEW, IMAGE_ERROR_FUNCTION, IMAGE_INFO_FUNCTION,
-                          MODELS_VIEW, THUMBNAIL_FUNCTION, VIEWS_VIEW)
+                          INDEXES_VIEW, MODELS_VIEW, THUMBNAIL_FUNCTION, VIEWS_VIEW)
 from sql_dl.spark.backends import Backend, backend_for, is_connect, run_per_core
-from sql_dl.spark.extension import check_extension
+from sql_dl.spark.extension import check_extension, extension_active
 from sql_dl.sql_text import identifier, values_query
 
 __all__ = ["MODELS_COLUMNS", "bootstrap", "manifest_udfs", "registered_catalogs",
-           "registered_names"]
+           "registered_indexes", "registered_names"]
 
 logger = logging.getLogger(__name__)
 
@@ -174,11 +175,34 @@ def _register(spark, backend: Backend, manifest: Manifest, plans: list[ModelPlan
     cache_frame(spark, backend.parallelism()).createOrReplaceTempView(CACHE_VIEW)
     devices_frame(spark, backend.parallelism()).createOrReplaceTempView(DEVICES_VIEW)
     views_frame(spark, catalogs).createOrReplaceTempView(VIEWS_VIEW)
+    indexes = _register_indexes(spark, manifest, plans, replace)
     all_functions = set(functions) | set(() if replace else previous_functions)
     all_views = set(views) | set(() if replace else previous_views)
     spark.conf.set(_REGISTERED_CONF, json.dumps({
         "functions": sorted(all_functions), "views": sorted(all_views),
-        "catalogs": catalogs}))
+        "catalogs": catalogs, "indexes": indexes}))
+
+
+def _register_indexes(spark, manifest: Manifest, plans: list[ModelPlan],
+                      replace: bool) -> dict[str, str]:
+    """Registers the manifest's indexes (their table functions) and ``sql_dl_indexes``;
+    returns every index now registered, with its folder."""
+    previous = _registered(spark).get("indexes", {})
+    if manifest.indexes and (is_connect(spark) or not extension_active(spark)):
+        warnings.warn(
+            f"{manifest.source}: indexes {', '.join(manifest.indexes)} are not registered: "
+            "an index's table function needs sql_dl's Spark extension in a classic session "
+            "(sql_dl.session builds one; on Spark Connect, run the server in plugin mode, "
+            "see sql-dl spark-conf)", SqlDlWarning, stacklevel=4)
+        folders = {}
+    else:
+        folders = register_indexes(spark, manifest, plans)
+    if replace:
+        drop_indexes(spark, set(previous) - set(folders))
+    else:
+        folders = {**previous, **folders}
+    indexes_frame(spark, folders).createOrReplaceTempView(INDEXES_VIEW)
+    return folders
 
 
 def _warm_up(spark, plans: list[ModelPlan], parallelism: int | None) -> None:
@@ -205,6 +229,11 @@ def _size_arrow_batches(spark, plans: list[ModelPlan]) -> None:
 def registered_catalogs(spark) -> dict[str, dict[str, str]]:
     """The catalog options of each image view the bootstrap of this session registered."""
     return _registered(spark).get("catalogs", {})
+
+
+def registered_indexes(spark) -> dict[str, str]:
+    """The indexes the bootstrap of this session registered, with their folders."""
+    return _registered(spark).get("indexes", {})
 
 
 def registered_names(spark) -> tuple[list[str], list[str]]:

@@ -9,6 +9,7 @@ Errors raised by the JVM code itself (a missing file, a failed query) pass throu
 from __future__ import annotations
 
 import functools
+import json
 from pathlib import Path
 from typing import Any, Callable, Mapping, NamedTuple, TypeVar
 
@@ -18,6 +19,7 @@ from sql_dl.spark.extension import extension_active
 __all__ = ["FENCED", "ClosedStatement", "Execution", "RefusedLogin", "StartedStatement",
            "closed_statements", "copy_to_local", "delete_path", "describe_function",
            "driver_process", "finish_progress_bar", "hive_result_lines", "inject_session_function",
+           "inject_table_functions",
            "injected_functions", "install_login_audit", "install_operation_manager",
            "launch_gateway", "next_started_statement", "refused_logins",
            "set_hive_server_properties", "set_python_exec", "silence_jvm_log",
@@ -241,6 +243,18 @@ def inject_session_function(spark, name: str) -> None:
     unqualified = jvm.org.apache.spark.sql.catalyst.FunctionIdentifier(
         name, jvm.scala.Option.empty(), jvm.scala.Option.empty())
     session.extensions().injectFunction(jvm.scala.Tuple3(unqualified, info, builder))
+
+
+@_fenced("inject the indexes' table functions into new Spark sessions",
+         "sql-dl serve's connections cannot search the manifest's indexes; sql-dl sql and "
+         "bootstrap can.")
+def inject_table_functions(spark, names) -> None:
+    """Makes every session created from now on have the root session's table functions
+    ``names`` (the indexes'), in place of those injected before (``IndexFunction.inject``:
+    ``SparkSessionExtensions.injectTableFunction`` and its private buffer, checked on
+    4.3.0)."""
+    spark.sparkContext._jvm.sql_dl.spark.similarity.IndexFunction.inject(
+        spark._jsparkSession, json.dumps(sorted(names)))
 
 
 @_fenced("start the Spark Thrift Server in this session",

@@ -152,7 +152,7 @@ public final class CheckedArguments
 
   /** Throws {@code e} (checked in Java's eyes, as Scala's exceptions are not declared). */
   @SuppressWarnings("unchecked")
-  private static <E extends Throwable> RuntimeException unchecked(Throwable e) throws E {
+  public static <E extends Throwable> RuntimeException unchecked(Throwable e) throws E {
     throw (E) e;
   }
 }

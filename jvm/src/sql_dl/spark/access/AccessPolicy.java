@@ -56,6 +56,7 @@ public final class AccessPolicy {
   private final Map<String, String> views;
   private final Set<String> settable;
   private final Map<String, List<String>> rows;
+  private final Map<String, Map<String, String>> indexes;
   private final LdapGroups groups;
 
   private AccessPolicy(Map<String, Object> spec) {
@@ -69,6 +70,12 @@ public final class AccessPolicy {
     rows = new HashMap<>();
     map(spec.get("rows")).forEach((view, columnAndKind) ->
         rows.put(lower(view), strings(columnAndKind)));
+    indexes = new HashMap<>();
+    map(spec.get("indexes")).forEach((index, uses) -> {
+      Map<String, String> entries = new java.util.LinkedHashMap<>();
+      map(uses).forEach((what, entry) -> entries.put(what, String.valueOf(entry)));
+      indexes.put(lower(index), entries);
+    });
     Map<String, Object> ldap = map(spec.get("ldap"));
     Map<String, String> ldapSettings = new HashMap<>();
     ldap.forEach((k, v) -> ldapSettings.put(k, String.valueOf(v)));
@@ -114,6 +121,33 @@ public final class AccessPolicy {
       policy.restoreSettings(session);
     }
     session.sessionState().conf().setConfString(POOL, pool(canonical(user)));
+  }
+
+  /**
+   * Before an index's table function searches in {@code session}: refuses an analyst who may
+   * not use what the index reads, its view and its function (the {@code indexes} of the
+   * policy: each index's {@code "view <name>"} and {@code "function <name>"} with their
+   * entries).
+   */
+  public static void checkIndex(SparkSession session, String index) {
+    AccessPolicy policy = current;
+    Analyst analyst = policy == null || session == null ? null : policy.analystIn(session);
+    if (analyst == null) {
+      return;
+    }
+    Map<String, String> uses = policy.indexes.get(lower(index));
+    if (uses == null) {
+      throw new AccessDenied("index " + index + " is not one of the manifest's; only admins "
+          + "may use it. Received: user=" + (analyst.user().isEmpty() ? "(none)" : analyst.user()));
+    }
+    uses.forEach((what, entry) -> {
+      Set<String> to = policy.grantees(entry);
+      if (to != null && Collections.disjoint(to, analyst.principals())) {
+        throw new AccessDenied("index " + index + " reads " + what + " (of " + entry
+            + "), granted to " + String.join(", ", new TreeSet<>(to)) + " only. Received: user="
+            + (analyst.user().isEmpty() ? "(none)" : analyst.user()));
+      }
+    });
   }
 
   /** Tells JDBC sessions from the server's own: set by sql_dl's operation manager. */
@@ -267,6 +301,11 @@ public final class AccessPolicy {
       });
       case "view" -> views.forEach((name, entry) -> {
         if (visible(entry, analyst)) {
+          names.add(name);
+        }
+      });
+      case "index" -> indexes.forEach((name, uses) -> {
+        if (uses.values().stream().allMatch(entry -> visible(entry, analyst))) {
           names.add(name);
         }
       });

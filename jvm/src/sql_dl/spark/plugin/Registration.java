@@ -32,6 +32,8 @@ import scala.jdk.javaapi.CollectionConverters;
 import sql_dl.spark.CheckedArguments;
 import sql_dl.spark.access.AccessPolicy;
 import sql_dl.spark.access.PluginViews;
+import sql_dl.spark.similarity.IndexFunction;
+import sql_dl.spark.similarity.IndexesSource;
 
 /**
  * What plugin mode registers in each session for one manifest, as {@code sql_dl.driver.plugin}
@@ -54,7 +56,7 @@ final class Registration {
   private static final ObjectMapper JSON = new ObjectMapper();
   private static final Set<String> ADDED_FILES = new HashSet<>();
   private static final List<String> SYSTEM_VIEWS = List.of(
-      "sql_dl_models", "sql_dl_views", "sql_dl_cache", "sql_dl_devices");
+      "sql_dl_models", "sql_dl_views", "sql_dl_cache", "sql_dl_devices", "sql_dl_indexes");
 
   private final JsonNode spec;
   private final String workerPython;
@@ -101,6 +103,7 @@ final class Registration {
       PluginViews.add(session, view.get("name").asText());
     }
     systemViews(session);
+    indexes(session);
     for (String view : SYSTEM_VIEWS) {
       PluginViews.add(session, view);
     }
@@ -222,6 +225,18 @@ final class Registration {
     session.range(0, tasks, 1, tasks).select(functions.explode(devices).as("d")).select("d.*")
         .dropDuplicates().orderBy("host", "worker", "device", "model")
         .createOrReplaceTempView("sql_dl_devices");
+  }
+
+  /** The manifest's indexes (their table functions), and {@code sql_dl_indexes}. */
+  private void indexes(org.apache.spark.sql.classic.SparkSession session) {
+    try {
+      String folders = spec.get("indexes").isEmpty() ? "{}"
+          : IndexFunction.register(session, JSON.writeValueAsString(spec.get("indexes")));
+      session.read().format(IndexesSource.class.getName()).option("indexes", folders).load()
+          .createOrReplaceTempView("sql_dl_indexes");
+    } catch (java.io.IOException e) {
+      throw new IllegalStateException(e);
+    }
   }
 
   /** A system view's probe (see {@code sql_dl.executor.probes}) applied to {@code id}. */
