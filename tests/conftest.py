@@ -39,6 +39,9 @@ def live_dir(tmp_path_factory, photos) -> Path:
 # The shared server's access section: ops administers; preprocessor p32 and view secret
 # (the photos again) are bob's; everything else is open to every analyst.
 SERVER_ACCESS = {"admins": ["ops"], "grants": {"p32": ["bob"], "secret": ["bob"]}}
+# Its indexes: one every analyst may search, one over bob's view secret.
+SERVER_INDEXES = {"photos_like": {"view": "photos", "function": "cnn_features"},
+                  "secret_like": {"view": "secret", "function": "cnn_features", "metric": "l2"}}
 
 
 @pytest.fixture(scope="session")
@@ -47,7 +50,8 @@ def manifest_file(tmp_path_factory, photos_dir, cnn_file, labels_file, live_dir)
     from helpers.processes import write_manifest
 
     return write_manifest(tmp_path_factory.mktemp("serve") / "models.yaml", photos_dir, cnn_file,
-                          labels_file, access=SERVER_ACCESS, recent={"path": str(live_dir)},
+                          labels_file, access=SERVER_ACCESS, indexes=SERVER_INDEXES,
+                          recent={"path": str(live_dir)},
                           recent_hourly={"path": str(live_dir), "max_staleness": "1h"},
                           secret={"path": str(photos_dir)})
 

@@ -8,6 +8,7 @@ through a directory, with group grants."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -270,6 +271,34 @@ def test_system_views_show_analysts_only_what_is_granted_to_them(server):
     cached = "SELECT DISTINCT model FROM sql_dl_cache"
     assert set(names("alice", cached)) <= {"cnn", "cnn_features", "cnn_top_k"}
     assert names("alice", cached) == names("ops", cached)
+
+
+def test_indexes_over_jdbc_keep_to_the_grants_of_their_view_and_function(server):
+    """An index's table function answers over JDBC as numpy does on the vectors the server
+    gives; an analyst searches only the indexes whose view and function it may use."""
+    import numpy as np
+
+    from sql_dl.driver.vector_index import distances
+
+    vectors = {path: np.asarray(json.loads(f), dtype=np.float32) for path, f in rows(
+        server, "alice", "SELECT path, to_json(cnn_features(image)) FROM photos")}
+    query = sorted(vectors)[3]
+    found = rows(server, "alice", f"SELECT * FROM photos_like('{query}', 4)")
+    assert query in [path for path, _, distance in found if distance < 1e-6]  # or its twin
+    assert found[0][1] == found[0][0].split("/")[-2]  # the label
+    exact = sorted(distances(vectors[query], np.stack(list(vectors.values())), "cosine"))[:4]
+    np.testing.assert_allclose([r[2] for r in found], exact, atol=1e-5)
+    assert denied(server, f"SELECT * FROM secret_like('{query}', 2)") == (
+        "index secret_like reads view secret (of secret), granted to bob only")
+    assert denied(server, "SELECT * FROM secret_like((SELECT image FROM secret LIMIT 1), 2)") \
+        == "view secret (of secret) is granted to bob only"  # its query, judged first
+    assert query in [path for path, _, distance in rows(
+        server, "bob", f"SELECT * FROM secret_like('{query}', 2)") if distance < 1e-6]
+    indexes = "SELECT index FROM sql_dl_indexes ORDER BY index"
+    assert rows(server, "ops", indexes) == [("photos_like",), ("secret_like",)]
+    assert rows(server, "alice", indexes) == [("photos_like",)]
+    state = "SELECT state, images FROM sql_dl_indexes WHERE index = 'photos_like'"
+    assert rows(server, "alice", state) == [("ready", len(vectors))]
 
 
 def test_analysts_keep_what_bi_tools_need(server, photos, tmp_path):

@@ -14,11 +14,13 @@ import textwrap
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from helpers.plugin import SPARK_HOME, TIMEOUT, plugin_conf, stock_thrift_server, wait_for_port
 from helpers.processes import free_port, run_cli, write_manifest
 from helpers.reference import assert_equal_keras, expected_best, local
+from sql_dl.driver.vector_index import distances
 from sql_dl.paths import JAR
 
 def spark_sql(work: Path, conf: list[str], statements: dict[str, str],
@@ -50,7 +52,8 @@ def spark_sql(work: Path, conf: list[str], statements: dict[str, str],
 @pytest.fixture(scope="module")
 def plugin_manifest(tmp_path_factory, photos_dir, cnn_file, labels_file) -> Path:
     return write_manifest(tmp_path_factory.mktemp("plugin") / "models.yaml", photos_dir,
-                          cnn_file, labels_file)
+                          cnn_file, labels_file, indexes={
+                              "photos_like": {"view": "photos", "function": "cnn_features"}})
 
 
 def test_spark_conf_prints_the_settings_of_plugin_mode(plugin_manifest, tmp_path):
@@ -89,7 +92,8 @@ def test_stock_spark_sql_gets_the_manifest(plugin_manifest, photos, cnn_file, tm
     rows, stderr = spark_sql(tmp_path, plugin_conf(plugin_manifest), {
         # top-N before the model: only the 2 rows returned are scored (and cached)
         "top": "SELECT path, cnn(image) FROM photos ORDER BY path DESC LIMIT 2",
-        "cached": "SELECT model, entries FROM sql_dl_cache ORDER BY model",
+        # (the index embeds every image with cnn_features as the session starts)
+        "cached": "SELECT model, entries FROM sql_dl_cache WHERE model = 'cnn'",
         "all": "SELECT path, label, cnn(image), cnn_top_k(image, 1)[0].class, "
                "size(cnn_features(image)) FROM photos ORDER BY path",
         "again": "SELECT count(cnn(image)) FROM photos",
@@ -99,6 +103,9 @@ def test_stock_spark_sql_gets_the_manifest(plugin_manifest, photos, cnn_file, tm
         "views": "SELECT view, state, files FROM sql_dl_views",
         "models": "SELECT function, kind FROM sql_dl_models WHERE model = 'cnn' ORDER BY 1",
         "wrong": "SELECT cnn_top_k(image, 'three') FROM photos",
+        "vectors": "SELECT path, to_json(cnn_features(image)) FROM photos",
+        "like": "SELECT * FROM photos_like((SELECT min(path) FROM photos), 3)",
+        "indexes": "SELECT index, state, images FROM sql_dl_indexes",
     })
     assert [local(r[0]) for r in rows["top"]] == photos[::-1][:2], stderr[-3000:]
     assert rows["cached"] == [["cnn", "2"]]
@@ -114,6 +121,13 @@ def test_stock_spark_sql_gets_the_manifest(plugin_manifest, photos, cnn_file, tm
     assert [r[0] for r in rows["models"]] == ["cnn", "cnn_features", "cnn_top_k"]
     assert rows["wrong"] == []
     assert "cnn_top_k(image, k): k must be an INT. Received: k STRING 'three'" in stderr
+    # the index's table function: numpy's nearest, on the vectors cnn_features gives
+    vectors = {path: np.asarray(json.loads(v), dtype=np.float32) for path, v in rows["vectors"]}
+    query = min(vectors)
+    exact = sorted(distances(vectors[query], np.stack(list(vectors.values())), "cosine"))[:3]
+    np.testing.assert_allclose([float(r[2]) for r in rows["like"]], exact, atol=1e-5)
+    assert query in [r[0] for r in rows["like"] if float(r[2]) < 1e-6]
+    assert rows["indexes"] == [["photos_like", "ready", str(n)]]
 
 
 def test_a_broken_manifest_fails_the_first_statement_only(tmp_path, photos_dir):
@@ -174,7 +188,8 @@ def test_the_stock_thrift_server_serves_the_manifest(tmp_path, photos, photos_di
     for photo in photos[:3]:
         shutil.copy(photo, live / photo.name)
     manifest = write_manifest(tmp_path / "models.yaml", photos_dir, cnn_file, labels_file,
-                              live={"path": str(live)})
+                              live={"path": str(live)},
+                              indexes={"live_like": {"view": "live", "function": "cnn"}})
     with stock_thrift_server(tmp_path, plugin_conf(manifest)) as port:
         connection = hive.connect("127.0.0.1", port, username="alice")
         cursor = connection.cursor()
@@ -191,6 +206,11 @@ def test_the_stock_thrift_server_serves_the_manifest(tmp_path, photos, photos_di
         other = hive.connect("127.0.0.1", port, username="bob").cursor()  # a session of its own
         other.execute("SELECT count(cnn_features(image)) FROM live")
         assert other.fetchall() == [(4,)]
+        other.execute("SELECT path, distance FROM live_like((SELECT image FROM live WHERE "
+                      "path LIKE '%/added.png'), 5)")  # the index follows the folder too
+        found = other.fetchall()
+        assert len(found) == 4 and any(path.endswith("/added.png") and distance < 1e-6
+                                       for path, distance in found)
         connection.close()
 
 

@@ -73,9 +73,9 @@ def test_path_query_gives_the_nearest_images(indexed, features):
     query = sorted(features)[2]
     rows = indexed.sql(f"SELECT * FROM photos_like('{query}', 4)").collect()
     assert [tuple(r.asDict()) for r in rows][:1] == [("path", "label", "distance")]
-    assert rows[0].path == query and rows[0].distance == pytest.approx(0, abs=1e-6)
+    assert query in [r.path for r in rows if r.distance < 1e-6]  # the photos have twins
     _assert_nearest(rows, features, features[query], 4)
-    assert rows[0].label == query.split("/")[-2]
+    assert [r.label for r in rows] == [r.path.split("/")[-2] for r in rows]
 
 
 def test_every_kind_of_query_gives_the_same_answer(indexed, features):

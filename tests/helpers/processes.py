@@ -182,12 +182,13 @@ def beeline(url: str, sql: str, *login: str) -> subprocess.CompletedProcess:
 
 
 def write_manifest(path: Path, photos_dir, cnn_file, labels_file, access: dict | None = None,
-                   **views) -> Path:
+                   indexes: dict | None = None, **views) -> Path:
     path.write_text(yaml.safe_dump({
         "preprocessors": {"p32": {"size": [32, 32], "mode": "caffe"}},
         "models": {"cnn": {"path": str(cnn_file), "preprocessor": "p32",
                            "labels": str(labels_file)}},
         "images": {"photos": {"path": str(photos_dir)}, **views},
+        **({"indexes": indexes} if indexes else {}),
         **({"access": access} if access is not None else {}),
     }))
     return path

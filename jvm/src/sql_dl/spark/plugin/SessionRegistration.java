@@ -5,6 +5,7 @@ import org.apache.spark.sql.SparkSession;
 import org.apache.spark.sql.catalyst.CurrentUserContext;
 import sql_dl.spark.CheckedArguments;
 import sql_dl.spark.access.AccessPolicy;
+import sql_dl.spark.similarity.SimilarityIndex;
 
 /**
  * One session's registration of the manifest: done at the session's first parser call, once.
@@ -39,6 +40,11 @@ final class SessionRegistration {
     }
     synchronized (this) {
       if (registering == Thread.currentThread()) {
+        return;
+      }
+      if (state == State.NEW && "true".equals(session.conf().get(
+          SimilarityIndex.INTERNAL_SESSION_CONF, "false"))) {
+        state = State.DONE;  // an index's own session: a copy of a registered one
         return;
       }
       if (state == State.NEW || refusing()) {  // a refused session tries again each time

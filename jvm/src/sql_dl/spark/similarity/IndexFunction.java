@@ -112,7 +112,9 @@ public final class IndexFunction extends AbstractFunction1<Seq<Expression>, Logi
     var registry = classic.sessionState().tableFunctionRegistry();
     for (JsonNode name : JSON.readTree(names)) {
       FunctionIdentifier identifier = temporary(name.asText());
-      classic.extensions().injectTableFunction(new Tuple3<>(identifier,
+      // as Spark's own (unqualified): sessions register injected functions with the built-ins
+      classic.extensions().injectTableFunction(new Tuple3<>(
+          new FunctionIdentifier(name.asText(), Option.empty(), Option.empty()),
           registry.lookupFunction(identifier).get(),
           registry.lookupFunctionBuilder(identifier).get()));
     }

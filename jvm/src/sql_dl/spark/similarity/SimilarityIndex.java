@@ -59,6 +59,8 @@ public final class SimilarityIndex {
   static final Logger LOG = LoggerFactory.getLogger(SimilarityIndex.class);
   /** The Spark setting of the local folder under which indexes are kept. */
   public static final String INDEX_DIR_CONF = "spark.sql_dl.indexDir";
+  /** Set in the sessions indexes run their jobs in, which plugin mode leaves as they are. */
+  public static final String INTERNAL_SESSION_CONF = "sql_dl.internalSession";
   private static final Map<String, SimilarityIndex> INDEXES = new ConcurrentHashMap<>();
 
   final String name;
@@ -141,7 +143,13 @@ public final class SimilarityIndex {
     this.viewPlan = session.table(view).queryExecution().analyzed();
     this.vectorBuilder = classic.sessionState().functionRegistry()
         .lookupFunctionBuilder(IndexFunction.temporary(function)).get();
-    this.session = classic.cloneSession();
+    org.apache.spark.sql.classic.SparkSession jobs = classic.cloneSession();
+    jobs.conf().set(INTERNAL_SESSION_CONF, "true");
+    // its state copies the session's catalog lazily, under that catalog's lock: now, rather
+    // than in the background thread while a search holds that lock
+    jobs.sessionState().catalog();
+    jobs.sessionState().analyzer();
+    this.session = jobs;
   }
 
   /** Builds or brings the index up to date in the background (the first search waits). */
