@@ -29,3 +29,7 @@ SELECT label, size(digits_32(image)) AS values, round(array_max(digits_32(image)
 FROM digits
 ORDER BY path
 LIMIT 3;
+
+-- Digits like this one: the nearest digits by their features, from the manifest's index.
+SELECT path, label, round(distance, 4) AS distance
+FROM digits_like((SELECT min(path) FROM digits WHERE label = '3'), 5);

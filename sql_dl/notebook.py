@@ -1,6 +1,8 @@
 """Results people can see in a notebook: `show` renders a DataFrame's first rows as an HTML
 table, images as thumbnails, top-k arrays as "label (probability)" lists and long float
-arrays shortened. Rendering happens on the driver, for the rows shown only.
+arrays shortened; the result of an index's table function (``<index>(query, k)``) gets the
+thumbnail of each neighbour and of its query. Rendering happens on the driver, for the rows
+shown only.
 
 ``%load_ext sql_dl`` adds the ``%%sql`` cell magic (`load_ipython_extension`), which runs
 a cell's statements and shows the last result."""
@@ -18,8 +20,8 @@ from PIL import Image
 from sql_dl.driver.counts import counts
 from sql_dl.errors import FunctionArgumentError
 from sql_dl.executor.images import thumbnail_url
-from sql_dl.rules import IMAGE_ERROR_FUNCTION, THUMBNAIL_SIZE
-from sql_dl.sql_text import split_statements
+from sql_dl.rules import IMAGE_ERROR_FUNCTION, THUMBNAIL_FUNCTION, THUMBNAIL_SIZE
+from sql_dl.sql_text import identifier, split_statements, string_literal
 
 __all__ = ["Table", "load_ipython_extension", "run_cell", "show"]
 
@@ -29,21 +31,32 @@ FLOATS_SHOWN = 4  # values shown of a long float array
 
 
 class Table:
-    """The first rows of a result: ``_repr_html_`` for notebooks, ``repr`` for terminals."""
+    """The first rows of a result: ``_repr_html_`` for notebooks, ``repr`` for terminals;
+    ``query`` (a nearest-neighbour result's) is ``(text, thumbnail data URL or None)``, shown
+    above the rows."""
 
-    def __init__(self, columns: list[str], rows: list[tuple]):
+    def __init__(self, columns: list[str], rows: list[tuple],
+                 query: tuple[str, str | None] | None = None):
         self.columns = columns
         self.rows = rows
+        self.query = query
 
     def _repr_html_(self) -> str:
         head = "".join(f"<th>{html.escape(c)}</th>" for c in self.columns)
         body = "".join("<tr>" + "".join(f"<td>{_cell_html(v)}</td>" for v in row) + "</tr>"
                        for row in self.rows)
-        return (f'<table class="sql_dl"><thead><tr>{head}</tr></thead>'
+        caption = ""
+        if self.query is not None:
+            text, url = self.query
+            picture = _img_tag(url) if url else ""
+            caption = (f'<caption style="caption-side:top;text-align:left">Nearest to '
+                       f"{picture} {html.escape(text)}</caption>")
+        return (f'<table class="sql_dl">{caption}<thead><tr>{head}</tr></thead>'
                 f"<tbody>{body}</tbody></table>")
 
     def __repr__(self) -> str:
-        lines = ["\t".join(self.columns)]
+        lines = [f"nearest to {self.query[0]}"] if self.query is not None else []
+        lines.append("\t".join(self.columns))
         lines += ["\t".join(_cell_text(v) for v in row) for row in self.rows]
         return "\n".join(lines)
 
@@ -61,7 +74,35 @@ def show(data, n: int = ROWS_SHOWN) -> Table:
     if isinstance(data, str):
         data = _active_session("show", data).sql(data)
     rows = data.limit(n).collect()  # only the rows shown leave the executors
+    found = _nearest_of(data)
+    if found is not None and "path" in data.columns:
+        return _with_pictures(data, rows, found)
     return Table(list(data.columns), [tuple(row) for row in rows])
+
+
+def _nearest_of(data) -> dict[str, str] | None:
+    """What an index's table function says of its result (its ``path`` column's metadata:
+    the index, its view and the query), or None for any other DataFrame."""
+    fields = [f for f in data.schema.fields if f.name == "path"]
+    metadata = fields[0].metadata if fields else {}
+    return metadata if "sql_dl_index" in metadata else None
+
+
+def _with_pictures(data, rows: list, found: dict[str, str]) -> Table:
+    """A nearest-neighbour result's rows with each image's thumbnail first, and its query's
+    (read from the index's view, for the rows shown and a query path only)."""
+    query = found["sql_dl_query"]
+    paths = {row.path for row in rows} | ({query} if query not in ("image", "vector") else set())
+    thumbnails = {}
+    if paths:
+        listed = ", ".join(string_literal(p) for p in sorted(paths))
+        thumbnails = dict(data.sparkSession.sql(
+            f"SELECT path, {THUMBNAIL_FUNCTION}(image) FROM {identifier(found['sql_dl_view'])} "
+            f"WHERE path IN ({listed})").collect())
+    text = {"image": "the image given", "vector": "the vector given"}.get(query, query)
+    picture = found.get("sql_dl_query_thumbnail") or thumbnails.get(query)
+    return Table(["image", *data.columns],
+                 [(thumbnails.get(row.path), *tuple(row)) for row in rows], (text, picture))
 
 
 def run_cell(text: str, n: int = ROWS_SHOWN):

@@ -182,7 +182,12 @@ def test_the_quickstart_notebook_shows_its_thumbnails_in_a_browser(demo, tmp_pat
     outputs = [o for cell in notebook.cells for o in cell.get("outputs", [])]
     html_outputs = "".join(o.get("data", {}).get("text/html", "") for o in outputs)
     urls = re.findall(r'<img src="(data:image/[^"]+)"', html_outputs)
-    assert len(urls) == 5 + 12  # sql_dl.show's 5 rows, then %%sql -n 12
+    # sql_dl.show's 5 rows, %%sql -n 12, then digits like a 3: its picture and 6 neighbours'
+    assert len(urls) == 5 + 12 + 1 + 6
+    nearest, = [o["data"]["text/html"] for o in outputs
+                if "Nearest to" in o.get("data", {}).get("text/html", "")]
+    labels = re.findall(r"</td><td>file:[^<]+</td><td>(\d)</td>", nearest)
+    assert len(labels) == 6 and labels[0] == "3" and labels.count("3") >= 4, labels
     text = "".join(o.get("text", "") for o in outputs)
     misread = int(re.search(r"(\d+) of 1797 digits are misread", text).group(1))
     assert 12 <= misread < 180  # the demo CNN reads over 90% right

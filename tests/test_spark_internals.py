@@ -201,6 +201,28 @@ def check_finish_progress_bar(spark, tmp_path):
     assert spark_internals.finish_progress_bar(spark) is None
 
 
+def check_inject_table_functions(spark, tmp_path):
+    """A session created after the injection has the index's table function; one created
+    after injecting none again does not."""
+    from pyspark.errors import AnalysisException
+
+    import sql_dl
+    from helpers.data import photo_files, tiny_cnn
+
+    photo_files(tmp_path / "images")
+    tiny_cnn().save(tmp_path / "cnn.keras")
+    sql_dl.bootstrap(spark, {
+        "models": {"cnn": {"path": str(tmp_path / "cnn.keras")}},
+        "images": {"probe": {"path": str(tmp_path / "images")}},
+        "indexes": {"probe_like": {"view": "probe", "function": "cnn_features"}}})
+    query = "SELECT count(*) AS n FROM probe_like(array_repeat(1.0F, 8), 2)"
+    spark_internals.inject_table_functions(spark, ["probe_like"])
+    assert spark.newSession().sql(query).first().n == 2
+    spark_internals.inject_table_functions(spark, [])
+    with pytest.raises(AnalysisException, match="UNRESOLVABLE_TABLE_VALUED_FUNCTION"):
+        spark.newSession().sql(query)
+
+
 CHECKS = {
     "finish_progress_bar": check_finish_progress_bar,
     "spark_temp_dir": check_temp_dir,
@@ -213,6 +235,7 @@ CHECKS = {
     "silence_jvm_log": check_launch_gateway,
     "injected_functions": check_injected_functions,
     "inject_session_function": check_injected_functions,
+    "inject_table_functions": check_inject_table_functions,
     "start_thrift_server": check_thrift_server,
     "install_operation_manager": check_thrift_server,
     "closed_statements": check_thrift_server,

@@ -89,6 +89,8 @@ def demo_manifest() -> dict:
                                   "features_layer": "features",
                                   "batch_size": 64}},
         "images": {"digits": {"path": "digits", "label": "parent_dir"}},
+        "indexes": {"digits_like": {"view": "digits", "function": "digits_cnn_features",
+                                    "metric": "cosine"}},
     }
 
 

@@ -51,8 +51,9 @@ import sql_dl.spark.access.AccessPolicy;
  * vector itself), and the {@link IndexService} searches. The plan is a local relation of the
  * rows, so the statement runs no Spark job of its own. The {@code path} column's metadata
  * names the index, its view and the query ({@code sql_dl_index}, {@code sql_dl_view},
- * {@code sql_dl_query}: a path, {@code "image"} or {@code "vector"}), which
- * {@code sql_dl.show} reads to show the query beside its neighbours.
+ * {@code sql_dl_query}: a path, {@code "image"} or {@code "vector"}; an image's thumbnail,
+ * {@code sql_dl_query_thumbnail}), which {@code sql_dl.show} reads to show the query beside
+ * its neighbours.
  */
 public final class IndexFunction extends AbstractFunction1<Seq<Expression>, LogicalPlan> {
 
@@ -148,14 +149,16 @@ public final class IndexFunction extends AbstractFunction1<Seq<Expression>, Logi
           + index.view + " (STRING) or a vector (ARRAY<FLOAT>)");
     }
     String shown;
+    String thumbnail = null;
     Object search;
     if (type instanceof BinaryType) {
-      float[] vector = index.vectorOf((byte[]) value);
-      if (vector == null) {
+      SimilarityIndex.ImageQuery image = index.imageQuery((byte[]) value);
+      if (image.vector() == null) {
         throw error("the query image gives no vector: " + index.function + " returns NULL for "
             + "it (sql_dl_image_error(image) says why it does not decode)");
       }
-      search = vector;
+      search = image.vector();
+      thumbnail = image.thumbnail();
       shown = "image";
     } else if (type instanceof StringType) {
       search = qualified(session, value.toString());
@@ -174,13 +177,17 @@ public final class IndexFunction extends AbstractFunction1<Seq<Expression>, Logi
           + "vector (not listed, or it does not decode); give a path the view lists "
           + "(SELECT path FROM " + index.view + "), or the image's bytes");
     }
-    return rows(found, shown);
+    return rows(found, shown, thumbnail);
   }
 
   /** The rows of an answer, as a local relation. */
-  private LogicalPlan rows(JsonNode found, String shown) {
-    Metadata metadata = new MetadataBuilder().putString("sql_dl_index", index.name)
-        .putString("sql_dl_view", index.view).putString("sql_dl_query", shown).build();
+  private LogicalPlan rows(JsonNode found, String shown, String thumbnail) {
+    MetadataBuilder described = new MetadataBuilder().putString("sql_dl_index", index.name)
+        .putString("sql_dl_view", index.view).putString("sql_dl_query", shown);
+    if (thumbnail != null) {
+      described.putString("sql_dl_query_thumbnail", thumbnail);
+    }
+    Metadata metadata = described.build();
     List<Attribute> output = List.of(
         attribute("path", DataTypes.StringType, false, metadata),
         attribute("label", DataTypes.StringType, true, Metadata.empty()),

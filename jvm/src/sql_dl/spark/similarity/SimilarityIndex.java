@@ -59,6 +59,8 @@ public final class SimilarityIndex {
   static final Logger LOG = LoggerFactory.getLogger(SimilarityIndex.class);
   /** The Spark setting of the local folder under which indexes are kept. */
   public static final String INDEX_DIR_CONF = "spark.sql_dl.indexDir";
+  /** sql_dl's function that makes an image's thumbnail (sql_dl.rules names it the same). */
+  static final String THUMBNAIL_FUNCTION = "sql_dl_thumbnail";
   /** Set in the sessions indexes run their jobs in, which plugin mode leaves as they are. */
   public static final String INTERNAL_SESSION_CONF = "sql_dl.internalSession";
   private static final Map<String, SimilarityIndex> INDEXES = new ConcurrentHashMap<>();
@@ -76,6 +78,7 @@ public final class SimilarityIndex {
   private volatile SparkSession session;
   private volatile LogicalPlan viewPlan;
   private volatile Function1<Seq<Expression>, Expression> vectorBuilder;
+  private volatile Function1<Seq<Expression>, Expression> thumbnailBuilder;
   private final Object updating = new Object();
 
   private volatile String state = "new";
@@ -141,8 +144,11 @@ public final class SimilarityIndex {
     org.apache.spark.sql.classic.SparkSession classic =
         (org.apache.spark.sql.classic.SparkSession) session;
     this.viewPlan = session.table(view).queryExecution().analyzed();
-    this.vectorBuilder = classic.sessionState().functionRegistry()
-        .lookupFunctionBuilder(IndexFunction.temporary(function)).get();
+    var functions = classic.sessionState().functionRegistry();
+    this.vectorBuilder = functions.lookupFunctionBuilder(IndexFunction.temporary(function))
+        .get();
+    this.thumbnailBuilder = functions.lookupFunctionBuilder(
+        IndexFunction.temporary(THUMBNAIL_FUNCTION)).getOrElse(() -> null);
     org.apache.spark.sql.classic.SparkSession jobs = classic.cloneSession();
     jobs.conf().set(INTERNAL_SESSION_CONF, "true");
     // its state copies the session's catalog lazily, under that catalog's lock: now, rather
@@ -256,25 +262,36 @@ public final class SimilarityIndex {
         plan));
   }
 
-  /** The vector of an image's bytes (the function, run as the server's work), or null when
-   *  the function gives none (an image that does not decode). */
-  float[] vectorOf(byte[] image) {
+  /** An image query: its vector, or null when the function gives none (an image that does
+   *  not decode), and its thumbnail (a data URL, or null). */
+  record ImageQuery(float[] vector, String thumbnail) {}
+
+  /** The vector and thumbnail of an image's bytes, in one short job run as the server's
+   *  work. */
+  ImageQuery imageQuery(byte[] image) {
     org.apache.spark.sql.classic.SparkSession spark =
         (org.apache.spark.sql.classic.SparkSession) session;
-    Expression vector = vectorBuilder.apply(seq(Literal.create(image, DataTypes.BinaryType)));
+    Literal bytes = Literal.create(image, DataTypes.BinaryType);
+    List<NamedExpression> columns = new ArrayList<>(List.of(
+        alias(vectorBuilder.apply(seq(bytes)), "vector")));
+    if (thumbnailBuilder != null) {
+      columns.add(alias(thumbnailBuilder.apply(seq(bytes)), "thumbnail"));
+    }
     Row[] result = new Row[1];
     AccessPolicy.asServer(() -> result[0] = (Row) Dataset.ofRows(spark, new Project(
-        CollectionConverters.asScala(List.<NamedExpression>of(alias(vector, "vector")))
-            .toList(), new OneRowRelation())).collectAsList().get(0));
+        CollectionConverters.asScala(columns).toList(), new OneRowRelation()))
+        .collectAsList().get(0));
+    String thumbnail = columns.size() > 1 && !result[0].isNullAt(1) ? result[0].getString(1)
+        : null;
     if (result[0].isNullAt(0)) {
-      return null;
+      return new ImageQuery(null, thumbnail);
     }
     List<Object> values = result[0].getList(0);
     float[] out = new float[values.size()];
     for (int i = 0; i < out.length; i++) {
       out[i] = ((Number) values.get(i)).floatValue();
     }
-    return out;
+    return new ImageQuery(out, thumbnail);
   }
 
   /** The service's answer to a search, nearest first: {@code path, label, distance}, or
