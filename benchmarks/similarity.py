@@ -165,6 +165,7 @@ def measure(n: int, queries: int, work: Path) -> dict:
         result["images_after"] = s["images"]
     finally:
         server.stop()
+    print(json.dumps(result), file=sys.stderr, flush=True)
     result["spark_join_ms_per_query"] = spark_join(vectors, work)
     return result
 
@@ -180,9 +181,9 @@ def spark_join(vectors: np.ndarray, work: Path) -> float:
     pq.write_table(pa.table({"id": np.arange(len(vectors)),
                              "v": pa.FixedSizeListArray.from_arrays(
                                  pa.array(vectors.ravel()), DIMS).cast(
-                                     pa.list_(pa.float32()))}), table)
+                                     pa.list_(pa.float32()))}), table, row_group_size=4096)
     spark = sql_dl.session(master="local[2]", home=work / "join-home",
-                           conf={"spark.ui.enabled": "false"})
+                           conf={"spark.ui.enabled": "false", "spark.driver.memory": "8g"})
     try:
         spark.read.parquet(str(table)).createOrReplaceTempView("v")
         spark.sql("SELECT id, v FROM v WHERE id < 10").createOrReplaceTempView("q")

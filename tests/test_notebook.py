@@ -26,7 +26,8 @@ def photos_view(spark, photos_dir, cnn_file, labels_file):
         "preprocessors": {"p": {"size": [32, 32], "mode": "caffe"}},
         "models": {"cnn": {"path": str(cnn_file), "preprocessor": "p",
                            "labels": str(labels_file)}},
-        "images": {"photos": {"path": str(photos_dir)}}})
+        "images": {"photos": {"path": str(photos_dir)}},
+        "indexes": {"photos_like": {"view": "photos", "function": "cnn_features"}}})
     return spark
 
 
@@ -53,6 +54,30 @@ def test_show_takes_sql_text_and_only_n_rows(photos_view):
     from_sql = show(QUERY, n=3)
     assert len(from_sql.rows) == 3
     assert from_sql._repr_html_() == show(photos_view.sql(QUERY), n=3)._repr_html_()
+
+
+def test_show_of_nearest_images_shows_the_query_and_each_neighbour(photos_view, photos):
+    """An index's result gets each neighbour's thumbnail (the same as sql_dl_thumbnail of
+    its path), and its query's above: a path's image, or the image given."""
+    query = photos_view.sql("SELECT min(path) AS p FROM photos").first().p
+    table = show(photos_view.sql(f"SELECT * FROM photos_like('{query}', 3)"))
+    assert table.columns == ["image", "path", "label", "distance"] and len(table.rows) == 3
+    expected = dict(photos_view.sql("SELECT path, sql_dl_thumbnail(image) FROM photos")
+                    .collect())
+    assert [row[0] for row in table.rows] == [expected[row[1]] for row in table.rows]
+    assert table.query == (query, expected[query])
+    page = table._repr_html_()
+    caption = re.search(r"<caption[^>]*>Nearest to (.*?)</caption>", page).group(1)
+    assert re.findall(r'<img src="([^"]+)"', caption) == [expected[query]]
+    assert len(re.findall(r'<img src="', page)) == 4 and query in caption
+    assert repr(table).splitlines()[:2] == [f"nearest to {query}", "image\tpath\tlabel\tdistance"]
+
+    given = show(photos_view.sql("SELECT * FROM photos_like((SELECT image FROM photos WHERE "
+                                 f"path = '{query}'), 2)"))
+    assert given.query == ("the image given", expected[query])
+    vector = show(photos_view.sql("SELECT * FROM photos_like((SELECT cnn_features(image) "
+                                  f"FROM photos WHERE path = '{query}'), 2)"))
+    assert vector.query == ("the vector given", None) and len(vector.rows) == 2
 
 
 def test_thumbnails_of_what_cannot_be_decoded_are_none(photos):

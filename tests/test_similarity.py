@@ -207,6 +207,30 @@ def test_view_without_images(spark, photos_dir, cnn_file, moving, tmp_path):
         sql_dl.bootstrap(spark, _manifest(photos_dir, cnn_file, moving))
 
 
+def test_a_search_waits_for_a_build_only_as_long_as_it_is_told(
+        spark, photos_dir, cnn_file, moving, tmp_path, photos):
+    """With spark.sql_dl.indexWaitSeconds=0, a search during the index's first build (in the
+    background since bootstrap) fails at once, with the index's progress; later, it answers."""
+    many = tmp_path / "many"
+    many.mkdir()
+    for i in range(40):
+        for photo in photos:
+            shutil.copy(photo, many / f"{i}_{photo.name}")
+    sql_dl.bootstrap(spark, _manifest(photos_dir, cnn_file, many))
+    try:
+        spark.conf.set("spark.sql_dl.indexWaitSeconds", "0")
+        with pytest.raises(AnalysisException, match=re.escape(
+                "moving_like: the index is being built (")) as refused:
+            spark.sql("SELECT * FROM moving_like(array_repeat(1.0F, 8), 3)").collect()
+        assert "search again when sql_dl_indexes shows it ready" in str(refused.value)
+        spark.conf.set("spark.sql_dl.indexWaitSeconds", "120")
+        rows = spark.sql("SELECT * FROM moving_like(array_repeat(1.0F, 8), 3)").collect()
+        assert len(rows) == 3
+    finally:
+        spark.conf.unset("spark.sql_dl.indexWaitSeconds")
+        sql_dl.bootstrap(spark, _manifest(photos_dir, cnn_file, moving))
+
+
 @pytest.mark.parametrize("index, message", [
     ({"view": "nope", "function": "cnn_features"},
      "indexes.i.view: must name an image view of this manifest: photos"),

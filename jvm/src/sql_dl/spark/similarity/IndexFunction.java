@@ -171,7 +171,7 @@ public final class IndexFunction extends AbstractFunction1<Seq<Expression>, Logi
           + index.view + " (STRING) or a vector (ARRAY<FLOAT>). Received: "
           + type.sql() + " " + query.sql());
     }
-    JsonNode found = index.search(search, k);
+    JsonNode found = index.search(session, search, k);
     if (found.has("missing")) {
       throw error("query " + shown + " is not an image of view " + index.view + " with a "
           + "vector (not listed, or it does not decode); give a path the view lists "

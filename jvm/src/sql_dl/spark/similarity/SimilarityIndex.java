@@ -9,6 +9,8 @@ import java.util.Locale;
 import java.util.Map;
 import java.util.UUID;
 import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.locks.ReentrantLock;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import org.apache.hadoop.conf.Configuration;
@@ -59,6 +61,8 @@ public final class SimilarityIndex {
   static final Logger LOG = LoggerFactory.getLogger(SimilarityIndex.class);
   /** The Spark setting of the local folder under which indexes are kept. */
   public static final String INDEX_DIR_CONF = "spark.sql_dl.indexDir";
+  /** How long a search waits for an update under way (seconds; default 60). */
+  public static final String WAIT_CONF = "spark.sql_dl.indexWaitSeconds";
   /** sql_dl's function that makes an image's thumbnail (sql_dl.rules names it the same). */
   static final String THUMBNAIL_FUNCTION = "sql_dl_thumbnail";
   /** Set in the sessions indexes run their jobs in, which plugin mode leaves as they are. */
@@ -79,7 +83,8 @@ public final class SimilarityIndex {
   private volatile LogicalPlan viewPlan;
   private volatile Function1<Seq<Expression>, Expression> vectorBuilder;
   private volatile Function1<Seq<Expression>, Expression> thumbnailBuilder;
-  private final Object updating = new Object();
+  private final ReentrantLock updating = new ReentrantLock();
+  private volatile long updateStarted;
 
   private volatile String state = "new";
   private volatile String problem;
@@ -158,11 +163,12 @@ public final class SimilarityIndex {
     this.session = jobs;
   }
 
-  /** Builds or brings the index up to date in the background (the first search waits). */
+  /** Builds or brings the index up to date in the background (a search waits for it, up to
+   *  {@link #WAIT_CONF}). */
   void updateInBackground() {
     Thread thread = new Thread(() -> {
       try {
-        update();
+        update(Long.MAX_VALUE);
       } catch (RuntimeException e) {
         LOG.warn("sql_dl: index {} cannot be built: {}", name, e.getMessage());
       }
@@ -173,13 +179,30 @@ public final class SimilarityIndex {
 
   /**
    * Brings the index up to date with its view, as of now or within the view's
-   * {@code max_staleness}: nothing when the view's catalog did not change.
+   * {@code max_staleness}: nothing when the view's catalog did not change. An update under
+   * way (the first build of a large view, in the background) is waited for up to
+   * {@code waitMs}; longer, the search fails with the index's progress.
    */
-  void update() {
-    synchronized (updating) {
+  void update(long waitMs) {
+    boolean locked;
+    try {
+      locked = updating.tryLock(waitMs, TimeUnit.MILLISECONDS);
+    } catch (InterruptedException e) {
+      Thread.currentThread().interrupt();
+      locked = false;
+    }
+    if (!locked) {
+      throw analysisError(name + ": the index is being " + (updated == null ? "built" : "updated")
+          + " (" + (System.currentTimeMillis() - updateStarted) / 1000 + " s so far"
+          + (pending > 0 ? ", " + pending + " images of view " + view + " to embed" : "")
+          + "); search again when sql_dl_indexes shows it ready, or set " + WAIT_CONF
+          + " to wait longer. Received: " + WAIT_CONF + "=" + waitMs / 1000);
+    }
+    try {
       if (opened && version != null && System.currentTimeMillis() - checked < stalenessMs) {
         return;
       }
+      updateStarted = System.currentTimeMillis();
       RuntimeException[] failure = new RuntimeException[1];
       AccessPolicy.asServer(() -> {
         try {
@@ -193,6 +216,8 @@ public final class SimilarityIndex {
         problem = failure[0].getMessage();
         throw failure[0];
       }
+    } finally {
+      updating.unlock();
     }
   }
 
@@ -294,10 +319,21 @@ public final class SimilarityIndex {
     return new ImageQuery(out, thumbnail);
   }
 
+  /** {@link #WAIT_CONF} of {@code session}, in milliseconds. */
+  private static long waitMs(SparkSession session) {
+    String seconds = session.conf().get(WAIT_CONF, "60");
+    try {
+      return Math.max(0, (long) (Double.parseDouble(seconds) * 1000));
+    } catch (NumberFormatException e) {
+      throw analysisError(WAIT_CONF + " must be a number of seconds. Received: " + WAIT_CONF
+          + "=" + seconds);
+    }
+  }
+
   /** The service's answer to a search, nearest first: {@code path, label, distance}, or
    *  {@code missing} for a {@code path} query of an image without a vector. */
-  JsonNode search(Object query, int k) {
-    update();
+  JsonNode search(SparkSession user, Object query, int k) {
+    update(waitMs(user != null ? user : session));
     if (listed == 0) {
       throw analysisError(name + ": view " + view + " has no images yet, so the index is "
           + "empty; add images under the view's folder (sql_dl_views shows what it lists)");
@@ -314,14 +350,6 @@ public final class SimilarityIndex {
     } catch (IndexService.IndexRequestError e) {
       throw analysisError(name + ": " + e.getMessage());
     }
-  }
-
-  long size() {
-    return size;
-  }
-
-  long listed() {
-    return listed;
   }
 
   /** This index's row of {@code sql_dl_indexes}. */
