@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,7 +35,7 @@ import numpy as np
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from latency import Server, timed  # noqa: E402
+from latency import Server  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 DIMS = 1280

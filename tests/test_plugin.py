@@ -304,8 +304,12 @@ def test_a_connect_server_serves_a_client_that_never_imports_sql_dl(
         rows = spark.sql("SELECT path, cnn(image) AS p, cnn_top_k(image, 1)[0].class AS best "
                          "FROM photos ORDER BY path").collect()
         described = [r[0] for r in spark.sql("DESCRIBE FUNCTION cnn_features").collect()]
+        like = spark.sql("SELECT * FROM photos_like((SELECT image FROM photos "
+                         "ORDER BY path LIMIT 1), 3)")
+        nearest = [[r.path, r.distance] for r in like.collect()]
         print(json.dumps({{"rows": [[r.path, r.p, r.best] for r in rows],
                           "count": spark.table("photos").count(), "described": described,
+                          "nearest": nearest, "query": like.schema["path"].metadata,
                           "sql_dl": sorted(m for m in sys.modules if m.startswith("sql_dl"))}}))
     """)
     try:
@@ -318,6 +322,10 @@ def test_a_connect_server_serves_a_client_that_never_imports_sql_dl(
         assert_equal_keras(answer["rows"], photos, cnn_file)
         assert answer["count"] == len(photos)
         assert any("Usage: cnn_features(image)" in line for line in answer["described"])
+        # the index's table function, through Connect: the first photo (or its twin) first
+        assert len(answer["nearest"]) == 3 and answer["nearest"][0][1] < 1e-6
+        assert answer["query"]["sql_dl_query"] == "image"
+        assert answer["query"]["sql_dl_query_thumbnail"].startswith("data:image/")
     finally:
         subprocess.run([SPARK_HOME / "sbin" / "stop-connect-server.sh"], env=env,
                        capture_output=True, timeout=120)

@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 from sql_dl.manifest import IndexSpec, Manifest
 from sql_dl.plans import ModelPlan
-from sql_dl.rules import INDEXES_VIEW, MAX_NEIGHBOURS
+from sql_dl.rules import MAX_NEIGHBOURS
 from sql_dl.spark.extension import extension_active
 from sql_dl.sql_text import values_query
 
@@ -21,7 +21,6 @@ __all__ = ["INDEXES_COLUMNS", "INDEXES_SOURCE", "drop_indexes", "index_specs",
            "indexes_frame", "register_indexes"]
 
 INDEXES_SOURCE = "sql_dl.spark.similarity.IndexesSource"
-_FUNCTION = "sql_dl.spark.similarity.IndexFunction"
 # as IndexesSource gives them
 INDEXES_COLUMNS = (("index", "string"), ("view", "string"), ("function", "string"),
                    ("metric", "string"), ("dimensions", "int"), ("state", "string"),

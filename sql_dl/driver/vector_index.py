@@ -68,7 +68,7 @@ class VectorIndex:
         self.dims = int(dims)
         self.metric = metric
         self.updated: float | None = None  # seconds since the epoch of the last commit
-        self._pending: tuple[pd.DataFrame, np.ndarray] | None = None
+        self._leaving: np.ndarray | None = None  # the rows the last diff removes
         self.directory.mkdir(parents=True, exist_ok=True)
         self._load()
 
@@ -177,8 +177,7 @@ class VectorIndex:
         embed = joined.loc[~same, "path"]
         gone = ~self._meta["path"].isin(listing["path"])
         changed = self._meta["path"].isin(embed)
-        self._pending = (listing.loc[~same.to_numpy()],
-                         self._meta.loc[gone | changed].index.to_numpy())
+        self._leaving = self._meta.loc[gone | changed].index.to_numpy()
         return {"embed": "all" if len(embed) == len(listing) and len(listing) else
                 embed.tolist(), "remove": int(gone.sum()), "listed": len(listing)}
 
@@ -187,17 +186,14 @@ class VectorIndex:
         rows (``path, label, length, modification_time, embedded``) with its vectors (one per
         embedded row, in order). A row not embedded is kept with no vector, so that it is not
         embedded again until its file changes."""
-        if self._pending is None:
+        if self._leaving is None:
             raise IndexError_("commit without diff")
-        _, leaving = self._pending
-        self._pending = None
-        added = removed = 0
-        leaving_keys = self._meta.loc[leaving, "key"].to_numpy()
-        removed += self._remove_keys(leaving_keys)
+        leaving, self._leaving = self._leaving, None
+        added = 0
+        removed = self._remove_keys(self._meta.loc[leaving, "key"].to_numpy())
         self._meta = self._meta.drop(index=leaving)
         for rows, vectors in chunks:
             added += self._add(rows, vectors)
-            removed += 0
         self._index_meta()
         self.updated = time.time()
         self._save()

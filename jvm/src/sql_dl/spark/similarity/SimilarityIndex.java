@@ -160,8 +160,39 @@ public final class SimilarityIndex {
     // than in the background thread while a search holds that lock
     jobs.sessionState().catalog();
     jobs.sessionState().analyzer();
+    shareFiles(classic, jobs);
     this.session = jobs;
   }
+
+  /**
+   * Gives {@code jobs} the files (the shipped models) added in {@code from}: Spark keeps each
+   * session's files apart when it isolates sessions' artifacts (as Spark Connect does), and a
+   * copy of a session gets a state of its own.
+   */
+  private static void shareFiles(org.apache.spark.sql.classic.SparkSession from,
+                                 org.apache.spark.sql.classic.SparkSession jobs) {
+    org.apache.spark.SparkContext context = from.sparkContext();
+    String source = from.artifactManager().state().uuid();
+    String target = jobs.artifactManager().state().uuid();
+    if (source.equals(target)) {
+      return;
+    }
+    scala.Option<scala.collection.concurrent.Map<String, Object>> files =
+        context.addedFiles().get(source);
+    if (files.isEmpty()) {
+      return;
+    }
+    List<String> keys = new ArrayList<>(CollectionConverters.asJava(files.get().keySet()));
+    jobs.artifactManager().withResources(new scala.runtime.AbstractFunction0<Object>() {
+      @Override
+      public Object apply() {
+        keys.forEach(context::addFile);
+        return null;
+      }
+    });
+  }
+
+
 
   /** Builds or brings the index up to date in the background (a search waits for it, up to
    *  {@link #WAIT_CONF}). */
