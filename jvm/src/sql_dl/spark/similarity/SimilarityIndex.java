@@ -172,8 +172,13 @@ public final class SimilarityIndex {
   private static void shareFiles(org.apache.spark.sql.classic.SparkSession from,
                                  org.apache.spark.sql.classic.SparkSession jobs) {
     org.apache.spark.SparkContext context = from.sparkContext();
-    String source = from.artifactManager().state().uuid();
-    String target = jobs.artifactManager().state().uuid();
+    org.apache.spark.JobArtifactState sourceState = from.artifactManager().state();
+    org.apache.spark.JobArtifactState targetState = jobs.artifactManager().state();
+    if (sourceState == null || targetState == null) {
+      return;  // sessions' artifacts are not kept apart: every job sees every file
+    }
+    String source = sourceState.uuid();
+    String target = targetState.uuid();
     if (source.equals(target)) {
       return;
     }
