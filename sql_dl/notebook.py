@@ -48,9 +48,11 @@ class Table:
         caption = ""
         if self.query is not None:
             text, url = self.query
-            picture = _img_tag(url) if url else ""
+            # the picture in a block of its own: inline, it would sit on the text's baseline,
+            # at a fraction of a pixel
+            picture = f'<div style="margin:4px 0">{_img_tag(url)}</div>' if url else ""
             caption = (f'<caption style="caption-side:top;text-align:left">Nearest to '
-                       f"{picture} {html.escape(text)}</caption>")
+                       f"{html.escape(text)}{picture}</caption>")
         return (f'<table class="sql_dl">{caption}<thead><tr>{head}</tr></thead>'
                 f"<tbody>{body}</tbody></table>")
 
@@ -181,7 +183,8 @@ def _img_tag(url: str) -> str:
         width = height = SMALL_SHOWN
     scale = SMALL_SHOWN // max(width, height, 1)
     if scale > 1:
-        style = f"width:{width * scale}px;height:{height * scale}px;image-rendering:pixelated"
+        style = (f"width:{width * scale}px;height:{height * scale}px;max-width:none;"
+                 "image-rendering:pixelated")  # not squeezed by a wide table
     return f'<img src="{html.escape(url)}" alt="image {width}x{height}" style="{style}">'
 
 

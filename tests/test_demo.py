@@ -198,7 +198,8 @@ def test_the_quickstart_notebook_shows_its_thumbnails_in_a_browser(demo, tmp_pat
                               "widget_renderer_url"), "")  # nothing to fetch from a CDN
     page = tmp_path / "quickstart.html"
     page.write_text(HTMLExporter(**urls_off).from_notebook_node(notebook)[0])
-    shot = chromium_screenshot(page, tmp_path / "quickstart.png", tmp_path / "chromium")
+    shot = chromium_screenshot(page, tmp_path / "quickstart.png", tmp_path / "chromium",
+                               height=4500)  # the whole page
     grey = np.asarray(shot.convert("L"), dtype=np.float64)  # float32 sums lose flat areas
     for url in urls:
         thumbnail = decoded(url).convert("L")
@@ -206,7 +207,7 @@ def test_the_quickstart_notebook_shows_its_thumbnails_in_a_browser(demo, tmp_pat
         shown = np.kron(np.asarray(thumbnail, np.float64), np.ones((2, 2)))  # ...but on screen
         match = match_template(grey, shown)
         y, x = np.unravel_index(match.argmax(), match.shape)
-        assert match[y, x] > 0.95, f"thumbnail not found on the page (best match {match[y, x]})"
+        assert match[y, x] > 0.95, f"thumbnail {urls.index(url)} not found on the page (best match {match[y, x]})"
         region = grey[y:y + 64, x:x + 64]
         assert region.std() > 40 and region.min() < 40 < 215 < region.max()  # not blank
     if os.environ.get("SQL_DL_SCREENSHOT"):  # where to keep it: docs/quickstart.png
