@@ -81,7 +81,11 @@ class SharedCatalog:
         """``default.<view>``: the rows of the session's temporary view ``view``, as literals."""
         fields = self.spark.table(view).schema.fields
         columns = [(f.name, f.dataType.simpleString()) for f in fields]
-        self.spark.sql(f"CREATE OR REPLACE VIEW default.{view} AS {values_query(columns, rows)}")
+        # ALTER VIEW changes the view in place; CREATE OR REPLACE drops it first, and a query
+        # of another session between the two would not find it
+        verb = ("ALTER VIEW" if self.spark.catalog.tableExists(f"default.{view}")
+                else "CREATE VIEW")
+        self.spark.sql(f"{verb} default.{view} AS {values_query(columns, rows)}")
 
     def _publish_catalogs(self) -> None:
         """``default.sql_dl_views``, read from the image catalogs at each query."""
