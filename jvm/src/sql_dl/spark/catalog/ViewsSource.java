@@ -9,17 +9,15 @@ import java.util.Map;
 
 import com.fasterxml.jackson.core.type.TypeReference;
 import com.fasterxml.jackson.databind.ObjectMapper;
-import org.apache.spark.api.java.JavaSparkContext;
-import org.apache.spark.rdd.RDD;
 import org.apache.spark.sql.Row;
 import org.apache.spark.sql.RowFactory;
 import org.apache.spark.sql.SQLContext;
 import org.apache.spark.sql.sources.BaseRelation;
 import org.apache.spark.sql.sources.RelationProvider;
-import org.apache.spark.sql.sources.TableScan;
 import org.apache.spark.sql.types.DataTypes;
 import org.apache.spark.sql.types.StructField;
 import org.apache.spark.sql.types.StructType;
+import sql_dl.spark.SystemViewRelation;
 
 /**
  * {@code sql_dl_views}: one row per image view, with its catalog's state as each query reads
@@ -56,27 +54,17 @@ public final class ViewsSource implements RelationProvider {
     return new Views(sqlContext, parsed);
   }
 
-  static final class Views extends BaseRelation implements TableScan {
-    private final SQLContext sqlContext;
+  static final class Views extends SystemViewRelation {
     private final Map<String, Map<String, String>> views;
 
     Views(SQLContext sqlContext, Map<String, Map<String, String>> views) {
-      this.sqlContext = sqlContext;
+      super(sqlContext, SCHEMA);
       this.views = views;
     }
 
     @Override
-    public SQLContext sqlContext() {
-      return sqlContext;
-    }
-
-    @Override
-    public StructType schema() {
-      return SCHEMA;
-    }
-
-    @Override
-    public RDD<Row> buildScan() {
+    protected List<Row> rows() {
+      SQLContext sqlContext = sqlContext();
       List<Row> rows = new ArrayList<>();
       for (Map.Entry<String, Map<String, String>> view : new java.util.TreeMap<>(views).entrySet()) {
         Map<String, String> options = new HashMap<>(view.getValue());
@@ -90,8 +78,7 @@ public final class ViewsSource implements RelationProvider {
             Boolean.TRUE.equals(d.get("full_listing")) ? "full" : "changed folders",
             d.get("catalog"), d.get("problem")));
       }
-      return JavaSparkContext.fromSparkContext(sqlContext.sparkContext())
-          .parallelize(rows, 1).rdd();
+      return rows;
     }
   }
 }

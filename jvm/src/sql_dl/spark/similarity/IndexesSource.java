@@ -9,17 +9,15 @@ import java.util.TreeMap;
 
 import com.fasterxml.jackson.core.type.TypeReference;
 import com.fasterxml.jackson.databind.ObjectMapper;
-import org.apache.spark.api.java.JavaSparkContext;
-import org.apache.spark.rdd.RDD;
 import org.apache.spark.sql.Row;
 import org.apache.spark.sql.RowFactory;
 import org.apache.spark.sql.SQLContext;
 import org.apache.spark.sql.sources.BaseRelation;
 import org.apache.spark.sql.sources.RelationProvider;
-import org.apache.spark.sql.sources.TableScan;
 import org.apache.spark.sql.types.DataTypes;
 import org.apache.spark.sql.types.StructField;
 import org.apache.spark.sql.types.StructType;
+import sql_dl.spark.SystemViewRelation;
 
 /**
  * {@code sql_dl_indexes}: one row per embedding index, as each query reads it: its view,
@@ -60,27 +58,16 @@ public final class IndexesSource implements RelationProvider {
     }
   }
 
-  static final class Indexes extends BaseRelation implements TableScan {
-    private final SQLContext sqlContext;
+  static final class Indexes extends SystemViewRelation {
     private final Map<String, String> indexes;
 
     Indexes(SQLContext sqlContext, Map<String, String> indexes) {
-      this.sqlContext = sqlContext;
+      super(sqlContext, SCHEMA);
       this.indexes = indexes;
     }
 
     @Override
-    public SQLContext sqlContext() {
-      return sqlContext;
-    }
-
-    @Override
-    public StructType schema() {
-      return SCHEMA;
-    }
-
-    @Override
-    public RDD<Row> buildScan() {
+    protected List<Row> rows() {
       List<Row> rows = new ArrayList<>();
       for (Map.Entry<String, String> e : new TreeMap<>(indexes).entrySet()) {
         SimilarityIndex index = SimilarityIndex.at(e.getValue());
@@ -96,8 +83,7 @@ public final class IndexesSource implements RelationProvider {
             updated == null ? null : new Timestamp((Long) updated), d.get("update_ms"),
             d.get("memory"), index.directory, d.get("problem")));
       }
-      return JavaSparkContext.fromSparkContext(sqlContext.sparkContext())
-          .parallelize(rows, 1).rdd();
+      return rows;
     }
   }
 }
